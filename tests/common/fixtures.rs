@@ -1,0 +1,125 @@
+//! Reading the committed Debezium fixtures (`fixtures/debezium/*.jsonl`, format in
+//! `fixtures/README.md`) as records ready to produce.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::Out;
+
+/// The three encodings the fixtures come in, line-aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `json.jsonl`: JsonConverter, `schemas.enable=false` (Bangumi's setting).
+    Json,
+    /// `json-schema.jsonl`: JsonConverter, `schemas.enable=true`.
+    JsonSchema,
+    /// `avro.jsonl`: Confluent AvroConverter wire format.
+    Avro,
+}
+
+impl Encoding {
+    /// All three.
+    pub const ALL: [Encoding; 3] = [Encoding::Json, Encoding::JsonSchema, Encoding::Avro];
+
+    fn file(self) -> &'static str {
+        match self {
+            Encoding::Json => "json.jsonl",
+            Encoding::JsonSchema => "json-schema.jsonl",
+            Encoding::Avro => "avro.jsonl",
+        }
+    }
+}
+
+/// One captured record.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// Line number (1-based), the same in every encoding.
+    pub seq: u64,
+    /// Workload step that produced it.
+    pub scenario: String,
+    /// Debezium topic (without any test prefix).
+    pub topic: String,
+    /// The record as bytes.
+    pub record: Out,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    seq: u64,
+    scenario: String,
+    topic: String,
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    key_b64: Option<String>,
+    #[serde(default)]
+    value_b64: Option<String>,
+}
+
+/// The repository's `fixtures/` directory.
+pub fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// Every record of one encoding, in capture order.
+pub fn load(encoding: Encoding) -> anyhow::Result<Vec<Fixture>> {
+    let path = dir().join("debezium").join(encoding.file());
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| {
+            let l: Line = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a fixture line", path.display(), n + 1))?;
+            let decode = |b: Option<String>| -> anyhow::Result<Option<Vec<u8>>> {
+                b.map(|s| b64.decode(s)).transpose().map_err(Into::into)
+            };
+            let key = match l.key {
+                Some(k) => Some(k.into_bytes()),
+                None => decode(l.key_b64)?,
+            };
+            let value = match l.value {
+                Some(v) => Some(v.into_bytes()),
+                None => decode(l.value_b64)?,
+            };
+            Ok(Fixture {
+                seq: l.seq,
+                scenario: l.scenario,
+                topic: l.topic,
+                record: Out {
+                    partition: None,
+                    key,
+                    value,
+                    headers: l
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// `fixtures/debezium/registry.json`: every schema the Avro converter registered, as
+/// `(id, schema text)`.
+pub fn registry() -> anyhow::Result<Vec<(u32, String)>> {
+    #[derive(Deserialize)]
+    struct Entry {
+        id: u32,
+        schema: String,
+    }
+    let path = dir().join("debezium/registry.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let entries: Vec<Entry> =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(entries.into_iter().map(|e| (e.id, e.schema)).collect())
+}

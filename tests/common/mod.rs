@@ -1,0 +1,308 @@
+//! The harness shared by the end-to-end tests and the demo: unique names, the real broker and Redis, and
+//! producing/consuming records. Every test gets its own topics, consumer groups and Redis key
+//! prefix, so tests run in parallel and repeat.
+//!
+//! The services are the real ones `make up` starts (tansu on `KAFKA_BROKERS`, default
+//! 127.0.0.1:9092; Redis on `REDIS_URI`). A missing service fails the test with a message saying
+//! how to start it, never a hang.
+
+pub mod expected;
+pub mod fixtures;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// The broker the tests use.
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The Redis the tests use.
+pub fn redis_uri() -> String {
+    std::env::var("REDIS_URI").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// `name` with a random suffix: topics, groups and key prefixes of one test run.
+pub fn unique(name: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("{name}-{n:016x}")
+}
+
+/// Client settings for tests against tansu: short session timeouts (it answers JoinGroup only
+/// after about half of it).
+pub fn client_config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers())
+        .set("session.timeout.ms", "2000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "50");
+    c
+}
+
+/// Fails with a clear message unless the broker answers.
+pub async fn require_broker() -> anyhow::Result<()> {
+    let addr = brokers();
+    let first = addr.split(',').next().unwrap_or_default().to_owned();
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(&first),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("broker {first} did not answer in 3 s; run `make up`"))?
+    .with_context(|| format!("no broker on {first}; run `make up`"))?;
+    Ok(())
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub async fn create_topic(topic: &str, partitions: i32) -> anyhow::Result<()> {
+    require_broker().await?;
+    let admin: AdminClient<DefaultClientContext> = client_config().create()?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for r in results {
+        if let Err((t, e)) = r {
+            bail!("creating {t}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// An idempotent producer.
+pub fn producer() -> anyhow::Result<FutureProducer> {
+    Ok(client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .create()?)
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct Out {
+    /// Partition (none: by key).
+    pub partition: Option<i32>,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (none: tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Produces `records` in order and waits for every acknowledgement.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[Out],
+) -> anyhow::Result<()> {
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = &r.key {
+            record = record.key(k);
+        }
+        if let Some(v) = &r.value {
+            record = record.payload(v);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A consumer in `group` that stores offsets only when told and never auto-commits.
+pub fn manual_consumer(group: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()?)
+}
+
+/// The committed offset of each partition of `topic` for `group` (`-1`: none), by partition.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    let consumer = manual_consumer(group)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..partitions)
+        .map(
+            |p| match offsets.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
+        .collect())
+}
+
+/// The high watermark (next offset) of each partition of `topic`.
+pub fn end_offsets(topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    let consumer = manual_consumer(&unique("watermarks"))?;
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            Ok(high)
+        })
+        .collect()
+}
+
+/// Waits until `group` has committed every partition of every topic up to its end, or fails
+/// after `within` saying which partitions lag.
+pub async fn wait_drained(
+    group: &str,
+    topics: &[String],
+    partitions: i32,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut lagging = Vec::new();
+        for topic in topics {
+            let ends = end_offsets(topic, partitions)?;
+            let done = committed(group, topic, partitions)?;
+            for (p, (end, done)) in ends.iter().zip(&done).enumerate() {
+                if *end > 0 && done < end {
+                    lagging.push(format!("{topic}[{p}] committed {done} of {end}"));
+                }
+            }
+        }
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "group {group} not drained after {within:?}: {}",
+                lagging.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Redis connection to the test Redis.
+pub async fn redis() -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(redis_uri())?;
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "Redis at {} did not answer in 3 s; run `make up`",
+            redis_uri()
+        )
+    })?
+    .with_context(|| format!("no Redis at {}; run `make up`", redis_uri()))
+}
+
+/// Sets every key of `keys` (after `prefix`) to a marker value.
+pub async fn seed_keys(prefix: &str, keys: &[String]) -> anyhow::Result<()> {
+    let mut conn = redis().await?;
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.set(format!("{prefix}{k}"), "cached").ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    Ok(())
+}
+
+/// Every key under `prefix`, without the prefix, sorted.
+pub async fn keys_under(prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut conn = redis().await?;
+    let mut found: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    for k in &mut found {
+        k.drain(..prefix.len());
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A worker configuration for tests: the test broker and Redis, isolated topics (`topic_prefix`)
+/// and keys (`key_prefix`), fast group joins, metrics on any free port, plus `extra` arguments.
+pub fn worker_config(
+    family: &cdc_topics::Family,
+    topic_prefix: &str,
+    key_prefix: &str,
+    group: &str,
+    extra: &[&str],
+) -> anyhow::Result<cdc_runtime::WorkerConfig> {
+    let mut args: Vec<String> = [
+        "--kafka-brokers",
+        &brokers(),
+        "--kafka-topic-prefix",
+        topic_prefix,
+        "--kafka-group-id",
+        group,
+        "--redis-uri",
+        &redis_uri(),
+        "--redis-key-prefix",
+        key_prefix,
+        "--schema-registry-url",
+        &registry_url(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--commit-interval",
+        "200ms",
+        "--kafka-config",
+        "session.timeout.ms=2000",
+        "--kafka-config",
+        "heartbeat.interval.ms=500",
+        "--kafka-config",
+        "fetch.wait.max.ms=50",
+        "--log-format",
+        "text",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Ok(cdc_runtime::WorkerConfig::from_args(args)?.finish(family)?)
+}
+
+/// The schema-registry stand-in `make up` starts.
+pub fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
+}
+
+/// The family `name` from `topics/`, with every topic under `topic_prefix`, its topics created.
+pub async fn provisioned_family(
+    name: &str,
+    topic_prefix: &str,
+) -> anyhow::Result<cdc_topics::Family> {
+    require_broker().await?;
+    let family = cdc_topics::by_name(name)?
+        .with_context(|| format!("no family {name}"))?
+        .with_topic_prefix(topic_prefix);
+    cdc_runtime::provision::provision(&client_config(), &family, 1).await?;
+    Ok(family)
+}

@@ -1,0 +1,139 @@
+//! The command line every family binary shares: `run` (default), `provision`, `--print-config`.
+//!
+//! A family's `main` is one call to [`main`] with its name and a function that connects its
+//! handler's sinks; everything else (config, logging, signals, exit codes) happens here.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::error::RuntimeError;
+use crate::family::Handler;
+use crate::provision::{Provisioned, provision};
+use crate::{kafka, observe, worker};
+
+/// Exit code for an invalid setting or usage.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for any other failure that stops the worker.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
+    #[command(flatten)]
+    config: WorkerConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume the family's topics until SIGTERM/SIGINT (the default).
+    Run,
+    /// Create the family's topics and DLQ on the broker (idempotent), then exit.
+    Provision {
+        /// Replication factor for new topics.
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+}
+
+/// Runs a family binary named `family`; `connect` builds its handler from the configuration.
+pub fn main<H, F, Fut>(family: &str, connect: F) -> ExitCode
+where
+    H: Handler,
+    F: FnOnce(WorkerConfig) -> Fut,
+    Fut: Future<Output = anyhow::Result<H>>,
+{
+    let cli = Cli::parse();
+    observe::init_tracing(&cli.config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run_cli(family, cli, connect)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, class = %error.class(), "worker stopped");
+            eprintln!("error: {error}");
+            ExitCode::from(match error {
+                RuntimeError::Config(_) | RuntimeError::Family(_) => EXIT_CONFIG,
+                _ => EXIT_FAILURE,
+            })
+        }
+    }
+}
+
+async fn run_cli<H, F, Fut>(name: &str, cli: Cli, connect: F) -> Result<(), RuntimeError>
+where
+    H: Handler,
+    F: FnOnce(WorkerConfig) -> Fut,
+    Fut: Future<Output = anyhow::Result<H>>,
+{
+    let family = cdc_topics::by_name(name)?.ok_or_else(|| crate::config::ConfigError::Invalid {
+        name: "family".into(),
+        reason: format!("no topics/families/{name}.toml"),
+    })?;
+    let config = cli.config.finish(&family)?;
+    let family = family.with_topic_prefix(&config.kafka_topic_prefix);
+    if cli.print_config {
+        println!("{}", config.redacted(&family));
+        return Ok(());
+    }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Provision { replication } => {
+            let kafka = kafka::base_config(&config, "provision");
+            for result in provision(&kafka, &family, replication).await? {
+                match result {
+                    Provisioned::Created(t) => {
+                        println!("created {t} ({} partitions)", family.partitions)
+                    }
+                    Provisioned::Existed(t) => println!("exists  {t}"),
+                }
+            }
+            Ok(())
+        }
+        Command::Run => {
+            tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
+            let handler = connect(config.clone())
+                .await
+                .map_err(|source| RuntimeError::Sink {
+                    what: "the family's sinks",
+                    source,
+                })?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            worker::run(&family, &config, handler, shutdown).await
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("signal received; draining");
+    shutdown.cancel();
+}

@@ -1,0 +1,416 @@
+//! Worker configuration: environment variables (12-factor, the same names in every binary) with
+//! command-line overrides, validated before the first poll.
+//!
+//! This is not where topics, groups and retry policies live: those come from `topics/` (the
+//! [`cdc_topics::Family`] of the binary); settings here only override them per deployment.
+//!
+//! # Layout
+//! - [`WorkerConfig`]: every setting, with its variable name, default and meaning.
+//! - [`WorkerConfig::kafka_properties`]: the librdkafka properties, passthrough included.
+//! - [`WorkerConfig::redacted`]: the printable form (`--print-config`), secrets masked.
+//! - [`ConfigError`]: an invalid setting, named.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cdc_topics::Family;
+
+/// Prefix of environment variables passed to librdkafka as properties:
+/// `KAFKA_CONFIG__SESSION_TIMEOUT_MS=2000` sets `session.timeout.ms=2000`.
+pub const KAFKA_PASSTHROUGH_PREFIX: &str = "KAFKA_CONFIG__";
+
+/// librdkafka properties the runtime owns; setting them through the passthrough would break
+/// the at-least-once guarantee, so they are rejected.
+const RUNTIME_OWNED_PROPERTIES: &[&str] = &[
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+    "enable.auto.commit",
+];
+
+/// Every setting of a worker. Each reads an environment variable; the flag of the same name wins.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Consumer group id; defaults to the family's group from `topics/`.
+    #[arg(long, env = "KAFKA_GROUP_ID")]
+    pub kafka_group_id: Option<String>,
+
+    /// Prefix added to every topic of the family, DLQ included (isolated copies, tests).
+    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+
+    /// `security.protocol` (plaintext, ssl, sasl_plaintext, sasl_ssl).
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+
+    /// `sasl.mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+
+    /// `sasl.username`.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// `sasl.password` (secret).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+
+    /// `ssl.ca.location`: CA bundle to verify the brokers.
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<String>,
+
+    /// Extra librdkafka properties as `name=value` (repeatable); `KAFKA_CONFIG__<NAME>` variables
+    /// are read too (`KAFKA_CONFIG__FETCH_WAIT_MAX_MS=50` → `fetch.wait.max.ms=50`).
+    #[arg(long = "kafka-config", value_name = "NAME=VALUE", value_parser = parse_property)]
+    pub kafka_config: Vec<(String, String)>,
+
+    /// Redis connection URI (`redis://[user:pass@]host:port/db`).
+    #[arg(long, env = "REDIS_URI", default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_uri: String,
+
+    /// Prefix for every Redis key the worker touches. Production leaves it empty (Bangumi's keys
+    /// have none); tests and staging set it to share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "")]
+    pub redis_key_prefix: String,
+
+    /// MySQL/MariaDB host.
+    #[arg(long, env = "MYSQL_HOST", default_value = "127.0.0.1")]
+    pub mysql_host: String,
+
+    /// MySQL/MariaDB port.
+    #[arg(long, env = "MYSQL_PORT", default_value_t = 3306)]
+    pub mysql_port: u16,
+
+    /// MySQL/MariaDB user.
+    #[arg(long, env = "MYSQL_USER", default_value = "root")]
+    pub mysql_user: String,
+
+    /// MySQL/MariaDB password (secret).
+    #[arg(long, env = "MYSQL_PASS", default_value = "", hide_env_values = true)]
+    pub mysql_pass: String,
+
+    /// MySQL/MariaDB database.
+    #[arg(long, env = "MYSQL_DB", default_value = "bangumi")]
+    pub mysql_db: String,
+
+    /// Confluent-compatible schema registry, needed only for Avro topics.
+    #[arg(long, env = "SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+
+    /// Address of the HTTP server with `/metrics`, `/healthz` and `/readyz` (port 0: any).
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9464")]
+    pub http_addr: SocketAddr,
+
+    /// Most records per batch; defaults to the family's `batch.max_messages`.
+    #[arg(long, env = "BATCH_MAX_MESSAGES")]
+    pub batch_max_messages: Option<usize>,
+
+    /// Longest wait to fill a batch (e.g. `5ms`); defaults to the family's `batch.max_wait`.
+    #[arg(long, env = "BATCH_MAX_WAIT", value_parser = humantime::parse_duration)]
+    pub batch_max_wait: Option<Duration>,
+
+    /// Interval of the asynchronous offset commits.
+    #[arg(long, env = "COMMIT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub commit_interval: Duration,
+
+    /// On SIGTERM, how long in-flight batches may take before the worker exits anyway (their
+    /// offsets then stay uncommitted and the records are redelivered).
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format: `json` (production) or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+
+    /// Log payload bytes of failing records (off by default: payloads may hold personal data).
+    #[arg(long, env = "LOG_PAYLOADS", default_value_t = false)]
+    pub log_payloads: bool,
+}
+
+/// A setting that cannot work, named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a value the worker cannot use.
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        /// Variable (or flag) name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(name: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))?;
+    Ok((name.trim().to_owned(), value.to_owned()))
+}
+
+impl WorkerConfig {
+    /// Parses settings from command-line style arguments (the environment too), exactly as the
+    /// binaries do; for tests and tools that embed a worker. Call [`WorkerConfig::finish`] next.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            config: WorkerConfig,
+        }
+        let args = std::iter::once(std::ffi::OsString::from("worker"))
+            .chain(args.into_iter().map(Into::into));
+        Ok(<Args as clap::Parser>::try_parse_from(args)?.config)
+    }
+
+    /// Reads `KAFKA_CONFIG__*` variables into the passthrough map (flags win) and checks every
+    /// setting against the family. Called once, before anything connects.
+    pub fn finish(mut self, family: &Family) -> Result<Self, ConfigError> {
+        let mut from_env: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix(KAFKA_PASSTHROUGH_PREFIX)?;
+                Some((name.to_ascii_lowercase().replace('_', "."), v))
+            })
+            .collect();
+        from_env.append(&mut self.kafka_config);
+        self.kafka_config = from_env;
+        self.validate(family)?;
+        Ok(self)
+    }
+
+    fn validate(&self, family: &Family) -> Result<(), ConfigError> {
+        if self.kafka_brokers.trim().is_empty() {
+            return Err(invalid("KAFKA_BROKERS", "must not be empty"));
+        }
+        if let Some(group) = &self.kafka_group_id
+            && group.trim().is_empty()
+        {
+            return Err(invalid("KAFKA_GROUP_ID", "must not be empty when set"));
+        }
+        for (name, _) in &self.kafka_config {
+            if RUNTIME_OWNED_PROPERTIES.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!(
+                        "{KAFKA_PASSTHROUGH_PREFIX}{}",
+                        name.replace('.', "_").to_uppercase()
+                    ),
+                    format!("{name} is set by the runtime (use the named setting, or none)"),
+                ));
+            }
+        }
+        if !(self.redis_uri.starts_with("redis://")
+            || self.redis_uri.starts_with("rediss://")
+            || self.redis_uri.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "REDIS_URI",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        if let Some(url) = &self.schema_registry_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid("SCHEMA_REGISTRY_URL", "must be an http(s) URL"));
+        }
+        if self.batch_max_messages == Some(0) {
+            return Err(invalid("BATCH_MAX_MESSAGES", "must be ≥ 1"));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(invalid("COMMIT_INTERVAL", "must be > 0"));
+        }
+        if family.encoding == cdc_topics::Encoding::Avro && self.schema_registry_url.is_none() {
+            return Err(invalid(
+                "SCHEMA_REGISTRY_URL",
+                format!("family {} reads Avro and needs a registry", family.family),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The consumer group: `KAFKA_GROUP_ID` or the family's.
+    pub fn group_id<'a>(&'a self, family: &'a Family) -> &'a str {
+        self.kafka_group_id.as_deref().unwrap_or(&family.group)
+    }
+
+    /// librdkafka properties shared by consumers, producers and admin clients: brokers,
+    /// security settings, then the passthrough (which may override anything not runtime-owned).
+    pub fn kafka_properties(&self) -> BTreeMap<String, String> {
+        let mut props = BTreeMap::new();
+        props.insert("bootstrap.servers".into(), self.kafka_brokers.clone());
+        let named = [
+            ("security.protocol", &self.kafka_security_protocol),
+            ("sasl.mechanism", &self.kafka_sasl_mechanism),
+            ("sasl.username", &self.kafka_sasl_username),
+            ("sasl.password", &self.kafka_sasl_password),
+            ("ssl.ca.location", &self.kafka_ssl_ca_location),
+        ];
+        for (name, value) in named {
+            if let Some(value) = value {
+                props.insert(name.into(), value.clone());
+            }
+        }
+        for (name, value) in &self.kafka_config {
+            props.insert(name.clone(), value.clone());
+        }
+        props
+    }
+
+    /// Every setting as `name = value` lines with secrets masked, for `--print-config` and the
+    /// start-up log line.
+    pub fn redacted(&self, family: &Family) -> String {
+        let mut lines = vec![
+            format!("family = {}", family.family),
+            format!("group = {}", self.group_id(family)),
+            format!(
+                "topics = {}",
+                family.all_topics().collect::<Vec<_>>().join(",")
+            ),
+            format!("dlq = {}", family.dlq),
+        ];
+        for (name, value) in self.kafka_properties() {
+            lines.push(format!("kafka.{name} = {}", redact_property(&name, &value)));
+        }
+        lines.extend([
+            format!("redis_uri = {}", redact_uri(&self.redis_uri)),
+            format!("redis_key_prefix = {:?}", self.redis_key_prefix),
+            format!(
+                "mysql = {}@{}:{}/{} (password {})",
+                self.mysql_user,
+                self.mysql_host,
+                self.mysql_port,
+                self.mysql_db,
+                if self.mysql_pass.is_empty() {
+                    "empty"
+                } else {
+                    "set"
+                }
+            ),
+            format!(
+                "schema_registry_url = {}",
+                self.schema_registry_url
+                    .as_deref()
+                    .map_or("-".into(), redact_uri)
+            ),
+            format!("http_addr = {}", self.http_addr),
+            format!("commit_interval = {:?}", self.commit_interval),
+            format!("drain_timeout = {:?}", self.drain_timeout),
+            format!("log_payloads = {}", self.log_payloads),
+        ]);
+        lines.join("\n")
+    }
+}
+
+/// Masks values of properties that carry secrets.
+fn redact_property(name: &str, value: &str) -> String {
+    const SECRET_WORDS: &[&str] = &["password", "secret", "key.pem", "sasl.oauthbearer.config"];
+    if SECRET_WORDS.iter().any(|w| name.contains(w)) {
+        "***".into()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Masks the password in `scheme://user:password@host…`.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        Some((_, host)) => format!("{scheme}://***@{host}"),
+        None => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn family() -> Family {
+        cdc_topics::by_name("cache-invalidation")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("family missing"))
+    }
+
+    fn parse(args: &[&str]) -> Result<WorkerConfig, ConfigError> {
+        WorkerConfig::from_args(args)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .finish(&family())
+    }
+
+    #[test]
+    fn secrets_never_appear_in_the_printed_config() {
+        let config = parse(&[
+            "--redis-uri",
+            "redis://u:hunter2@redis:6379/0",
+            "--mysql-pass",
+            "hunter3",
+            "--kafka-sasl-password",
+            "hunter4",
+            "--kafka-config",
+            "ssl.key.password=hunter5",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let printed = config.redacted(&family());
+        for secret in ["hunter2", "hunter3", "hunter4", "hunter5"] {
+            assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+        }
+        assert!(printed.contains("redis://u:***@redis:6379/0"), "{printed}");
+        assert!(printed.contains("kafka.sasl.password = ***"), "{printed}");
+    }
+
+    #[test]
+    fn runtime_owned_properties_are_refused_by_name() {
+        let err =
+            parse(&["--kafka-config", "enable.auto.offset.store=true"]).expect_err("must refuse");
+        assert!(
+            err.to_string()
+                .starts_with("invalid setting KAFKA_CONFIG__ENABLE_AUTO_OFFSET_STORE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let err = parse(&["--redis-uri", "localhost:6379"]).expect_err("must refuse");
+        assert!(
+            err.to_string().starts_with("invalid setting REDIS_URI"),
+            "{err}"
+        );
+        let err = parse(&["--batch-max-messages", "0"]).expect_err("must refuse");
+        assert!(err.to_string().contains("BATCH_MAX_MESSAGES"), "{err}");
+    }
+
+    #[test]
+    fn group_defaults_to_the_family_and_can_be_overridden() {
+        let config = parse(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.group_id(&family()), "cdc-cache-invalidation");
+        let config = parse(&["--kafka-group-id", "other"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.group_id(&family()), "other");
+    }
+
+    #[test]
+    fn uri_redaction_handles_every_userinfo_shape() {
+        assert_eq!(redact_uri("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(redact_uri("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact_uri("redis://token@h:1/0"), "redis://***@h:1/0");
+    }
+}

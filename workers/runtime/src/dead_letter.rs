@@ -1,0 +1,309 @@
+//! Dead letters: records that failed permanently, produced to the family's DLQ topic with their
+//! original key, value and headers byte-identical, plus headers saying what failed.
+//!
+//! The produce is idempotent with `acks=all` and is awaited: a record's offset is stored only
+//! after its dead letter is acknowledged. An unreachable DLQ is a transient failure (retried by
+//! the caller), never a reason to skip.
+//!
+//! # Layout
+//! - [`header`]: the documented DLQ header names.
+//! - [`DeadLetters`]: the producer for one family's DLQ.
+//! - [`DeadLetter`]: one failed record and why.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::error::{ErrorClass, RuntimeError, Stage};
+
+/// Header names added to every dead letter. Values are UTF-8 text.
+pub mod header {
+    /// Topic the record was consumed from.
+    pub const ORIGINAL_TOPIC: &str = "cdc.dlq.original.topic";
+    /// Its partition (decimal).
+    pub const ORIGINAL_PARTITION: &str = "cdc.dlq.original.partition";
+    /// Its offset (decimal).
+    pub const ORIGINAL_OFFSET: &str = "cdc.dlq.original.offset";
+    /// Its record timestamp, ms since the epoch (decimal; absent if the broker gave none).
+    pub const ORIGINAL_TIMESTAMP: &str = "cdc.dlq.original.timestamp";
+    /// `permanent` (the only class that is dead-lettered today).
+    pub const ERROR_CLASS: &str = "cdc.dlq.error.class";
+    /// Pipeline step that failed: `decode` or `apply`.
+    pub const ERROR_STAGE: &str = "cdc.dlq.error.stage";
+    /// The error, one line.
+    pub const ERROR_MESSAGE: &str = "cdc.dlq.error.message";
+    /// How many times this record has been dead-lettered (1, then +1 per failed replay).
+    pub const ATTEMPTS: &str = "cdc.dlq.attempts";
+    /// Worker (family name) that dead-lettered it.
+    pub const WORKER: &str = "cdc.dlq.worker";
+    /// Consumer group of that worker.
+    pub const GROUP: &str = "cdc.dlq.group";
+    /// When it failed, ms since the epoch (decimal).
+    pub const FAILED_AT: &str = "cdc.dlq.failed.at";
+
+    /// Every header above; replaced (not duplicated) when a dead letter fails again.
+    pub const ALL: &[&str] = &[
+        ORIGINAL_TOPIC,
+        ORIGINAL_PARTITION,
+        ORIGINAL_OFFSET,
+        ORIGINAL_TIMESTAMP,
+        ERROR_CLASS,
+        ERROR_STAGE,
+        ERROR_MESSAGE,
+        ATTEMPTS,
+        WORKER,
+        GROUP,
+        FAILED_AT,
+    ];
+}
+
+/// One failed record and why it failed.
+#[derive(Debug)]
+pub struct DeadLetter<'a> {
+    /// The record as consumed.
+    pub original: &'a OwnedMessage,
+    /// Why (always [`ErrorClass::Permanent`] today).
+    pub class: ErrorClass,
+    /// Where.
+    pub stage: Stage,
+    /// The error message.
+    pub error: &'a str,
+}
+
+/// Producer for one family's dead-letter topic.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    worker: String,
+    group: String,
+}
+
+impl DeadLetters {
+    /// An idempotent, `acks=all` producer for `topic` with the shared Kafka properties.
+    pub fn new(
+        kafka: &ClientConfig,
+        topic: &str,
+        worker: &str,
+        group: &str,
+    ) -> Result<Self, RuntimeError> {
+        let producer = kafka
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "15000")
+            .create()
+            .map_err(|source| RuntimeError::KafkaClient {
+                client: "dead-letter producer",
+                source,
+            })?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            worker: worker.to_owned(),
+            group: group.to_owned(),
+        })
+    }
+
+    /// The DLQ topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Produces `letter` and waits for the broker's acknowledgement. An error is transient.
+    pub async fn send(&self, letter: &DeadLetter<'_>) -> Result<(), rdkafka::error::KafkaError> {
+        let headers = dead_letter_headers(letter, &self.worker, &self.group, now_ms());
+        let original = letter.original;
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        if let Some(key) = original.key() {
+            record = record.key(key);
+        }
+        if let Some(value) = original.payload() {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+}
+
+/// The original headers (minus earlier DLQ headers), then the DLQ headers for this failure.
+pub fn dead_letter_headers(
+    letter: &DeadLetter<'_>,
+    worker: &str,
+    group: &str,
+    failed_at_ms: i64,
+) -> OwnedHeaders {
+    let original = letter.original;
+    let mut headers = OwnedHeaders::new();
+    let mut attempts = 0u32;
+    if let Some(existing) = original.headers() {
+        for h in existing.iter() {
+            if h.key == header::ATTEMPTS {
+                attempts = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+            }
+            if !header::ALL.contains(&h.key) {
+                headers = headers.insert(h);
+            }
+        }
+    }
+    let text = |key: &'static str, value: &str| -> Header<'static, Vec<u8>> {
+        Header {
+            key,
+            value: Some(value.as_bytes().to_vec()),
+        }
+    };
+    let mut added = vec![
+        text(header::ORIGINAL_TOPIC, original.topic()),
+        text(
+            header::ORIGINAL_PARTITION,
+            &original.partition().to_string(),
+        ),
+        text(header::ORIGINAL_OFFSET, &original.offset().to_string()),
+    ];
+    if let Some(ts) = original.timestamp().to_millis() {
+        added.push(text(header::ORIGINAL_TIMESTAMP, &ts.to_string()));
+    }
+    added.extend([
+        text(header::ERROR_CLASS, letter.class.as_str()),
+        text(header::ERROR_STAGE, letter.stage.as_str()),
+        text(header::ERROR_MESSAGE, &one_line(letter.error)),
+        text(header::ATTEMPTS, &(attempts + 1).to_string()),
+        text(header::WORKER, worker),
+        text(header::GROUP, group),
+        text(header::FAILED_AT, &failed_at_ms.to_string()),
+    ]);
+    for h in &added {
+        headers = headers.insert(Header {
+            key: h.key,
+            value: h.value.as_deref(),
+        });
+    }
+    headers
+}
+
+/// Newlines folded, length bounded (a header, not a log).
+fn one_line(text: &str) -> String {
+    let mut line: String = text.replace(['\n', '\r'], " ");
+    if line.len() > 2000 {
+        let mut cut = 2000;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn header_map(headers: &OwnedHeaders) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn original(headers: OwnedHeaders) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"{\"x\":1}".to_vec()),
+            Some(b"{\"subject_id\":1}".to_vec()),
+            "debezium.chii.bangumi.chii_subjects".into(),
+            Timestamp::CreateTime(1_700_000_000_000),
+            2,
+            42,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn headers_keep_the_originals_and_add_every_documented_one() {
+        let msg = original(OwnedHeaders::new().insert(Header {
+            key: "__debezium.context.connectorName",
+            value: Some("mysql"),
+        }));
+        let letter = DeadLetter {
+            original: &msg,
+            class: ErrorClass::Permanent,
+            stage: Stage::Decode,
+            error: "bad\njson",
+        };
+        let headers = header_map(&dead_letter_headers(&letter, "cache-invalidation", "g1", 7));
+        let expected: Vec<(String, String)> = [
+            ("__debezium.context.connectorName", "mysql"),
+            (
+                header::ORIGINAL_TOPIC,
+                "debezium.chii.bangumi.chii_subjects",
+            ),
+            (header::ORIGINAL_PARTITION, "2"),
+            (header::ORIGINAL_OFFSET, "42"),
+            (header::ORIGINAL_TIMESTAMP, "1700000000000"),
+            (header::ERROR_CLASS, "permanent"),
+            (header::ERROR_STAGE, "decode"),
+            (header::ERROR_MESSAGE, "bad json"),
+            (header::ATTEMPTS, "1"),
+            (header::WORKER, "cache-invalidation"),
+            (header::GROUP, "g1"),
+            (header::FAILED_AT, "7"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(headers, expected);
+    }
+
+    #[test]
+    fn a_dead_letter_failing_again_counts_one_more_attempt_without_duplicate_headers() {
+        let msg = original(
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: header::ATTEMPTS,
+                    value: Some("2"),
+                })
+                .insert(Header {
+                    key: header::ERROR_MESSAGE,
+                    value: Some("old"),
+                }),
+        );
+        let letter = DeadLetter {
+            original: &msg,
+            class: ErrorClass::Permanent,
+            stage: Stage::Apply,
+            error: "new",
+        };
+        let headers = header_map(&dead_letter_headers(&letter, "w", "g", 1));
+        let get = |k: &str| {
+            headers
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get(header::ATTEMPTS), ["3"]);
+        assert_eq!(get(header::ERROR_MESSAGE), ["new"]);
+    }
+}

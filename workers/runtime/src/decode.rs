@@ -1,0 +1,172 @@
+//! Turning a consumed record into an [`Event`] for the family's handler: Debezium records go
+//! through the schema crate (with Avro schemas fetched from the registry and cached), service
+//! topic records pass through as bytes.
+//!
+//! The schema crate is sans-I/O; the registry round trip lives here, so its failures can be
+//! classified: registry unreachable or 5xx is transient, an unknown schema id is permanent.
+//!
+//! # Layout
+//! - [`Decoder`]: per family; [`Decoder::decode`] is the entry point.
+//! - [`Decoded`]: an event for the handler, or a record the runtime skips.
+//! - [`DecodeFailure`]: why a record could not be decoded, classified.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use cdc_schemas::{ChangeEvent, Format, RawRecord, SchemaLookup};
+use rdkafka::message::{Message, OwnedMessage};
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id};
+
+use crate::error::ErrorClass;
+use crate::family::Event;
+
+/// The result of decoding one record.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Hand it to the family.
+    Event(Event),
+    /// Nothing to do (tombstone, heartbeat, schema change, transaction marker).
+    Skip(&'static str),
+}
+
+/// A record that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeFailure {
+    /// Transient (registry unreachable) or permanent (bad bytes, unknown schema id).
+    pub class: ErrorClass,
+    /// What was wrong, naming topic and field where known.
+    pub message: String,
+}
+
+/// Decodes one family's records.
+pub struct Decoder {
+    format: Format,
+    service_topics: HashSet<String>,
+    registry: Option<Registry>,
+}
+
+impl Decoder {
+    /// A decoder for Debezium topics in `format` (service topics excepted), with an optional
+    /// schema registry for Avro.
+    pub fn new(
+        format: Format,
+        service_topics: impl IntoIterator<Item = String>,
+        registry_url: Option<&str>,
+    ) -> Result<Self, String> {
+        let registry = registry_url.map(Registry::new).transpose()?;
+        Ok(Self {
+            format,
+            service_topics: service_topics.into_iter().collect(),
+            registry,
+        })
+    }
+
+    /// Decodes `msg`. Avro schemas not yet cached are fetched first.
+    pub async fn decode(&self, msg: &OwnedMessage) -> Result<Decoded, DecodeFailure> {
+        if self.service_topics.contains(msg.topic()) {
+            return Ok(Decoded::Event(Event::Service {
+                key: msg.key().map(<[u8]>::to_vec),
+                value: msg.payload().map(<[u8]>::to_vec),
+            }));
+        }
+        let record = RawRecord {
+            topic: msg.topic(),
+            key: msg.key(),
+            value: msg.payload(),
+        };
+        let ids = cdc_schemas::schema_ids(&record);
+        let schemas = match (&self.registry, ids.is_empty()) {
+            (_, true) => Schemas::default(),
+            (Some(registry), false) => registry.fetch(&ids).await?,
+            (None, false) => {
+                return Err(DecodeFailure {
+                    class: ErrorClass::Permanent,
+                    message: format!(
+                        "{}: Avro record (schema ids {ids:?}) but no SCHEMA_REGISTRY_URL is configured",
+                        msg.topic()
+                    ),
+                });
+            }
+        };
+        let event =
+            cdc_schemas::decode(&record, self.format, &schemas).map_err(|e| DecodeFailure {
+                class: ErrorClass::Permanent,
+                message: e.to_string(),
+            })?;
+        Ok(match event {
+            ChangeEvent::Tombstone { .. } => Decoded::Skip("tombstone"),
+            ChangeEvent::Heartbeat(..) => Decoded::Skip("heartbeat"),
+            ChangeEvent::SchemaChange(..) => Decoded::Skip("schema_change"),
+            ChangeEvent::Transaction(..) => Decoded::Skip("transaction"),
+            event => Decoded::Event(Event::Change(Box::new(event))),
+        })
+    }
+}
+
+/// The schemas one record needs, by id.
+#[derive(Default)]
+struct Schemas(HashMap<u32, Arc<Schema>>);
+
+impl SchemaLookup for Schemas {
+    fn schema(&self, id: u32) -> Option<&Schema> {
+        self.0.get(&id).map(Arc::as_ref)
+    }
+}
+
+/// A Confluent-compatible schema registry with a process-wide cache (schemas are immutable by id).
+struct Registry {
+    settings: SrSettings,
+    cache: RwLock<HashMap<u32, Arc<Schema>>>,
+}
+
+impl Registry {
+    fn new(url: &str) -> Result<Self, String> {
+        let settings = SrSettings::new_builder(url.to_owned())
+            .set_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("schema registry {url}: {e}"))?;
+        Ok(Self {
+            settings,
+            cache: RwLock::default(),
+        })
+    }
+
+    async fn fetch(&self, ids: &[u32]) -> Result<Schemas, DecodeFailure> {
+        let mut found = HashMap::new();
+        for &id in ids {
+            let cached = self.cache.read().ok().and_then(|c| c.get(&id).cloned());
+            let schema = match cached {
+                Some(schema) => schema,
+                None => {
+                    let schema = Arc::new(self.fetch_one(id).await?);
+                    if let Ok(mut cache) = self.cache.write() {
+                        cache.insert(id, schema.clone());
+                    }
+                    schema
+                }
+            };
+            found.insert(id, schema);
+        }
+        Ok(Schemas(found))
+    }
+
+    async fn fetch_one(&self, id: u32) -> Result<Schema, DecodeFailure> {
+        let registered = get_schema_by_id(id, &self.settings)
+            .await
+            .map_err(|e| DecodeFailure {
+                class: if e.retriable {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Permanent
+                },
+                message: format!("schema registry, schema id {id}: {e}"),
+            })?;
+        Schema::parse_str(&registered.schema).map_err(|e| DecodeFailure {
+            class: ErrorClass::Permanent,
+            message: format!("schema id {id} is not a valid Avro schema: {e}"),
+        })
+    }
+}

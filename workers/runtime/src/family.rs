@@ -1,0 +1,106 @@
+//! What a family supplies to the runtime: a [`Handler`] that turns a batch of decoded records
+//! into applied effects.
+//!
+//! The runtime owns everything else (polling, decoding, batching, retries, dead letters, offsets).
+//! A handler never sees tombstones, heartbeats, schema-change or transaction records: the runtime
+//! counts those as skipped. It sees [`Event::Change`] for Debezium row changes and truncates, and
+//! [`Event::Service`] for records of the family's service topics.
+//!
+//! # Layout
+//! - [`Handler`]: the one trait a family implements.
+//! - [`Record`], [`Event`], [`Coordinates`]: what it receives.
+//! - [`Outcome`]: what it reports per record.
+//! - [`HandlerError`]: a failure of the whole batch, classified.
+
+use std::future::Future;
+
+use cdc_schemas::ChangeEvent;
+
+use crate::error::ErrorClass;
+
+/// Where a record came from in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    /// Topic (with any configured prefix).
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Record timestamp, ms since the epoch, if the broker gave one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The decoded content of a record.
+#[derive(Debug)]
+pub enum Event {
+    /// A Debezium row change (`c`/`u`/`d`/`r`) or truncate.
+    Change(Box<ChangeEvent>),
+    /// A record of one of the family's service topics: key and value bytes as produced.
+    Service {
+        /// Key bytes.
+        key: Option<Vec<u8>>,
+        /// Value bytes.
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// One record of a batch, decoded.
+#[derive(Debug)]
+pub struct Record {
+    /// Kafka coordinates.
+    pub at: Coordinates,
+    /// Decoded content.
+    pub event: Event,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effects are applied.
+    Applied,
+    /// Not newer than what the state already reflects (idempotency fence); nothing applied.
+    Stale,
+    /// Nothing to do for this record (snapshot read, unknown table…); the reason is a metric label.
+    Skipped(&'static str),
+    /// The data is unusable: the record goes to the dead-letter topic with this message.
+    Rejected(String),
+}
+
+/// A failure of a whole batch.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A dependency is unreachable or timed out: the runtime retries the batch with backoff.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// The batch cannot be applied as is: the runtime applies its records one by one and
+    /// dead-letters those that fail on their own.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    /// The class that decides retry or dead letter.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            HandlerError::Transient(_) => ErrorClass::Transient,
+            HandlerError::Permanent(_) => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// A family's logic: applies one partition's batch, in order.
+///
+/// Contract:
+/// - `apply` returns one [`Outcome`] per record, in the same order, or an error for the batch.
+/// - Effects must be idempotent: the runtime may call `apply` again with the same records after a
+///   transient error, a crash or a replay, and the resulting state must be as if once.
+/// - A transient error means *nothing* may be assumed applied; a permanent one is followed by
+///   one-record batches of the same records.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `batch` and reports per-record outcomes.
+    fn apply(
+        &self,
+        batch: &[Record],
+    ) -> impl Future<Output = Result<Vec<Outcome>, HandlerError>> + Send;
+}

@@ -1,0 +1,89 @@
+//! librdkafka client settings for the consumer, the dead-letter producer and the admin client,
+//! in one place.
+//!
+//! Order of precedence: runtime defaults < deployment settings ([`WorkerConfig`], passthrough
+//! included) < properties the runtime owns (group, offset storage), which nothing overrides.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+use crate::config::WorkerConfig;
+
+/// Defaults a deployment may override through `KAFKA_CONFIG__*`.
+///
+/// - `session.timeout.ms`/`heartbeat.interval.ms`: short enough that a replaced pod's partitions
+///   move within seconds (and that tansu, which answers JoinGroup after half the session
+///   timeout, assigns quickly); long enough for production brokers' minimum (6 s).
+/// - `fetch.wait.max.ms`: the broker may hold a fetch this long when no data is ready; it bounds
+///   latency on brokers that always wait it out (tansu).
+/// - `statistics.interval.ms`: consumer lag metrics.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "1500"),
+    ("fetch.wait.max.ms", "100"),
+    ("statistics.interval.ms", "5000"),
+    ("auto.offset.reset", "earliest"),
+    ("partition.assignment.strategy", "cooperative-sticky"),
+    ("enable.partition.eof", "false"),
+];
+
+/// Brokers, security settings and passthrough properties shared by every client.
+pub fn base_config(config: &WorkerConfig, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("client.id", client_id);
+    for (name, value) in config.kafka_properties() {
+        c.set(name, value);
+    }
+    c
+}
+
+/// Consumer settings for `group`: defaults, then the deployment's, then what at-least-once needs.
+pub fn consumer_config(config: &WorkerConfig, client_id: &str, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (name, value) in CONSUMER_DEFAULTS {
+        c.set(*name, *value);
+    }
+    for (name, value) in base_config(config, client_id).config_map() {
+        c.set(name, value);
+    }
+    c.set("group.id", group)
+        // librdkafka commits *stored* offsets on this interval; the runtime stores an offset
+        // only after the record's effects are applied.
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            duration_ms(config.commit_interval).to_string(),
+        );
+    c
+}
+
+fn duration_ms(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_overrides_defaults_but_never_offset_storage() {
+        let config = WorkerConfig::from_args([
+            "--kafka-config",
+            "session.timeout.ms=2000",
+            "--commit-interval",
+            "250ms",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = consumer_config(&config, "id", "g");
+        assert_eq!(c.get("session.timeout.ms"), Some("2000"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("auto.commit.interval.ms"), Some("250"));
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! The consumer engine every worker family shares.
+//!
+//! A family supplies its [`cdc_topics::Family`] (from `topics/`) and a [`Handler`]; the runtime
+//! does the rest: rdkafka consumption with at-least-once offset handling, per-partition ordered
+//! batches processed in parallel, decoding through `cdc-schemas`, retries with backoff for
+//! transient failures, dead letters for permanent ones, Prometheus metrics, probes, JSON logs and
+//! graceful shutdown. It is not where any family's business logic lives.
+//!
+//! Data flows one way: broker → [`engine`] (poll, per-partition order) → [`pipeline`] (decode,
+//! apply, dead-letter) → handler → sink → offsets stored → committed.
+//!
+//! # Layout
+//! - [`cli`]: the shared command line of family binaries.
+//! - [`config`]: settings from the environment, validated, redacted.
+//! - [`worker`]: start/run one family's worker.
+//! - [`engine`]: the poll thread and partition tasks.
+//! - [`pipeline`]: one batch's path; also the replay entry point.
+//! - [`family`]: the [`Handler`] trait and what it receives.
+//! - [`decode`]: records → events, with the schema registry.
+//! - [`dead_letter`]: the DLQ producer and its headers.
+//! - [`kafka`]: librdkafka settings.
+//! - [`provision`]: topic creation from `topics/`.
+//! - [`sink`]: Redis connection and error classification.
+//! - [`observe`]: metrics, probes, logging.
+//! - [`error`]: error classes and fatal errors.
+
+pub mod cli;
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+pub mod engine;
+pub mod error;
+pub mod family;
+pub mod kafka;
+pub mod observe;
+pub mod pipeline;
+pub mod provision;
+pub mod sink;
+pub mod worker;
+
+pub use config::WorkerConfig;
+pub use error::{ErrorClass, RuntimeError, Stage};
+pub use family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
+pub use worker::{Running, run, start};

@@ -1,0 +1,206 @@
+//! Observability: metric names, the Prometheus recorder, the `/metrics` + `/healthz` + `/readyz`
+//! server, worker health, and JSON logging.
+//!
+//! Every metric the runtime emits is named here, with its labels, so dashboards and alerts have
+//! one place to look. Labels are bounded: family, topic, partition, outcome, stage, error class.
+//!
+//! # Layout
+//! - [`metric`]: metric names.
+//! - [`Health`]: liveness and readiness, shared by the engine and the HTTP server.
+//! - [`install_recorder`], [`serve`]: the exporter and the HTTP server.
+//! - [`init_tracing`]: JSON (or text) logs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::RuntimeError;
+
+/// Metric names (Prometheus conventions; labels in the doc of each).
+pub mod metric {
+    /// Counter `{family, topic, outcome}`; outcome ∈ applied, stale, skipped, dead_lettered.
+    pub const MESSAGES: &str = "cdc_messages_total";
+    /// Counter `{family, topic, reason}`: skipped records by reason (tombstone, snapshot, …).
+    pub const SKIPPED: &str = "cdc_skipped_total";
+    /// Histogram `{family}`: records per applied batch.
+    pub const BATCH_SIZE: &str = "cdc_batch_size";
+    /// Histogram `{family}`: seconds from a batch's first record to its offsets stored.
+    pub const BATCH_SECONDS: &str = "cdc_batch_duration_seconds";
+    /// Histogram `{family}`: seconds spent in one `Handler::apply` call.
+    pub const APPLY_SECONDS: &str = "cdc_apply_duration_seconds";
+    /// Histogram `{family, topic}`: seconds from the source change (`source.ts_ms`) to applied.
+    pub const EVENT_AGE_SECONDS: &str = "cdc_event_age_seconds";
+    /// Gauge `{family, topic, partition}`: consumer lag from librdkafka statistics.
+    pub const CONSUMER_LAG: &str = "cdc_consumer_lag";
+    /// Counter `{family, stage}`: transient failures retried.
+    pub const RETRIES: &str = "cdc_retries_total";
+    /// Counter `{family, stage, error_class}`: failures of any kind.
+    pub const ERRORS: &str = "cdc_errors_total";
+    /// Gauge `{family}`: partitions waiting on a transient failure.
+    pub const PAUSED_PARTITIONS: &str = "cdc_paused_partitions";
+    /// Gauge `{family}`: partitions with a running task.
+    pub const ACTIVE_PARTITIONS: &str = "cdc_active_partitions";
+    /// Counter `{family, kind}`: rebalances by kind (assign, revoke, error).
+    pub const REBALANCES: &str = "cdc_rebalances_total";
+    /// Counter `{family, result}`: offset commits (ok, error).
+    pub const COMMITS: &str = "cdc_commits_total";
+}
+
+/// Liveness and readiness of one worker.
+///
+/// Live while the poll thread runs. Ready while live, the broker answers, and no partition is
+/// paused on a transient failure.
+#[derive(Debug, Default)]
+pub struct Health {
+    polling: AtomicBool,
+    broker_down: AtomicBool,
+    paused: AtomicUsize,
+    /// Messages dispatched so far (for tests and the demo summary).
+    pub dispatched: AtomicI64,
+}
+
+impl Health {
+    /// Marks the poll thread running or stopped.
+    pub fn set_polling(&self, polling: bool) {
+        self.polling.store(polling, Ordering::SeqCst);
+    }
+
+    /// Marks all brokers down (librdkafka `_ALL_BROKERS_DOWN`) or back.
+    pub fn set_broker_down(&self, down: bool) {
+        self.broker_down.store(down, Ordering::SeqCst);
+    }
+
+    /// A partition starts waiting on a transient failure.
+    pub fn pause(&self) {
+        self.paused.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A partition's transient failure is over.
+    pub fn resume(&self) {
+        self.paused.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Partitions currently paused.
+    pub fn paused(&self) -> usize {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// The poll thread runs.
+    pub fn is_live(&self) -> bool {
+        self.polling.load(Ordering::SeqCst)
+    }
+
+    /// Live, broker reachable, nothing paused.
+    pub fn is_ready(&self) -> bool {
+        self.is_live() && !self.broker_down.load(Ordering::SeqCst) && self.paused() == 0
+    }
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn install_recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0,
+            ];
+            let sizes = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(metric::BATCH_SIZE.into()), &sizes)
+                });
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(handle) => handle,
+                // Another recorder is installed (embedding program): render an empty registry.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: PrometheusHandle,
+    health: Arc<Health>,
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` until `shutdown`. Returns the bound
+/// address (useful with port 0).
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, RuntimeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Http { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| RuntimeError::Http { addr, source })?;
+    let state = HttpState {
+        metrics: install_recorder(),
+        health,
+    };
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move { s.metrics.render() }),
+        )
+        .route(
+            "/healthz",
+            get(|State(s): State<HttpState>| async move { probe(s.health.is_live()) }),
+        )
+        .route(
+            "/readyz",
+            get(|State(s): State<HttpState>| async move { probe(s.health.is_ready()) }),
+        )
+        .with_state(state);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+fn probe(ok: bool) -> (StatusCode, &'static str) {
+    if ok {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Initialises logging: JSON lines (or text) on stderr, level from `RUST_LOG` (default `info`).
+/// Safe to call more than once; later calls do nothing.
+pub fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}

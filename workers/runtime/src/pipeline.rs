@@ -1,0 +1,295 @@
+//! The path of one batch of one partition: decode → apply → dead-letter, with retries.
+//!
+//! [`Pipeline::process`] is the single entry point the consumer engine *and* the replay tooling
+//! use, so a replayed record meets exactly the same decoding, idempotency rules and dead-letter
+//! handling as a consumed one. It returns only when every record of the batch is applied,
+//! skipped or acknowledged by the DLQ; the caller then stores the offset.
+//!
+//! # Layout
+//! - [`Pipeline`]: a family's handler, decoder and DLQ producer, with its retry policy.
+//! - [`BatchReport`]: what became of a batch.
+//! - `retry_transient`: exponential backoff with jitter (`backon`), pausing readiness.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backon::{ExponentialBuilder, Retryable};
+use cdc_schemas::ChangeEvent;
+use metrics::{counter, histogram};
+use rdkafka::message::{Message, OwnedMessage};
+
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::decode::{DecodeFailure, Decoded, Decoder};
+use crate::error::{ErrorClass, Stage};
+use crate::family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
+use crate::observe::{Health, metric};
+
+/// Everything needed to process a family's records.
+pub struct Pipeline<H> {
+    /// Family name (metrics label, DLQ header).
+    pub family: String,
+    /// The family's logic.
+    pub handler: H,
+    /// Bytes → events.
+    pub decoder: Decoder,
+    /// Where permanent failures go.
+    pub dead_letters: DeadLetters,
+    /// Backoff for transient failures.
+    pub retry: cdc_topics::Retry,
+    /// Readiness is false while a batch waits on a transient failure.
+    pub health: Arc<Health>,
+    /// Whether payloads of failing records may be logged.
+    pub log_payloads: bool,
+}
+
+/// What became of one batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Records whose effects were applied.
+    pub applied: usize,
+    /// Records older than the state (fenced).
+    pub stale: usize,
+    /// Records with nothing to do.
+    pub skipped: usize,
+    /// Records produced to the DLQ.
+    pub dead_lettered: usize,
+}
+
+/// A record's place in the batch while it is processed.
+enum Slot {
+    /// Waiting for the handler; index into the handler batch.
+    Handler(usize),
+    Skipped(&'static str),
+    Failed(Stage, String),
+}
+
+impl<H: Handler> Pipeline<H> {
+    /// Processes `batch` (records of one partition, in offset order).
+    ///
+    /// Invariant kept for the caller: when this returns, every record's effects are applied (or
+    /// it was skipped, or its dead letter is acknowledged), so its offset may be stored. Transient
+    /// failures are retried here until they pass; this never returns early.
+    pub async fn process(&self, batch: &[OwnedMessage]) -> BatchReport {
+        let started = Instant::now();
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        for msg in batch {
+            let decoded = self
+                .retry_transient(
+                    Stage::Decode,
+                    || self.decoder.decode(msg),
+                    DecodeFailure::is_transient,
+                )
+                .await;
+            slots.push(match decoded {
+                Ok(Decoded::Event(event)) => {
+                    records.push(Record {
+                        at: coordinates(msg),
+                        event,
+                    });
+                    Slot::Handler(records.len() - 1)
+                }
+                Ok(Decoded::Skip(reason)) => Slot::Skipped(reason),
+                Err(failure) => Slot::Failed(Stage::Decode, failure.message),
+            });
+        }
+
+        let outcomes = self.apply(&records).await;
+        histogram!(metric::BATCH_SIZE, "family" => self.family.clone()).record(batch.len() as f64);
+
+        let mut report = BatchReport::default();
+        for (msg, slot) in batch.iter().zip(slots) {
+            let (outcome, record) = match slot {
+                Slot::Handler(i) => (outcomes[i].clone(), Some(&records[i])),
+                Slot::Skipped(reason) => (Outcome::Skipped(reason), None),
+                Slot::Failed(stage, error) => {
+                    self.dead_letter(msg, stage, &error).await;
+                    report.dead_lettered += 1;
+                    continue;
+                }
+            };
+            match outcome {
+                Outcome::Applied => {
+                    report.applied += 1;
+                    self.count(msg, "applied");
+                    if let Some(record) = record {
+                        self.record_age(record);
+                    }
+                }
+                Outcome::Stale => {
+                    report.stale += 1;
+                    self.count(msg, "stale");
+                }
+                Outcome::Skipped(reason) => {
+                    report.skipped += 1;
+                    self.count(msg, "skipped");
+                    counter!(metric::SKIPPED, "family" => self.family.clone(), "topic" => msg.topic().to_owned(), "reason" => reason).increment(1);
+                }
+                Outcome::Rejected(error) => {
+                    self.dead_letter(msg, Stage::Apply, &error).await;
+                    report.dead_lettered += 1;
+                }
+            }
+        }
+        histogram!(metric::BATCH_SECONDS, "family" => self.family.clone())
+            .record(started.elapsed().as_secs_f64());
+        report
+    }
+
+    /// Applies the handler batch; on a permanent batch failure, isolates the culprit by applying
+    /// records one by one. Returns one outcome per record.
+    async fn apply(&self, records: &[Record]) -> Vec<Outcome> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        match self.apply_once(records).await {
+            Ok(outcomes) => outcomes,
+            Err(error) if records.len() == 1 => vec![Outcome::Rejected(format!("{error:#}"))],
+            Err(error) => {
+                tracing::warn!(family = %self.family, %error, records = records.len(), "batch failed permanently; applying its records one by one");
+                let mut outcomes = Vec::with_capacity(records.len());
+                for one in records.chunks(1) {
+                    outcomes.push(match self.apply_once(one).await {
+                        Ok(mut o) => o.pop().unwrap_or(Outcome::Skipped("empty")),
+                        Err(error) => Outcome::Rejected(format!("{error:#}")),
+                    });
+                }
+                outcomes
+            }
+        }
+    }
+
+    /// One handler call, transient failures retried; `Err` is a permanent failure.
+    async fn apply_once(&self, records: &[Record]) -> Result<Vec<Outcome>, anyhow::Error> {
+        let result = self
+            .retry_transient(
+                Stage::Apply,
+                || async {
+                    let started = Instant::now();
+                    let result = self.handler.apply(records).await;
+                    histogram!(metric::APPLY_SECONDS, "family" => self.family.clone())
+                        .record(started.elapsed().as_secs_f64());
+                    result
+                },
+                |e: &HandlerError| e.class() == ErrorClass::Transient,
+            )
+            .await;
+        match result {
+            Ok(outcomes) if outcomes.len() == records.len() => Ok(outcomes),
+            Ok(outcomes) => Err(anyhow::anyhow!(
+                "handler bug: {} outcomes for {} records",
+                outcomes.len(),
+                records.len()
+            )),
+            Err(HandlerError::Permanent(e) | HandlerError::Transient(e)) => Err(e),
+        }
+    }
+
+    /// Produces a dead letter, retrying until the DLQ acknowledges it.
+    async fn dead_letter(&self, msg: &OwnedMessage, stage: Stage, error: &str) {
+        counter!(metric::ERRORS, "family" => self.family.clone(), "stage" => stage.as_str(), "error_class" => "permanent").increment(1);
+        if self.log_payloads {
+            tracing::warn!(family = %self.family, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), stage = stage.as_str(), %error, payload = %String::from_utf8_lossy(msg.payload().unwrap_or_default()), "dead-lettering record");
+        } else {
+            tracing::warn!(family = %self.family, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), stage = stage.as_str(), %error, "dead-lettering record");
+        }
+        let letter = DeadLetter {
+            original: msg,
+            class: ErrorClass::Permanent,
+            stage,
+            error,
+        };
+        let sent = self
+            .retry_transient(
+                Stage::DeadLetter,
+                || self.dead_letters.send(&letter),
+                |_| true,
+            )
+            .await;
+        if sent.is_ok() {
+            self.count(msg, "dead_lettered");
+        }
+    }
+
+    /// Runs `op` until it succeeds or fails with an error `is_transient` rejects, sleeping with
+    /// exponential backoff and jitter between tries. While retrying, this partition counts as
+    /// paused (readiness false).
+    async fn retry_transient<T, E, F, Fut>(
+        &self,
+        stage: Stage,
+        op: F,
+        is_transient: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(self.retry.initial)
+            .with_max_delay(self.retry.max)
+            .with_jitter()
+            .without_max_times();
+        let mut paused = false;
+        let result = op
+            .retry(policy)
+            .sleep(tokio::time::sleep)
+            .when(|e| is_transient(e))
+            .notify(|error, delay: Duration| {
+                if !paused {
+                    paused = true;
+                    self.health.pause();
+                    metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => self.family.clone()).increment(1.0);
+                }
+                counter!(metric::RETRIES, "family" => self.family.clone(), "stage" => stage.as_str()).increment(1);
+                counter!(metric::ERRORS, "family" => self.family.clone(), "stage" => stage.as_str(), "error_class" => "transient").increment(1);
+                tracing::warn!(family = %self.family, stage = stage.as_str(), %error, retry_in = ?delay, "transient failure; partition paused");
+            })
+            .await;
+        if paused {
+            self.health.resume();
+            metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => self.family.clone())
+                .decrement(1.0);
+            tracing::info!(family = %self.family, stage = stage.as_str(), "transient failure over; partition resumed");
+        }
+        result
+    }
+
+    fn count(&self, msg: &OwnedMessage, outcome: &'static str) {
+        counter!(metric::MESSAGES, "family" => self.family.clone(), "topic" => msg.topic().to_owned(), "outcome" => outcome).increment(1);
+    }
+
+    fn record_age(&self, record: &Record) {
+        let Event::Change(event) = &record.event else {
+            return;
+        };
+        let ChangeEvent::Row(change) = event.as_ref() else {
+            return;
+        };
+        let ts_ms = change.source.ts_ms;
+        if ts_ms <= 0 {
+            return;
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        histogram!(metric::EVENT_AGE_SECONDS, "family" => self.family.clone(), "topic" => record.at.topic.clone())
+            .record((now_ms - ts_ms).max(0) as f64 / 1000.0);
+    }
+}
+
+impl DecodeFailure {
+    fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+}
+
+fn coordinates(msg: &OwnedMessage) -> Coordinates {
+    Coordinates {
+        topic: msg.topic().to_owned(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp_ms: msg.timestamp().to_millis(),
+    }
+}

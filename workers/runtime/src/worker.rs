@@ -1,0 +1,153 @@
+//! Starting and stopping one family's worker: wires config, the consumer engine, the pipeline,
+//! the dead-letter producer and the HTTP server together.
+//!
+//! Shutdown is a parameter ([`CancellationToken`]): the binary cancels it on SIGTERM/SIGINT, a
+//! test cancels it when it has seen enough.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cdc_schemas::Format;
+use cdc_topics::{Encoding, Family};
+use rdkafka::consumer::Consumer;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::dead_letter::DeadLetters;
+use crate::decode::Decoder;
+use crate::engine::{BatchLimits, EngineConsumer, EngineContext, poll_loop};
+use crate::error::RuntimeError;
+use crate::family::Handler;
+use crate::kafka;
+use crate::observe::{self, Health};
+use crate::pipeline::Pipeline;
+
+/// A started worker.
+pub struct Running {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_addr: SocketAddr,
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+    stopped: oneshot::Receiver<()>,
+}
+
+impl Running {
+    /// Waits until the worker has drained and committed after shutdown was requested.
+    pub async fn wait(self) -> Result<(), RuntimeError> {
+        self.stopped
+            .await
+            .map_err(|_| RuntimeError::PollThread("exited without reporting".into()))
+    }
+}
+
+/// The family's `Format` for the schema crate.
+pub fn format_of(encoding: Encoding) -> Format {
+    match encoding {
+        Encoding::Auto => Format::Auto,
+        Encoding::Json => Format::Json,
+        Encoding::JsonSchema => Format::JsonSchema,
+        Encoding::Avro => Format::Avro,
+    }
+}
+
+/// Starts consuming `family` (already topic-prefixed) with `handler` until `shutdown`.
+///
+/// Fails before consuming anything if a setting is invalid or a client cannot be created.
+pub async fn start<H: Handler>(
+    family: &Family,
+    config: &WorkerConfig,
+    handler: H,
+    shutdown: CancellationToken,
+) -> Result<Running, RuntimeError> {
+    let group = config.group_id(family).to_owned();
+    let client_id = format!("{}@{}", family.family, hostname());
+    let health = Arc::new(Health::default());
+    let http_addr =
+        observe::serve(config.http_addr, health.clone(), shutdown.child_token()).await?;
+
+    let decoder = Decoder::new(
+        format_of(family.encoding),
+        family.service_topics.iter().cloned(),
+        config.schema_registry_url.as_deref(),
+    )
+    .map_err(|reason| crate::config::ConfigError::Invalid {
+        name: "SCHEMA_REGISTRY_URL".into(),
+        reason,
+    })?;
+    let dead_letters = DeadLetters::new(
+        &kafka::base_config(config, &client_id),
+        &family.dlq,
+        &family.family,
+        &group,
+    )?;
+    let pipeline = Arc::new(Pipeline {
+        family: family.family.clone(),
+        handler,
+        decoder,
+        dead_letters,
+        retry: family.retry.clone(),
+        health: health.clone(),
+        log_payloads: config.log_payloads,
+    });
+    let limits = BatchLimits {
+        max_messages: config
+            .batch_max_messages
+            .unwrap_or(family.batch.max_messages),
+        max_wait: config.batch_max_wait.unwrap_or(family.batch.max_wait),
+    };
+
+    let context = EngineContext::new(
+        &family.family,
+        health.clone(),
+        tokio::runtime::Handle::current(),
+        config.drain_timeout,
+    );
+    let consumer: EngineConsumer = kafka::consumer_config(config, &client_id, &group)
+        .create_with_context(context)
+        .map_err(|source| RuntimeError::KafkaClient {
+            client: "consumer",
+            source,
+        })?;
+    let topics: Vec<&str> = family.all_topics().collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| RuntimeError::Subscribe {
+            topics: topics.join(","),
+            source,
+        })?;
+    tracing::info!(family = %family.family, %group, topics = %topics.join(","), dlq = %family.dlq, %http_addr, "worker started");
+
+    let (stopped_tx, stopped) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("poll-{}", family.family))
+        .spawn(move || {
+            poll_loop(consumer, pipeline, limits, shutdown);
+            let _ = stopped_tx.send(());
+        })
+        .map_err(|e| RuntimeError::PollThread(e.to_string()))?;
+    Ok(Running {
+        http_addr,
+        health,
+        stopped,
+    })
+}
+
+/// [`start`], then wait for shutdown to complete.
+pub async fn run<H: Handler>(
+    family: &Family,
+    config: &WorkerConfig,
+    handler: H,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    start(family, config, handler, shutdown).await?.wait().await
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
