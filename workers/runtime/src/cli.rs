@@ -68,12 +68,17 @@ where
         Err(error) => {
             tracing::error!(%error, class = %error.class(), "worker stopped");
             eprintln!("error: {error}");
-            ExitCode::from(match error {
-                RuntimeError::Config(_) | RuntimeError::Family(_) => EXIT_CONFIG,
-                _ => EXIT_FAILURE,
-            })
+            exit_code(&error)
         }
     }
+}
+
+/// The process exit code for a worker that stopped with `error`.
+pub fn exit_code(error: &RuntimeError) -> ExitCode {
+    ExitCode::from(match error {
+        RuntimeError::Config(_) | RuntimeError::Family(_) => EXIT_CONFIG,
+        _ => EXIT_FAILURE,
+    })
 }
 
 async fn run_cli<H, F, Fut>(name: &str, cli: Cli, connect: F) -> Result<(), RuntimeError>
@@ -121,7 +126,7 @@ where
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.
-async fn cancel_on_signal(shutdown: CancellationToken) {
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

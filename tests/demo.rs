@@ -1,0 +1,353 @@
+//! `make demo`: the fleet on its embedded default. Provisions every family's topics on the local
+//! broker (under a fresh prefix), seeds Redis with the cache keys the fixtures will touch, publishes
+//! the real Debezium fixtures plus one malformed record, runs each family's real binary until its
+//! consumer group has committed everything, prints what happened, and stops the workers with
+//! SIGTERM.
+//!
+//! Everything lives under a per-run prefix (topics `demo-….`, Redis keys `demo-…:`), so runs
+//! never interfere with each other or with the tests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use fleet_harness::expected::CacheInvalidation as Expected;
+use fleet_harness::fixtures::{self, Encoding};
+use fleet_harness::{
+    Out, brokers, end_offsets, keys_under, produce, producer, redis_uri, registry_url,
+    require_broker, seed_keys, unique, wait_drained,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A family's worker process, started by the demo.
+struct Worker {
+    family: cdc_topics::Family,
+    child: Child,
+    metrics: String,
+    log: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\ndemo failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let run = unique("demo");
+    let topic_prefix = format!("{run}.");
+    let key_prefix = format!("{run}:");
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .context("demo binary has no directory")?
+        .to_path_buf();
+    let log_dir = PathBuf::from(
+        std::env::var("CDC_STATE_DIR").unwrap_or_else(|_| "/var/tmp/bangumi-cdc".into()),
+    )
+    .join("log");
+    std::fs::create_dir_all(&log_dir)?;
+
+    println!("Bangumi CDC fleet demo — run {run}");
+    require_broker().await?;
+    println!(
+        "  broker {}, Redis {}, schema registry {}",
+        brokers(),
+        redis_uri(),
+        registry_url()
+    );
+
+    // Each family under the run's prefix, with a consumer group of the run's own.
+    let families: Vec<cdc_topics::Family> = cdc_topics::all()?
+        .into_iter()
+        .map(|mut f| {
+            f.group = format!("{}.{run}", f.group);
+            f.with_topic_prefix(&topic_prefix)
+        })
+        .collect();
+    let runnable: Vec<&cdc_topics::Family> = families
+        .iter()
+        .filter(|f| bin_dir.join(&f.family).exists())
+        .collect();
+    for f in &families {
+        if !runnable.iter().any(|r| r.family == f.family) {
+            println!("  family {} — binary not built yet, skipped", f.family);
+        }
+    }
+
+    step(1, "provisioning topics from topics/");
+    for family in &runnable {
+        let out = Command::new(bin_dir.join(&family.family))
+            .arg("provision")
+            .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_TOPIC_PREFIX", &topic_prefix)
+            .env("LOG_FORMAT", "text")
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "{} provision: {}",
+                family.family,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let created = String::from_utf8_lossy(&out.stdout).lines().count();
+        println!(
+            "    {:<20} {created} topics ({} partitions each), DLQ {}",
+            family.family, family.partitions, family.dlq
+        );
+    }
+
+    step(2, "seeding Redis with the cache keys the fixtures touch");
+    let expected = Expected::load()?;
+    seed_keys(&key_prefix, &expected.seeded).await?;
+    println!("    {} keys under {key_prefix}", expected.seeded.len());
+
+    step(
+        3,
+        "publishing real Debezium records (fixtures/debezium/json.jsonl)",
+    );
+    let producer = producer()?;
+    let mut published: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in fixtures::load(Encoding::Json)? {
+        let topic = format!("{topic_prefix}{}", f.topic);
+        if let Some(family) = runnable
+            .iter()
+            .find(|fam| fam.all_topics().any(|t| t == topic))
+        {
+            produce(&producer, &topic, &[f.record]).await?;
+            *published.entry(family.family.as_str()).or_default() += 1;
+        }
+    }
+    if let Some(family) = runnable.iter().find(|f| f.family == "cache-invalidation") {
+        let poison = Out {
+            key: Some(br#"{"subject_id":1}"#.to_vec()),
+            value: Some(br#"{"before":null,"after":{"subject_id":1},"op":"#.to_vec()),
+            ..Out::default()
+        };
+        produce(&producer, &family.topics[0], &[poison]).await?;
+        *published.entry(family.family.as_str()).or_default() += 1;
+        println!(
+            "    + 1 truncated JSON record on {} (to show the DLQ path)",
+            family.topics[0]
+        );
+    }
+    for (family, n) in &published {
+        println!("    {family:<20} {n} records");
+    }
+
+    step(4, "starting the workers");
+    let mut workers = Vec::new();
+    for family in &runnable {
+        let port = free_port()?;
+        let log = log_dir.join(format!("{run}-{}.log", family.family));
+        let child = Command::new(bin_dir.join(&family.family))
+            .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_TOPIC_PREFIX", &topic_prefix)
+            .env("KAFKA_GROUP_ID", &family.group)
+            .env("REDIS_URI", redis_uri())
+            .env("REDIS_KEY_PREFIX", &key_prefix)
+            .env("SCHEMA_REGISTRY_URL", registry_url())
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("KAFKA_CONFIG__SESSION_TIMEOUT_MS", "2000")
+            .env("KAFKA_CONFIG__HEARTBEAT_INTERVAL_MS", "500")
+            .env("COMMIT_INTERVAL", "200ms")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", family.family))?;
+        let metrics = format!("http://127.0.0.1:{port}/metrics");
+        println!(
+            "    {:<20} pid {:<7} metrics {metrics}",
+            family.family,
+            child.id()
+        );
+        workers.push(Worker {
+            family: (*family).clone(),
+            child,
+            metrics,
+            log,
+        });
+    }
+
+    step(
+        5,
+        "waiting until every consumer group has committed everything",
+    );
+    let started = Instant::now();
+    for w in &workers {
+        let topics: Vec<String> = w.family.all_topics().map(str::to_owned).collect();
+        wait_drained(
+            &w.family.group,
+            &topics,
+            w.family.partitions,
+            Duration::from_secs(90),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "{} did not drain; log: {}",
+                w.family.family,
+                w.log.display()
+            )
+        })?;
+    }
+    println!("    drained in {:.1} s", started.elapsed().as_secs_f64());
+
+    println!("\nSummary");
+    println!(
+        "  {:<20} {:>9} {:>9} {:>9} {:>7} {:>14}",
+        "family", "published", "applied", "skipped", "stale", "dead-lettered"
+    );
+    for w in &workers {
+        let outcomes = scrape_outcomes(&w.metrics).await?;
+        let get = |o: &str| outcomes.get(o).copied().unwrap_or(0.0);
+        println!(
+            "  {:<20} {:>9} {:>9} {:>9} {:>7} {:>14}",
+            w.family.family,
+            published
+                .get(w.family.family.as_str())
+                .copied()
+                .unwrap_or(0),
+            get("applied"),
+            get("skipped"),
+            get("stale"),
+            get("dead_lettered")
+        );
+    }
+    let left = keys_under(&key_prefix).await?;
+    let deleted: Vec<&String> = expected
+        .seeded
+        .iter()
+        .filter(|k| !left.contains(k))
+        .collect();
+    println!(
+        "  Redis: {} of {} seeded cache keys deleted, e.g. {}",
+        deleted.len(),
+        expected.seeded.len(),
+        deleted
+            .iter()
+            .take(4)
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for w in &workers {
+        let dlq = end_offsets(&w.family.dlq, w.family.partitions)?
+            .iter()
+            .sum::<i64>();
+        println!("  DLQ {}: {dlq} record(s)", w.family.dlq);
+        if dlq > 0 {
+            for (class, message) in dead_letter_errors(&w.family.dlq, w.family.partitions)? {
+                println!("    {class}: {message}");
+            }
+        }
+        println!("  metrics: {} (log {})", w.metrics, w.log.display());
+    }
+
+    step(6, "stopping the workers with SIGTERM");
+    for mut w in workers {
+        let stopping = Instant::now();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(w.child.id().to_string())
+            .status()?;
+        let status = w.child.wait()?;
+        println!(
+            "    {:<20} exited {} after {:.1} s",
+            w.family.family,
+            status.code().map_or("by signal".into(), |c| c.to_string()),
+            stopping.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn step(n: u32, what: &str) {
+    println!("\n{n}. {what}");
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `cdc_messages_total` summed by outcome, from a worker's `/metrics`.
+async fn scrape_outcomes(url: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = http_get(url).await?;
+    let mut sums = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("cdc_messages_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(outcome) = labels
+            .split("outcome=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+        else {
+            continue;
+        };
+        *sums.entry(outcome.to_owned()).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(sums)
+}
+
+/// A minimal HTTP/1.0 GET (the demo needs no HTTP client dependency for one scrape).
+async fn http_get(url: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("http URL")?;
+    let (host, path) = rest.split_once('/').context("URL path")?;
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream
+        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map_or(body.clone(), |(_, b)| b.to_owned()))
+}
+
+/// `(error class, error message)` of every record in a DLQ topic.
+fn dead_letter_errors(topic: &str, partitions: i32) -> anyhow::Result<Vec<(String, String)>> {
+    let consumer: BaseConsumer = fleet_harness::client_config()
+        .set("group.id", unique("demo-dlq-reader"))
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let ends = end_offsets(topic, partitions)?;
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let total: i64 = ends.iter().sum();
+    let mut found = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (found.len() as i64) < total && Instant::now() < deadline {
+        let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let header = |name: &str| {
+            msg.headers()
+                .and_then(|h| h.iter().find(|h| h.key == name))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        found.push((
+            header("cdc.dlq.error.class"),
+            header("cdc.dlq.error.message"),
+        ));
+    }
+    Ok(found)
+}
