@@ -33,6 +33,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: up lint
+	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 fixtures:

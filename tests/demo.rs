@@ -16,12 +16,9 @@ use anyhow::{Context, bail};
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::{
-    Out, brokers, end_offsets, keys_under, produce, producer, redis_uri, registry_url,
-    require_broker, seed_keys, unique, wait_drained,
+    Out, brokers, end_offsets, http_get, keys_under, produce, producer, read_all, redis_uri,
+    registry_url, require_broker, seed_keys, unique, wait_drained,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 /// A family's worker process, started by the demo.
 struct Worker {
@@ -245,8 +242,12 @@ async fn run() -> anyhow::Result<()> {
             .sum::<i64>();
         println!("  DLQ {}: {dlq} record(s)", w.family.dlq);
         if dlq > 0 {
-            for (class, message) in dead_letter_errors(&w.family.dlq, w.family.partitions)? {
-                println!("    {class}: {message}");
+            for letter in read_all(&w.family.dlq, w.family.partitions)? {
+                println!(
+                    "    {}: {}",
+                    letter.header("cdc.dlq.error.class").unwrap_or_default(),
+                    letter.header("cdc.dlq.error.message").unwrap_or_default()
+                );
             }
         }
         println!("  metrics: {} (log {})", w.metrics, w.log.display());
@@ -301,53 +302,4 @@ async fn scrape_outcomes(url: &str) -> anyhow::Result<BTreeMap<String, f64>> {
         *sums.entry(outcome.to_owned()).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
     }
     Ok(sums)
-}
-
-/// A minimal HTTP/1.0 GET (the demo needs no HTTP client dependency for one scrape).
-async fn http_get(url: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").context("http URL")?;
-    let (host, path) = rest.split_once('/').context("URL path")?;
-    let mut stream = tokio::net::TcpStream::connect(host).await?;
-    stream
-        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map_or(body.clone(), |(_, b)| b.to_owned()))
-}
-
-/// `(error class, error message)` of every record in a DLQ topic.
-fn dead_letter_errors(topic: &str, partitions: i32) -> anyhow::Result<Vec<(String, String)>> {
-    let consumer: BaseConsumer = fleet_harness::client_config()
-        .set("group.id", unique("demo-dlq-reader"))
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    let ends = end_offsets(topic, partitions)?;
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let total: i64 = ends.iter().sum();
-    let mut found = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (found.len() as i64) < total && Instant::now() < deadline {
-        let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let header = |name: &str| {
-            msg.headers()
-                .and_then(|h| h.iter().find(|h| h.key == name))
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        found.push((
-            header("cdc.dlq.error.class"),
-            header("cdc.dlq.error.message"),
-        ));
-    }
-    Ok(found)
 }

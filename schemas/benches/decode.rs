@@ -99,6 +99,18 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Floors for comparison: serde_json skipping everything, and into `serde_json::Value`.
+    let s = sample(&json[idx]);
+    group.throughput(Throughput::Bytes(s.value.len() as u64));
+    group.bench_function("floor: serde_json IgnoredAny", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&s.value))
+                .expect("json")
+        })
+    });
+    group.bench_function("floor: serde_json Value", |b| {
+        b.iter(|| serde_json::from_slice::<Json>(std::hint::black_box(&s.value)).expect("json"))
+    });
     group.finish();
 }
 

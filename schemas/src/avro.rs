@@ -188,9 +188,9 @@ fn convert(v: AvroValue) -> Value {
             columns.sort_by(|a, b| a.0.cmp(&b.0));
             Value::Struct(Row::new(columns))
         }
-        AvroValue::Record(fields) => Value::Struct(Row::new(
-            fields.into_iter().map(|(k, v)| (k, convert(v))).collect(),
-        )),
+        AvroValue::Record(fields) => {
+            Value::Struct(Row::new(fields.into_iter().map(|(k, v)| (k, convert(v)))))
+        }
         AvroValue::Date(d) => Value::Date(d),
         // The scale lives in the schema; `ConnectType::apply` sets it.
         AvroValue::Decimal(d) => Value::Decimal(Decimal {

@@ -40,7 +40,7 @@ pub fn row_json(row: &Row) -> Json {
     Json::Object(
         row.columns()
             .iter()
-            .map(|(k, v)| (k.clone(), value_json(v)))
+            .map(|(k, v)| (k.to_string(), value_json(v)))
             .collect::<Map<_, _>>(),
     )
 }

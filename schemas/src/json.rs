@@ -9,13 +9,19 @@
 //! # Layout
 //! - `parse_tree`: bytes → `Value` (errors: invalid UTF-8, malformed JSON).
 //! - `decode_plain` / `decode_with_schema`: the two encodings.
-//! - `is_schema_wrapper`: the `Format::Auto` test for `{"schema","payload"}`.
+//! - `decode_auto`: `Format::Auto` for JSON (wrapper or not).
+//! - `cached_type`: a small per-thread cache of parsed embedded schemas, by schema text.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::error::DecodeErrorKind;
+use crate::name::Name;
 use crate::semantic::ConnectType;
 use crate::value::{Row, Value};
 
@@ -70,19 +76,40 @@ impl<'de> Visitor<'de> for TreeVisitor {
         Ok(Value::Array(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut columns = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some((k, Tree(v))) = map.next_entry::<String, Tree>()? {
+        let mut columns = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(NameKey(k)) = map.next_key()? {
+            let Tree(v) = map.next_value()?;
             columns.push((k, v));
         }
-        Ok(Value::Struct(Row::new(columns)))
+        Ok(Value::Struct(Row::from_columns(columns)))
+    }
+}
+
+/// An object key read straight into a [`Name`] (no allocation for short keys).
+struct NameKey(Name);
+
+impl<'de> Deserialize<'de> for NameKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name, E> {
+                Ok(Name::new(v))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Name, E> {
+                Ok(Name::from(v))
+            }
+        }
+        d.deserialize_str(V).map(NameKey)
     }
 }
 
 /// Parses JSON bytes into a value tree.
 pub(crate) fn parse_tree(bytes: &[u8]) -> Result<Value, DecodeErrorKind> {
-    let text = std::str::from_utf8(bytes).map_err(|e| DecodeErrorKind::InvalidUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
+    let text = utf8(bytes)?;
     serde_json::from_str::<Tree>(text)
         .map(|t| t.0)
         .map_err(|e| DecodeErrorKind::MalformedJson {
@@ -105,9 +132,87 @@ pub(crate) fn is_schema_wrapper(root: &Value) -> bool {
     }
 }
 
+/// `{"schema": …, "payload": …}` with the schema kept as raw text (for the cache).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wrapper<'a> {
+    #[serde(borrow)]
+    schema: &'a RawValue,
+    payload: Tree,
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeErrorKind> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeErrorKind::InvalidUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })
+}
+
 /// JSON with schema: checks the wrapper, then retypes the payload by the schema.
 pub(crate) fn decode_with_schema(bytes: &[u8]) -> Result<Value, DecodeErrorKind> {
-    unwrap_schema(parse_tree(bytes)?)
+    let text = utf8(bytes)?;
+    match serde_json::from_str::<Wrapper>(text) {
+        Ok(w) => apply_schema(w.schema.get(), w.payload.0),
+        // Not the wrapper: report malformed JSON as such, else the shape found.
+        Err(_) => unwrap_schema(parse_tree(bytes)?),
+    }
+}
+
+/// `Format::Auto` on JSON: the wrapper when the text is one, else plain JSON.
+pub(crate) fn decode_auto(bytes: &[u8]) -> Result<Value, DecodeErrorKind> {
+    let text = utf8(bytes)?;
+    if text.trim_start().starts_with("{\"schema\"")
+        && let Ok(w) = serde_json::from_str::<Wrapper>(text)
+    {
+        return apply_schema(w.schema.get(), w.payload.0);
+    }
+    let root = parse_tree(bytes)?;
+    if is_schema_wrapper(&root) {
+        unwrap_schema(root)
+    } else {
+        Ok(root)
+    }
+}
+
+fn apply_schema(schema: &str, mut payload: Value) -> Result<Value, DecodeErrorKind> {
+    if schema == "null" {
+        return Ok(payload);
+    }
+    cached_type(schema)?.apply(&mut payload, "")?;
+    Ok(payload)
+}
+
+/// Schemas parsed recently on this thread, by their exact text. A topic's messages repeat
+/// the same schema text, so parsing it once instead of per message is most of the cost of
+/// this encoding. Bounded: the oldest entry goes when full.
+const CACHE_SIZE: usize = 64;
+
+thread_local! {
+    static SCHEMA_CACHE: RefCell<Vec<(Box<str>, Rc<ConnectType>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn cached_type(text: &str) -> Result<Rc<ConnectType>, DecodeErrorKind> {
+    let hit = SCHEMA_CACHE.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(t, _)| t.len() == text.len() && **t == *text)
+            .map(|(_, ty)| ty.clone())
+    });
+    if let Some(ty) = hit {
+        return Ok(ty);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DecodeErrorKind::InvalidSchema {
+            detail: e.to_string(),
+        })?;
+    let ty = Rc::new(ConnectType::from_connect(&json)?);
+    SCHEMA_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CACHE_SIZE {
+            c.remove(0);
+        }
+        c.push((text.into(), ty.clone()));
+    });
+    Ok(ty)
 }
 
 /// Applies the embedded schema of an already parsed `{"schema","payload"}` root.
@@ -159,7 +264,7 @@ fn to_json(v: &Value) -> serde_json::Value {
         Value::Struct(r) => J::Object(
             r.columns()
                 .iter()
-                .map(|(k, v)| (k.clone(), to_json(v)))
+                .map(|(k, v)| (k.to_string(), to_json(v)))
                 .collect(),
         ),
         Value::Array(a) => J::Array(a.iter().map(to_json).collect()),

@@ -29,6 +29,7 @@ pub mod value;
 mod avro;
 mod envelope;
 mod json;
+mod name;
 mod row_de;
 mod semantic;
 
@@ -38,6 +39,7 @@ pub use event::{
     ChangeEvent, Heartbeat, Op, RowChange, SchemaChange, Snapshot, Source, TableChange,
     Transaction, Truncate, TxStatus,
 };
+pub use name::Name;
 pub use position::{LogKind, Phase, SourcePosition};
 pub use semantic::ConnectType;
 pub use value::{Decimal, Row, Value};
@@ -117,13 +119,6 @@ fn decode_part(
         Format::JsonSchema => json::decode_with_schema(bytes),
         Format::Avro => avro::decode(bytes, schemas),
         Format::Auto if bytes.first() == Some(&0) => avro::decode(bytes, schemas),
-        Format::Auto => {
-            let root = json::parse_tree(bytes)?;
-            if json::is_schema_wrapper(&root) {
-                json::unwrap_schema(root)
-            } else {
-                Ok(root)
-            }
-        }
+        Format::Auto => json::decode_auto(bytes),
     }
 }

@@ -17,6 +17,7 @@ use serde::de::{
 };
 
 use crate::error::{RowError, RowErrorKind};
+use crate::name::Name;
 use crate::value::{Row, Value};
 
 impl Row {
@@ -94,8 +95,8 @@ impl<'de> de::Deserializer<'de> for RowDe<'de> {
 }
 
 struct RowMap<'a> {
-    iter: std::slice::Iter<'a, (String, Value)>,
-    current: Option<&'a (String, Value)>,
+    iter: std::slice::Iter<'a, (Name, Value)>,
+    current: Option<&'a (Name, Value)>,
 }
 
 impl<'de> MapAccess<'de> for RowMap<'de> {
@@ -121,7 +122,7 @@ impl<'de> MapAccess<'de> for RowMap<'de> {
         };
         seed.deserialize(ValueDe(value)).map_err(|mut e| {
             if e.column.is_empty() {
-                e.column.clone_from(column);
+                e.column = column.to_string();
                 if let RowErrorKind::WrongType { found, .. } = &mut e.kind {
                     *found = value.describe();
                 }

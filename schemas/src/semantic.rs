@@ -310,7 +310,7 @@ impl ConnectType {
                     continue;
                 }
                 let child = if path.is_empty() {
-                    name.clone()
+                    name.to_string()
                 } else {
                     format!("{path}.{name}")
                 };

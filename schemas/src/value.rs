@@ -18,6 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::RowError;
+use crate::name::Name;
 
 /// One column value.
 #[derive(Clone, Debug, PartialEq)]
@@ -230,12 +231,20 @@ impl fmt::Display for Decimal {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
     table: Option<Arc<str>>,
-    columns: Vec<(String, Value)>,
+    columns: Vec<(Name, Value)>,
 }
 
 impl Row {
     /// A row of the given columns, belonging to no known table.
-    pub fn new(columns: Vec<(String, Value)>) -> Self {
+    pub fn new<N: Into<Name>>(columns: impl IntoIterator<Item = (N, Value)>) -> Self {
+        Row {
+            table: None,
+            columns: columns.into_iter().map(|(n, v)| (n.into(), v)).collect(),
+        }
+    }
+
+    /// A row from already built columns (no conversion).
+    pub(crate) fn from_columns(columns: Vec<(Name, Value)>) -> Self {
         Row {
             table: None,
             columns,
@@ -267,17 +276,20 @@ impl Row {
 
     /// Removes and returns `column` (used while building events from decoded trees).
     pub(crate) fn take(&mut self, column: &str) -> Option<Value> {
-        let idx = self.columns.iter().position(|(c, _)| c == column)?;
+        let idx = self
+            .columns
+            .iter()
+            .position(|(c, _)| c.as_str() == column)?;
         Some(self.columns.swap_remove(idx).1)
     }
 
     /// All columns, in emitted order.
-    pub fn columns(&self) -> &[(String, Value)] {
+    pub fn columns(&self) -> &[(Name, Value)] {
         &self.columns
     }
 
     /// Mutable access to the columns (used by the semantic pass).
-    pub(crate) fn columns_mut(&mut self) -> &mut Vec<(String, Value)> {
+    pub(crate) fn columns_mut(&mut self) -> &mut Vec<(Name, Value)> {
         &mut self.columns
     }
 

@@ -1,5 +1,6 @@
 //! Every line of every fixture file decodes to the expected typed event, in each encoding,
 //! configured and auto-detected, and the encodings agree with each other.
+#![allow(clippy::unwrap_used)] // tests: a failure should panic with the value
 
 mod common;
 
@@ -47,8 +48,7 @@ fn encodings_are_line_aligned_and_agree() {
         all.iter().all(|e| e.len() == all[0].len()),
         "fixture files differ in length"
     );
-    for i in 0..all[0].len() {
-        let (json, schema, avro) = (&all[0][i], &all[1][i], &all[2][i]);
+    for ((json, schema), avro) in all[0].iter().zip(&all[1]).zip(&all[2]) {
         assert_eq!(json.0.topic, avro.0.topic);
         // Schema-carrying encodings decode to identical typed events.
         assert_eq!(schema.1, avro.1, "line {}: json-schema vs avro", json.0.seq);

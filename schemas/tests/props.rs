@@ -1,5 +1,6 @@
 //! Property tests: encode-then-decode round trips (JSON without schema, Avro) and the
 //! `SourcePosition` order (total, binlog-consistent, preserved by its encodings).
+#![allow(clippy::unwrap_used)] // tests: a failure should panic with the value
 
 mod common;
 
@@ -27,7 +28,7 @@ fn scalar() -> impl Strategy<Value = Value> {
 
 fn row(table: Arc<str>) -> impl Strategy<Value = Row> {
     prop::collection::btree_map("[a-z_]{1,12}", scalar(), 0..12)
-        .prop_map(move |cols| Row::new(cols.into_iter().collect()).with_table(table.clone()))
+        .prop_map(move |cols| Row::new(cols).with_table(table.clone()))
 }
 
 fn source(table: &str) -> impl Strategy<Value = Source> {

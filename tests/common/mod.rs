@@ -6,8 +6,11 @@
 //! 127.0.0.1:9092; Redis on `REDIS_URI`). A missing service fails the test with a message saying
 //! how to start it, never a hang.
 
+pub mod events;
 pub mod expected;
 pub mod fixtures;
+pub mod mysql;
+pub mod process;
 
 use std::time::Duration;
 
@@ -101,36 +104,42 @@ pub struct Out {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Produces `records` in order and waits for every acknowledgement.
+/// Produces `records` in order, waits for every acknowledgement, and returns where each landed
+/// as `(partition, offset)`.
 pub async fn produce(
     producer: &FutureProducer,
     topic: &str,
     records: &[Out],
-) -> anyhow::Result<()> {
-    for r in records {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &r.headers {
-            headers = headers.insert(rdkafka::message::Header {
-                key: k,
-                value: Some(v),
-            });
+) -> anyhow::Result<Vec<(i32, i64)>> {
+    let mut positions = Vec::with_capacity(records.len());
+    // Send in windows so acknowledgements overlap, keeping order within a partition.
+    for window in records.chunks(500) {
+        let sends = window.iter().map(|r| {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+            if let Some(p) = r.partition {
+                record = record.partition(p);
+            }
+            if let Some(k) = &r.key {
+                record = record.key(k);
+            }
+            if let Some(v) = &r.value {
+                record = record.payload(v);
+            }
+            producer.send(record, Duration::from_secs(10))
+        });
+        for sent in futures::future::join_all(sends).await {
+            let delivery = sent.map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+            positions.push((delivery.partition, delivery.offset));
         }
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
-        if let Some(p) = r.partition {
-            record = record.partition(p);
-        }
-        if let Some(k) = &r.key {
-            record = record.key(k);
-        }
-        if let Some(v) = &r.value {
-            record = record.payload(v);
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
     }
-    Ok(())
+    Ok(positions)
 }
 
 /// A consumer in `group` that stores offsets only when told and never auto-commits.
@@ -236,10 +245,23 @@ pub async fn seed_keys(prefix: &str, keys: &[String]) -> anyhow::Result<()> {
 /// Every key under `prefix`, without the prefix, sorted.
 pub async fn keys_under(prefix: &str) -> anyhow::Result<Vec<String>> {
     let mut conn = redis().await?;
-    let mut found: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await?;
+    let mut found: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await?;
+        found.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
     for k in &mut found {
         k.drain(..prefix.len());
     }
@@ -305,4 +327,85 @@ pub async fn provisioned_family(
         .with_topic_prefix(topic_prefix);
     cdc_runtime::provision::provision(&client_config(), &family, 1).await?;
     Ok(family)
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub value: Option<Vec<u8>>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Consumed {
+    /// The text value of header `name`.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Every record of `topic` (all partitions, from the beginning), ordered by partition and offset.
+pub fn read_all(topic: &str, partitions: i32) -> anyhow::Result<Vec<Consumed>> {
+    use rdkafka::message::{Headers, Message};
+    let ends = end_offsets(topic, partitions)?;
+    let total: i64 = ends.iter().sum();
+    let consumer = manual_consumer(&unique("reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut found = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (found.len() as i64) < total {
+        if std::time::Instant::now() > deadline {
+            bail!("read {} of {total} records of {topic}", found.len());
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let msg = msg?;
+        found.push(Consumed {
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            headers: msg
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    found.sort_by_key(|c| (c.partition, c.offset));
+    Ok(found)
+}
+
+/// `GET url` over plain HTTP/1.0; the body.
+pub async fn http_get(url: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("http URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream
+        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response
+        .split_once("\r\n\r\n")
+        .map_or(response.clone(), |(_, body)| body.to_owned()))
 }

@@ -1,6 +1,6 @@
 //! Shared test helpers: loading the Debezium fixtures (three encodings, line-aligned, plus
 //! the schemas the Avro converter registered) and rendering decoded events compactly.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test helpers: a broken fixture should fail loudly
 
 use std::path::PathBuf;
 
@@ -112,7 +112,7 @@ pub fn render_row(r: &cdc_schemas::Row) -> Json {
     Json::Object(
         r.columns()
             .iter()
-            .map(|(k, v)| (k.clone(), render(v)))
+            .map(|(k, v)| (k.to_string(), render(v)))
             .collect(),
     )
 }

@@ -168,6 +168,7 @@ impl WorkerConfig {
         T: Into<std::ffi::OsString> + Clone,
     {
         #[derive(clap::Parser)]
+        #[command(args_override_self = true)]
         struct Args {
             #[command(flatten)]
             config: WorkerConfig,

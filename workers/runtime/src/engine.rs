@@ -221,6 +221,23 @@ impl ClientContext for EngineContext {
 }
 
 impl ConsumerContext for EngineContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => counter!(metric::COMMITS, "family" => self.family.clone(), "result" => "ok")
+                .increment(1),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                counter!(metric::COMMITS, "family" => self.family.clone(), "result" => "error")
+                    .increment(1);
+                tracing::warn!(family = %self.family, %error, "offset commit failed");
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &EngineConsumer, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {

@@ -1,0 +1,291 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "bangumi-cdc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bangumi-cdc.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of a family's objects: (dict "root" $ "family" "timeline") */}}
+{{- define "bangumi-cdc.familyFullname" -}}
+{{- printf "%s-%s" (include "bangumi-cdc.fullname" .root) .family | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bangumi-cdc.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bangumi-cdc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bangumi-cdc.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "bangumi-cdc.labels" -}}
+helm.sh/chart: {{ include "bangumi-cdc.chart" . }}
+{{ include "bangumi-cdc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: bangumi-cdc
+{{- end }}
+
+{{/* Labels of a family's objects: (dict "root" $ "family" "timeline") */}}
+{{- define "bangumi-cdc.familySelectorLabels" -}}
+{{ include "bangumi-cdc.selectorLabels" .root }}
+app.kubernetes.io/component: worker
+bangumi.tv/cdc-family: {{ .family }}
+{{- end }}
+
+{{- define "bangumi-cdc.familyLabels" -}}
+{{ include "bangumi-cdc.labels" .root }}
+app.kubernetes.io/component: worker
+bangumi.tv/cdc-family: {{ .family }}
+{{- end }}
+
+{{- define "bangumi-cdc.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "bangumi-cdc.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "bangumi-cdc.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The families of topics/families/*.toml, as generated into files/families.json: a map name → facts
+(group, dlq, partitions, topics, service_topics, …). Returned as JSON; use with fromJson.
+*/}}
+{{- define "bangumi-cdc.familiesData" -}}
+{{- $doc := .Files.Get "files/families.json" | fromJson }}
+{{- if not $doc.families }}
+{{- fail "files/families.json is missing or empty: run scripts/helm-families.py" }}
+{{- end }}
+{{- toJson $doc.families }}
+{{- end }}
+
+{{/*
+One family's effective configuration, validated: familyDefaults ⊕ families.<name>, autoscaling
+merged over the global `autoscaling`, plus the facts from topics/. Returned as JSON.
+Call: (dict "root" $ "family" "timeline")
+*/}}
+{{- define "bangumi-cdc.familyConfig" -}}
+{{- $root := .root }}
+{{- $name := .family }}
+{{- $data := index (include "bangumi-cdc.familiesData" $root | fromJson) $name }}
+{{- if not $data }}
+{{- fail (printf "family %q has no topics/families/%s.toml" $name $name) }}
+{{- end }}
+{{- $own := default (dict) (index ($root.Values.families | default dict) $name) }}
+{{- $cfg := mergeOverwrite (deepCopy $root.Values.familyDefaults) (deepCopy $own) }}
+{{- $auto := mergeOverwrite (omit (deepCopy $root.Values.autoscaling) "keda" "hpa") (omit (deepCopy (default (dict) $cfg.autoscaling)) "keda" "hpa") }}
+{{- $_ := set $auto "keda" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.keda)) (deepCopy (default (dict) (dig "autoscaling" "keda" (dict) $cfg)))) }}
+{{- $_ := set $auto "hpa" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.hpa)) (deepCopy (default (dict) (dig "autoscaling" "hpa" (dict) $cfg)))) }}
+{{- $partitions := int $data.partitions }}
+{{- $where := printf "families.%s" $name }}
+{{- if not (has $auto.mode (list "none" "keda" "hpa")) }}
+{{- fail (printf "%s.autoscaling.mode must be none, keda or hpa (got %q)" $where (toString $auto.mode)) }}
+{{- end }}
+{{- $replicas := int $cfg.replicas }}
+{{- if lt $replicas 0 }}
+{{- fail (printf "%s.replicas must be >= 0 (got %d)" $where $replicas) }}
+{{- end }}
+{{- if gt $replicas $partitions }}
+{{- fail (printf "%s.replicas=%d exceeds the family's %d partitions (topics/families/%s.toml): extra consumers would sit idle; add partitions first" $where $replicas $partitions $name) }}
+{{- end }}
+{{- if ne $auto.mode "none" }}
+{{- $max := $partitions }}
+{{- if not (kindIs "invalid" $auto.maxReplicas) }}{{ $max = int $auto.maxReplicas }}{{ end }}
+{{- $min := 1 }}
+{{- if not (kindIs "invalid" $auto.minReplicas) }}{{ $min = int $auto.minReplicas }}{{ end }}
+{{- if gt $max $partitions }}
+{{- fail (printf "%s.autoscaling.maxReplicas=%d exceeds the family's %d partitions (topics/families/%s.toml): extra consumers would sit idle; add partitions first" $where $max $partitions $name) }}
+{{- end }}
+{{- if lt $min 1 }}
+{{- fail (printf "%s.autoscaling.minReplicas must be >= 1 (got %d): a group without members never commits, and its lag is unknown" $where $min) }}
+{{- end }}
+{{- if gt $min $max }}
+{{- fail (printf "%s.autoscaling.minReplicas=%d exceeds maxReplicas=%d" $where $min $max) }}
+{{- end }}
+{{- $_ := set $auto "minReplicas" $min }}
+{{- $_ := set $auto "maxReplicas" $max }}
+{{- end }}
+{{- range $key, $value := (default (dict) $cfg.env) }}
+{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR)$" $key }}
+{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis.existingSecret; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port)" $where $key $name) }}
+{{- end }}
+{{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
+{{- fail (printf "%s.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $where $key) }}
+{{- end }}
+{{- end }}
+{{- $group := printf "%s%s" (default $data.group $cfg.groupId) $root.Values.kafka.groupIdSuffix }}
+{{- $_ := set $cfg "name" $name }}
+{{- $_ := set $cfg "replicas" $replicas }}
+{{- $_ := set $cfg "autoscaling" $auto }}
+{{- $_ := set $cfg "partitions" $partitions }}
+{{- $_ := set $cfg "group" $group }}
+{{- $_ := set $cfg "dlq" $data.dlq }}
+{{- $_ := set $cfg "topics" (concat $data.topics (default (list) $data.service_topics)) }}
+{{- toJson $cfg }}
+{{- end }}
+
+{{/* Names of the families with enabled: true, as a JSON list (sorted). */}}
+{{- define "bangumi-cdc.enabledFamilies" -}}
+{{- $root := . }}
+{{- $enabled := list }}
+{{- range $name, $_ := (include "bangumi-cdc.familiesData" $root | fromJson) }}
+{{- $cfg := include "bangumi-cdc.familyConfig" (dict "root" $root "family" $name) | fromJson }}
+{{- if $cfg.enabled }}{{ $enabled = append $enabled $name }}{{ end }}
+{{- end }}
+{{- toJson $enabled }}
+{{- end }}
+
+{{/*
+Release-wide checks; rendered (as nothing) by the settings ConfigMap so they always run.
+*/}}
+{{- define "bangumi-cdc.validate" -}}
+{{- $root := . }}
+{{- $data := include "bangumi-cdc.familiesData" $root | fromJson }}
+{{- range $name, $_ := ($root.Values.families | default dict) }}
+{{- if not (hasKey $data $name) }}
+{{- fail (printf "families.%s: no such family in topics/families/ (known: %s)" $name (keys $data | sortAlpha | join ", ")) }}
+{{- end }}
+{{- end }}
+{{- $groups := dict }}
+{{- range $name := (include "bangumi-cdc.enabledFamilies" $root | fromJsonArray) }}
+{{- $cfg := include "bangumi-cdc.familyConfig" (dict "root" $root "family" $name) | fromJson }}
+{{- if hasKey $groups $cfg.group }}
+{{- fail (printf "families %s and %s would share the consumer group %q: each family needs its own group" (index $groups $cfg.group) $name $cfg.group) }}
+{{- end }}
+{{- $_ := set $groups $cfg.group $name }}
+{{- end }}
+{{- $drain := int $root.Values.drainTimeoutSeconds }}
+{{- $grace := int $root.Values.terminationGracePeriodSeconds }}
+{{- if lt $drain 1 }}
+{{- fail (printf "drainTimeoutSeconds must be >= 1 (got %d)" $drain) }}
+{{- end }}
+{{- if le $grace $drain }}
+{{- fail (printf "terminationGracePeriodSeconds=%d must exceed drainTimeoutSeconds=%d, or Kubernetes kills workers before they commit" $grace $drain) }}
+{{- end }}
+{{- if regexMatch "^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@" (toString $root.Values.redis.uri) }}
+{{- if not $root.Values.redis.existingSecret }}
+{{- fail "redis.uri holds a password: put the URI in a Secret and set redis.existingSecret/redis.uriKey" }}
+{{- end }}
+{{- end }}
+{{- range $property, $_ := ($root.Values.kafka.config | default dict) }}
+{{- if has $property (list "group.id" "bootstrap.servers" "enable.auto.offset.store" "enable.auto.commit") }}
+{{- fail (printf "kafka.config.%s is owned by the runtime (use kafka.brokers / families.<name>.groupId, or nothing)" $property) }}
+{{- end }}
+{{- if regexMatch "(?i)(password|secret|token|key\\.pem|sasl\\.jaas)" $property }}
+{{- fail (printf "kafka.config.%s looks secret: pass KAFKA_CONFIG__%s through extraEnv with valueFrom.secretKeyRef" $property (upper (replace "." "_" $property))) }}
+{{- end }}
+{{- end }}
+{{- range $key, $_ := ($root.Values.extraConfig | default dict) }}
+{{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
+{{- fail (printf "extraConfig.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $key) }}
+{{- end }}
+{{- end }}
+{{- if and $root.Values.kafka.sasl.mechanism (not $root.Values.kafka.sasl.existingSecret) }}
+{{- fail "kafka.sasl.mechanism is set but kafka.sasl.existingSecret is empty: the SASL password must come from a Secret" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container env shared by workers and the replay Job: secrets by reference, never by value.
+*/}}
+{{- define "bangumi-cdc.secretEnv" -}}
+{{- with .Values.kafka.sasl }}
+{{- if .existingSecret }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey }}
+{{- if .usernameKey }}
+- name: KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .usernameKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.redis }}
+{{- if .existingSecret }}
+- name: REDIS_URI
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .uriKey }}
+{{- end }}
+{{- end }}
+{{- with .Values.mysql }}
+{{- if .existingSecret }}
+- name: MYSQL_PASS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey }}
+{{- if .userKey }}
+- name: MYSQL_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .userKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "bangumi-cdc.envFrom" -}}
+- configMapRef:
+    name: {{ include "bangumi-cdc.fullname" . }}-settings
+{{- with .Values.extraEnvFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes every pod gets: a small writable /tmp, and the Kafka CA if configured. */}}
+{{- define "bangumi-cdc.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 16Mi
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+    items:
+      - key: {{ .Values.kafka.tls.caKey }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "bangumi-cdc.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/bangumi-cdc/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end }}

@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""Assertions on one rendering of helm/bangumi-cdc (the output of `helm template`).
+
+Usage: helm_assert.py RENDERED.yaml [VALUES.yaml ...]
+
+The expectations are computed independently of the chart's templates: families, topics, groups
+and partitions from topics/families/*.toml (tomllib), which families are enabled from the chart's
+values.yaml merged with the given values files (Helm's coalescing: maps merge, null deletes).
+Prints nothing and exits 0 when every check passes; otherwise prints each failure and exits 1.
+Needs PyYAML (present in the kubernetes-validate venv).
+"""
+
+import json
+import pathlib
+import re
+import sys
+import tomllib
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "bangumi-cdc"
+
+# Every metric the runtime exports (all labelled `family`); the dashboard may use no other.
+KNOWN_METRICS = {
+    "cdc_messages_total", "cdc_skipped_total", "cdc_batch_size", "cdc_batch_duration_seconds",
+    "cdc_apply_duration_seconds", "cdc_event_age_seconds", "cdc_consumer_lag", "cdc_retries_total",
+    "cdc_errors_total", "cdc_paused_partitions", "cdc_active_partitions", "cdc_rebalances_total",
+    "cdc_commits_total",
+}
+# What the dashboard must show: throughput, lag, event age, retries, DLQ.
+DASHBOARD_MUST = {
+    "throughput": "cdc_messages_total",
+    "lag": "cdc_consumer_lag",
+    "event age": "cdc_event_age_seconds",
+    "retries": "cdc_retries_total",
+    "DLQ": 'outcome="dead_lettered"',
+}
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)", re.I)
+URI_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]+@", re.I)
+SECRET_VARS = {"KAFKA_SASL_PASSWORD", "MYSQL_PASS"}
+
+failures: list[str] = []
+
+
+def fail(message: str) -> None:
+    failures.append(message)
+
+
+def merge(base, override):
+    """Helm's value coalescing: maps merge recursively, null deletes, anything else replaces."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return override
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def duration_seconds(text: str) -> float:
+    total, rest = 0.0, text.strip()
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)", rest):
+        total += float(number) * units[unit]
+    if not re.fullmatch(r"(\d+(?:\.\d+)?\s*(ms|s|m|h)\s*)+", rest):
+        raise ValueError(f"cannot parse duration {text!r}")
+    return total
+
+
+def load_families() -> dict:
+    families = {}
+    for path in sorted((ROOT / "topics" / "families").glob("*.toml")):
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+        families[data["family"]] = data
+    return families
+
+
+def main() -> int:
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    rendered = pathlib.Path(sys.argv[1])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for extra in sys.argv[2:]:
+        values = merge(values, yaml.safe_load(pathlib.Path(extra).read_text()) or {})
+
+    families = load_families()
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    by_kind: dict[str, list] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+
+    def named(kind: str) -> dict:
+        return {d["metadata"]["name"]: d for d in by_kind.get(kind, [])}
+
+    config_maps = named("ConfigMap")
+    suffix = values.get("kafka", {}).get("groupIdSuffix") or ""
+    prefix = values.get("kafka", {}).get("topicPrefix") or ""
+
+    # Which families the values enable (familyDefaults ⊕ families.<name>).
+    expected = set()
+    for name in families:
+        own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(name) or {})
+        if own.get("enabled"):
+            expected.add(name)
+
+    # --- Nothing secret in what the chart renders -------------------------------------------
+    if "Secret" in by_kind:
+        fail("the chart renders a Secret: credentials must come from existingSecret references only")
+    for cm_name, cm in config_maps.items():
+        for key, value in (cm.get("data") or {}).items():
+            if SECRET_NAME.search(key):
+                fail(f"ConfigMap {cm_name}: key {key} looks secret")
+            if isinstance(value, str) and URI_WITH_PASSWORD.search(value):
+                fail(f"ConfigMap {cm_name}: {key} holds a URI with a password")
+
+    # --- Families data: the ConfigMap copy equals topics/ -------------------------------------
+    fam_cm = next((cm for n, cm in config_maps.items() if n.endswith("-families")), None)
+    if fam_cm is None:
+        fail("no <fullname>-families ConfigMap")
+    else:
+        generated = json.loads(fam_cm["data"]["families.json"])["families"]
+        if set(generated) != set(families):
+            fail(f"families ConfigMap has {sorted(generated)}, topics/ has {sorted(families)}")
+        for name, toml in families.items():
+            got = generated.get(name, {})
+            for key in ("group", "dlq", "partitions", "topics"):
+                if got.get(key) != toml[key]:
+                    fail(f"families ConfigMap: {name}.{key} = {got.get(key)!r}, topics/ says {toml[key]!r}")
+            if got.get("service_topics", []) != toml.get("service_topics", []):
+                fail(f"families ConfigMap: {name}.service_topics differs from topics/")
+
+    # --- One Deployment per enabled family --------------------------------------------------
+    deployments = by_kind.get("Deployment", [])
+    seen: dict[str, dict] = {}
+    for dep in deployments:
+        fam = dep["metadata"].get("labels", {}).get("bangumi.tv/cdc-family")
+        if fam is None:
+            fail(f"Deployment {dep['metadata']['name']} has no bangumi.tv/cdc-family label")
+            continue
+        if fam in seen:
+            fail(f"two Deployments for family {fam}")
+        seen[fam] = dep
+    if set(seen) != expected:
+        fail(f"Deployments for {sorted(seen)}, expected one per enabled family {sorted(expected)}")
+
+    groups: dict[str, str] = {}
+    scaled_targets: dict[str, str] = {}  # Deployment name → autoscaler kind
+    for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+        for obj in by_kind.get(kind, []):
+            target = obj["spec"]["scaleTargetRef"]["name"]
+            if target in scaled_targets:
+                fail(f"Deployment {target} has two autoscalers")
+            scaled_targets[target] = kind
+    dep_names = {d["metadata"]["name"]: fam for fam, d in seen.items()}
+
+    for fam, dep in seen.items():
+        where = f"Deployment {dep['metadata']['name']} ({fam})"
+        toml = families[fam]
+        partitions = toml["partitions"]
+        spec = dep["spec"]
+        pod = spec["template"]["spec"]
+        meta_labels = spec["template"]["metadata"].get("labels", {})
+        for k, v in spec["selector"]["matchLabels"].items():
+            if meta_labels.get(k) != v:
+                fail(f"{where}: selector label {k}={v} not on the pod template")
+
+        # replicas ≤ partitions; no replicas field when an autoscaler owns the count
+        if "replicas" in spec:
+            if spec["replicas"] > partitions:
+                fail(f"{where}: replicas {spec['replicas']} > {partitions} partitions")
+            if dep["metadata"]["name"] in scaled_targets:
+                fail(f"{where}: sets replicas although {scaled_targets[dep['metadata']['name']]} scales it")
+
+        containers = pod["containers"]
+        if len(containers) != 1:
+            fail(f"{where}: expected one container, got {len(containers)}")
+            continue
+        c = containers[0]
+        if c.get("command") != [fam]:
+            fail(f"{where}: command {c.get('command')} is not the family's binary [{fam!r}]")
+        if not c.get("args") or c["args"][-1] != "run":
+            fail(f"{where}: args {c.get('args')} do not end with the `run` subcommand")
+
+        # environment: the family's group, secrets by reference only
+        env = {e["name"]: e for e in c.get("env", [])}
+        group = env.get("KAFKA_GROUP_ID", {}).get("value")
+        if group != toml["group"] + suffix:
+            fail(f"{where}: KAFKA_GROUP_ID {group!r}, topics/ says {toml['group'] + suffix!r}")
+        elif group in groups:
+            fail(f"{where}: consumer group {group} shared with {groups[group]}")
+        else:
+            groups[group] = fam
+        for name, e in env.items():
+            if "value" in e and (name in SECRET_VARS or SECRET_NAME.search(name)):
+                fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
+            if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
+                fail(f"{where}: env {name} holds a URI with a password")
+        settings = {}
+        for src in c.get("envFrom", []):
+            ref = src.get("configMapRef", {}).get("name")
+            if ref:
+                if ref not in config_maps:
+                    fail(f"{where}: envFrom ConfigMap {ref} is not rendered")
+                else:
+                    settings.update(config_maps[ref].get("data") or {})
+        settings.update({n: e["value"] for n, e in env.items() if "value" in e})
+
+        # topics: the annotation lists exactly the family's topics from topics/
+        topics = dep["metadata"].get("annotations", {}).get("bangumi.tv/cdc-topics", "")
+        want = toml["topics"] + toml.get("service_topics", [])
+        if topics.split(",") != want:
+            fail(f"{where}: topics annotation {topics!r} != topics/ {want}")
+        if dep["metadata"]["annotations"].get("bangumi.tv/cdc-partitions") != str(partitions):
+            fail(f"{where}: partitions annotation differs from topics/ ({partitions})")
+
+        # probes on /healthz and /readyz, on the metrics port
+        port = next((p for p in c.get("ports", []) if p.get("name") == "metrics"), None)
+        if port is None:
+            fail(f"{where}: no container port named metrics")
+        http_addr = settings.get("HTTP_ADDR", "0.0.0.0:9464")
+        if port and not http_addr.endswith(f":{port['containerPort']}"):
+            fail(f"{where}: HTTP_ADDR {http_addr} does not match the metrics port {port['containerPort']}")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            get = (c.get(probe) or {}).get("httpGet") or {}
+            if get.get("path") != path or get.get("port") not in ("metrics", port and port["containerPort"]):
+                fail(f"{where}: {probe} is not an httpGet of {path} on the metrics port")
+
+        # security
+        psc = pod.get("securityContext") or {}
+        csc = c.get("securityContext") or {}
+        if not (psc.get("runAsNonRoot") or csc.get("runAsNonRoot")):
+            fail(f"{where}: runAsNonRoot is not set")
+        if 0 in (psc.get("runAsUser"), csc.get("runAsUser")):
+            fail(f"{where}: runs as uid 0")
+        if csc.get("readOnlyRootFilesystem") is not True:
+            fail(f"{where}: readOnlyRootFilesystem is not true")
+        if csc.get("allowPrivilegeEscalation") is not False:
+            fail(f"{where}: allowPrivilegeEscalation is not false")
+        if csc.get("privileged"):
+            fail(f"{where}: privileged")
+        if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+            fail(f"{where}: capabilities do not drop ALL")
+        if (csc.get("capabilities") or {}).get("add"):
+            fail(f"{where}: adds capabilities")
+        if pod.get("automountServiceAccountToken") is not False:
+            fail(f"{where}: automountServiceAccountToken is not false")
+        if not c.get("resources", {}).get("limits", {}).get("memory"):
+            fail(f"{where}: no memory limit")
+
+        # graceful shutdown
+        try:
+            drain = duration_seconds(settings.get("DRAIN_TIMEOUT", "10s"))
+        except ValueError as e:
+            fail(f"{where}: DRAIN_TIMEOUT: {e}")
+            drain = 10
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if not grace > drain:
+            fail(f"{where}: terminationGracePeriodSeconds {grace} <= DRAIN_TIMEOUT {drain}s")
+
+    for sa in by_kind.get("ServiceAccount", []):
+        if sa.get("automountServiceAccountToken") is not False:
+            fail(f"ServiceAccount {sa['metadata']['name']}: automountServiceAccountToken is not false")
+
+    # --- Autoscalers: capped at the family's partitions -------------------------------------
+    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        fam = dep_names.get(target)
+        if fam is None:
+            fail(f"HPA {hpa['metadata']['name']} targets unknown Deployment {target}")
+            continue
+        lo, hi, parts = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"], families[fam]["partitions"]
+        if hi > parts:
+            fail(f"HPA {hpa['metadata']['name']}: maxReplicas {hi} > {parts} partitions of {fam}")
+        if not 1 <= lo <= hi:
+            fail(f"HPA {hpa['metadata']['name']}: minReplicas {lo} not in 1..{hi}")
+    for so in by_kind.get("ScaledObject", []):
+        target = so["spec"]["scaleTargetRef"]["name"]
+        fam = dep_names.get(target)
+        if fam is None:
+            fail(f"ScaledObject {so['metadata']['name']} targets unknown Deployment {target}")
+            continue
+        toml = families[fam]
+        lo, hi = so["spec"].get("minReplicaCount", 0), so["spec"].get("maxReplicaCount")
+        if hi is None or hi > toml["partitions"]:
+            fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi} > {toml['partitions']} partitions of {fam}")
+        if hi is not None and not 1 <= lo <= hi:
+            fail(f"ScaledObject {so['metadata']['name']}: minReplicaCount {lo} not in 1..{hi}")
+        triggers = so["spec"].get("triggers") or []
+        if not triggers:
+            fail(f"ScaledObject {so['metadata']['name']}: no triggers")
+        allowed = {prefix + t for t in toml["topics"] + toml.get("service_topics", [])}
+        for trig in triggers:
+            md = trig.get("metadata", {})
+            if trig.get("type") != "kafka":
+                fail(f"ScaledObject {so['metadata']['name']}: trigger type {trig.get('type')} is not kafka")
+            if md.get("consumerGroup") != toml["group"] + suffix:
+                fail(f"ScaledObject {so['metadata']['name']}: consumerGroup {md.get('consumerGroup')} is not {fam}'s")
+            if "topic" in md and md["topic"] not in allowed:
+                fail(f"ScaledObject {so['metadata']['name']}: topic {md['topic']} is not one of {fam}'s")
+            if str(md.get("allowIdleConsumers", "false")).lower() != "false":
+                fail(f"ScaledObject {so['metadata']['name']}: allowIdleConsumers must stay false")
+            ref = (trig.get("authenticationRef") or {}).get("name")
+            external_ref = ((values.get("autoscaling") or {}).get("keda") or {}).get("authenticationRef")
+            if ref and ref not in named("TriggerAuthentication") and ref != external_ref:
+                fail(f"ScaledObject {so['metadata']['name']}: authenticationRef {ref} is not rendered")
+
+    # --- PDB and metrics Service per Deployment ---------------------------------------------
+    def selects(selector: dict, dep: dict) -> bool:
+        labels = dep["spec"]["template"]["metadata"].get("labels", {})
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    pdb_on = (values.get("podDisruptionBudget") or {}).get("enabled")
+    svc_on = ((values.get("metrics") or {}).get("service") or {}).get("enabled")
+    for fam, dep in seen.items():
+        pdbs = [p for p in by_kind.get("PodDisruptionBudget", []) if selects(p["spec"]["selector"]["matchLabels"], dep)]
+        if pdb_on and len(pdbs) != 1:
+            fail(f"family {fam}: {len(pdbs)} PodDisruptionBudgets select its pods, expected 1")
+        svcs = [s for s in by_kind.get("Service", []) if selects(s["spec"]["selector"], dep)]
+        if svc_on and len(svcs) != 1:
+            fail(f"family {fam}: {len(svcs)} metrics Services select its pods, expected 1")
+    for sm in by_kind.get("ServiceMonitor", []):
+        sel = sm["spec"]["selector"]["matchLabels"]
+        hit = [s for s in by_kind.get("Service", []) if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())]
+        if len(hit) != len(seen):
+            fail(f"ServiceMonitor {sm['metadata']['name']} selects {len(hit)} Services, expected {len(seen)}")
+        if not any(e.get("port") == "metrics" and e.get("path", "/metrics") == "/metrics" for e in sm["spec"]["endpoints"]):
+            fail(f"ServiceMonitor {sm['metadata']['name']}: no endpoint on port metrics, /metrics")
+    if ((values.get("metrics") or {}).get("serviceMonitor") or {}).get("enabled") and svc_on and not by_kind.get("ServiceMonitor"):
+        fail("metrics.serviceMonitor.enabled but no ServiceMonitor rendered")
+
+    # --- DLQ replay Job: only when asked for ------------------------------------------------
+    replay = values.get("dlqReplay") or {}
+    jobs = by_kind.get("Job", [])
+    if not replay.get("enabled"):
+        if jobs:
+            fail(f"a Job is rendered ({jobs[0]['metadata']['name']}) although dlqReplay is off")
+    else:
+        if len(jobs) != 1:
+            fail(f"dlqReplay.enabled: expected one Job, got {len(jobs)}")
+        for job in jobs:
+            pod = job["spec"]["template"]["spec"]
+            c = pod["containers"][0]
+            args = c.get("args", [])
+            if c.get("command") != ["dlq"] or args[:3] != ["replay", "--family", replay.get("family")]:
+                fail(f"Job {job['metadata']['name']}: runs {c.get('command')} {args}, expected dlq replay --family {replay.get('family')}")
+            if replay.get("family") not in families:
+                fail(f"Job {job['metadata']['name']}: family {replay.get('family')} is not in topics/")
+            if bool(replay.get("confirm")) != ("--yes" in args):
+                fail(f"Job {job['metadata']['name']}: --yes does not follow dlqReplay.confirm")
+            if "--rate" not in args:
+                fail(f"Job {job['metadata']['name']}: no --rate")
+            if bool(replay.get("dryRun")) != ("--dry-run" in args):
+                fail(f"Job {job['metadata']['name']}: --dry-run does not follow dlqReplay.dryRun")
+            csc = c.get("securityContext") or {}
+            if csc.get("readOnlyRootFilesystem") is not True or "ALL" not in (csc.get("capabilities") or {}).get("drop", []):
+                fail(f"Job {job['metadata']['name']}: container security context is not locked down")
+            if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
+                fail(f"Job {job['metadata']['name']}: token mounted or restartPolicy is not Never")
+
+    # --- Grafana dashboard ------------------------------------------------------------------
+    dash_on = (values.get("dashboard") or {}).get("enabled")
+    dashboards = [cm for cm in config_maps.values() if any(k.endswith(".json") for k in (cm.get("data") or {})) and not cm["metadata"]["name"].endswith("-families")]
+    if dash_on and len(dashboards) != 1:
+        fail(f"dashboard.enabled: expected one dashboard ConfigMap, got {len(dashboards)}")
+    for cm in dashboards:
+        labels = cm["metadata"].get("labels", {})
+        for k, v in ((values.get("dashboard") or {}).get("labels") or {}).items():
+            if labels.get(k) != str(v):
+                fail(f"dashboard ConfigMap lacks the sidecar label {k}={v}")
+        for key, text in cm["data"].items():
+            try:
+                dash = json.loads(text)
+            except json.JSONDecodeError as e:
+                fail(f"dashboard {key} is not JSON: {e}")
+                continue
+            exprs = [t.get("expr", "") for p in dash.get("panels", []) for t in p.get("targets", [])]
+            used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"\bcdc_[a-z_]+", e)}
+            if used - KNOWN_METRICS:
+                fail(f"dashboard uses unknown metrics {sorted(used - KNOWN_METRICS)}")
+            joined = "\n".join(exprs)
+            for what, needle in DASHBOARD_MUST.items():
+                if needle not in joined:
+                    fail(f"dashboard shows no {what} ({needle})")
+            if not all("family" in e for e in exprs):
+                fail("dashboard has a query not broken down/filtered by family")
+
+    for message in failures:
+        print(f"  assert: {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+//! Generated change streams for fault and load scenarios, made from a real fixture record: the
+//! `chii_members` update of `fixtures/debezium/json.jsonl` with its uid (key and row) and binlog
+//! position replaced. Each event's effect in the cache-invalidation family is exactly
+//! `DEL user:v2:slim:{uid}`, so "was it applied?" is "is that key gone?".
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::Out;
+use crate::fixtures::{self, Encoding};
+
+/// The template: a real `chii_members` op `u` record.
+pub struct MemberUpdates {
+    template: Value,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl MemberUpdates {
+    /// Loads the template from the fixtures.
+    pub fn load() -> anyhow::Result<Self> {
+        let f = fixtures::load(Encoding::Json)?
+            .into_iter()
+            .find(|f| f.topic.ends_with(".chii_members") && f.scenario == "update")
+            .context("no chii_members update in the fixtures")?;
+        let value = f.record.value.context("template has no value")?;
+        Ok(Self {
+            template: serde_json::from_slice(&value)?,
+            headers: f.record.headers,
+        })
+    }
+
+    /// The update of member `uid`, at binlog position `pos`.
+    pub fn event(&self, uid: u64, pos: u64) -> Out {
+        let mut v = self.template.clone();
+        v["before"]["uid"] = uid.into();
+        v["after"]["uid"] = uid.into();
+        v["source"]["pos"] = pos.into();
+        Out {
+            partition: None,
+            key: Some(format!("{{\"uid\":{uid}}}").into_bytes()),
+            value: Some(v.to_string().into_bytes()),
+            headers: self.headers.clone(),
+        }
+    }
+
+    /// Updates of members `uids`, positions increasing.
+    pub fn events(&self, uids: impl IntoIterator<Item = u64>) -> Vec<Out> {
+        uids.into_iter()
+            .enumerate()
+            .map(|(i, uid)| self.event(uid, 1_000 + i as u64))
+            .collect()
+    }
+}
+
+/// The cache key an update of `uid` deletes.
+pub fn member_key(uid: u64) -> String {
+    format!("user:v2:slim:{uid}")
+}

@@ -1,0 +1,143 @@
+//! Real processes the fault scenarios start, stop and kill: worker binaries and a private Redis.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The path of a workspace binary (built by `cargo build --bins`, which `make test` runs first).
+pub fn worker_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("test binary has no directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("deps has no parent")?;
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not built; run `cargo build --workspace --bins` (make test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Sends `signal` (e.g. "TERM", "KILL") to `child`.
+pub fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{signal} {} failed", child.id());
+    }
+    Ok(())
+}
+
+/// Waits up to `within` for `child` to exit; `None` if it did not.
+pub async fn wait_exit(
+    child: &mut Child,
+    within: Duration,
+) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Redis server of the test's own (its own port and data dir, append-only file on), so a
+/// test can stop and restart it without touching the machine's Redis.
+pub struct PrivateRedis {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("cdc-redis-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
+        redis.restart().await?;
+        Ok(redis)
+    }
+
+    /// `redis://127.0.0.1:{port}/0`.
+    pub fn uri(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it again (after [`PrivateRedis::stop`]), with the data it had.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            if tokio::time::Instant::now() > deadline {
+                bail!("private redis-server did not start on {}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Shuts it down (data kept on disk).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown"])
+            .output();
+        if let Some(mut child) = self.child.take() {
+            if wait_exit(&mut child, Duration::from_secs(10))
+                .await?
+                .is_none()
+            {
+                let _ = child.kill();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

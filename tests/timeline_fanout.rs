@@ -1,0 +1,462 @@
+//! The timeline fan-out against the real broker, Redis and MariaDB, from the real Debezium
+//! fixtures (reference §2): follower inboxes with and without visit keys, the zero-follower
+//! rule, deletes, updates, the `PUBLISH` payload seen by a subscriber; replays and
+//! reorderings that must never resurrect a deleted item (DESIGN §4); and an author with
+//! 100 000 followers.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cdc_runtime::{Coordinates, Event, Handler, Outcome, Record};
+use cdc_schemas::{Format, RawRecord, SchemaSet};
+use fleet_harness::fixtures::{self, Encoding, Fixture};
+use fleet_harness::mysql::TestDatabase;
+use fleet_harness::{
+    Out, end_offsets, keys_under, produce, producer, provisioned_family, redis, redis_uri, unique,
+    wait_drained, worker_config,
+};
+use futures::StreamExt;
+use redis::AsyncCommands;
+use timeline::{FAMILY, Settings, Timeline};
+use tokio_util::sync::CancellationToken;
+
+const TIMELINE_TOPIC: &str = "debezium.chii.bangumi.chii_timeline";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn timeline_fixtures(encoding: Encoding) -> Vec<Fixture> {
+    fixtures::load(encoding)
+        .expect("fixtures")
+        .into_iter()
+        .filter(|f| f.topic == TIMELINE_TOPIC)
+        .collect()
+}
+
+async fn zset(prefix: &str, key: &str) -> Vec<u64> {
+    let mut conn = redis().await.expect("redis");
+    conn.zrange(format!("{prefix}{key}"), 0, -1)
+        .await
+        .expect("zrange")
+}
+
+async fn ttl(prefix: &str, key: &str) -> i64 {
+    let mut conn = redis().await.expect("redis");
+    conn.ttl(format!("{prefix}{key}")).await.expect("ttl")
+}
+
+/// Visit keys: user 1's timeline and inboxes 1 and 2 visited (future expiry), inbox 3's expiry
+/// in the past, inbox 4 never visited; user 5 (no followers) visited both.
+async fn seed_visits(prefix: &str) -> i64 {
+    let t = now();
+    let mut conn = redis().await.expect("redis");
+    let mut pipe = redis::pipe();
+    for (key, value) in [
+        ("tml:visit:user:1", t + 1000),
+        ("tml:visit:inbox:1", t + 2000),
+        ("tml:visit:inbox:2", t + 3000),
+        ("tml:visit:inbox:3", t - 10),
+        ("tml:visit:user:5", t + 1000),
+        ("tml:visit:inbox:5", t + 1000),
+    ] {
+        pipe.set(format!("{prefix}{key}"), value).ignore();
+    }
+    for item in [1, 3, 10, 11, 12] {
+        pipe.set(format!("{prefix}tml:v4:item:{item}"), "cached")
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await.expect("seed");
+    t
+}
+
+/// Everything the golden scenario leaves in Redis, checked key by key.
+async fn assert_golden_state(prefix: &str, seeded_at: i64) {
+    assert_eq!(
+        zset(prefix, "tml:v3:inbox:0").await,
+        vec![3, 4, 10, 11],
+        "global inbox"
+    );
+    assert_eq!(
+        zset(prefix, "tml:v3:user:1").await,
+        vec![4, 10],
+        "user 1 (visited)"
+    );
+    assert_eq!(
+        zset(prefix, "tml:v3:user:5").await,
+        vec![11],
+        "user 5 (visited)"
+    );
+    assert_eq!(
+        zset(prefix, "tml:v3:inbox:1").await,
+        vec![4, 10],
+        "author's own inbox"
+    );
+    assert_eq!(
+        zset(prefix, "tml:v3:inbox:2").await,
+        vec![4, 10],
+        "visited follower"
+    );
+    let user_ttl = ttl(prefix, "tml:v3:user:1").await;
+    let expected = seeded_at + 1000 - now();
+    assert!(
+        (expected - 5..=expected + 1).contains(&user_ttl),
+        "user 1 TTL {user_ttl} ≈ {expected}"
+    );
+    let inbox_ttl = ttl(prefix, "tml:v3:inbox:2").await;
+    let expected = seeded_at + 3000 - now();
+    assert!(
+        (expected - 5..=expected + 1).contains(&inbox_ttl),
+        "inbox 2 TTL {inbox_ttl} ≈ {expected}"
+    );
+    let mut conn = redis().await.expect("redis");
+    let followers: String = conn
+        .get(format!("{prefix}user:followers:1"))
+        .await
+        .expect("followers");
+    assert_eq!(followers, "[2,3,4]");
+    let followers: String = conn
+        .get(format!("{prefix}user:followers:5"))
+        .await
+        .expect("followers");
+    assert_eq!(followers, "[]");
+    let followers_ttl = ttl(prefix, "user:followers:1").await;
+    assert!(
+        (3590..=3600).contains(&followers_ttl),
+        "followers TTL {followers_ttl}"
+    );
+    let fence_ttl = ttl(prefix, "tml:fence:10").await;
+    assert!(fence_ttl > 29 * 86_400, "fence TTL {fence_ttl}");
+
+    // Exactly these keys exist: inboxes 3 (past expiry), 4 (never visited) and 5 (no
+    // followers: no own inbox) were not created; items 1, 3, 10 and 12 were invalidated.
+    let mut want: Vec<String> = [
+        "tml:fence:1",
+        "tml:fence:10",
+        "tml:fence:11",
+        "tml:fence:12",
+        "tml:fence:3",
+        "tml:fence:4",
+        "tml:v3:inbox:0",
+        "tml:v3:inbox:1",
+        "tml:v3:inbox:2",
+        "tml:v3:user:1",
+        "tml:v3:user:5",
+        "tml:v4:item:11",
+        "tml:visit:inbox:1",
+        "tml:visit:inbox:2",
+        "tml:visit:inbox:3",
+        "tml:visit:inbox:5",
+        "tml:visit:user:1",
+        "tml:visit:user:5",
+        "user:followers:1",
+        "user:followers:2",
+        "user:followers:3",
+        "user:followers:5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    want.sort();
+    assert_eq!(keys_under(prefix).await.expect("keys"), want);
+}
+
+async fn golden(encoding: Encoding) {
+    let topic_prefix = format!("{}.", unique("it.tml"));
+    let key_prefix = format!("{}:", unique("it.tml"));
+    let group = unique("it.tml.group");
+    let db = TestDatabase::create().await.expect("database");
+    db.add_followers(1, &[2, 3, 4]).await.expect("friends");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let seeded_at = seed_visits(&key_prefix).await;
+
+    let client = redis::Client::open(redis_uri()).expect("client");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub
+        .subscribe(format!("{key_prefix}events:tml:create"))
+        .await
+        .expect("subscribe");
+    let mut published = pubsub.into_on_message();
+
+    let records: Vec<Out> = timeline_fixtures(encoding)
+        .into_iter()
+        .map(|f| f.record)
+        .collect();
+    let topic = format!("{topic_prefix}{TIMELINE_TOPIC}");
+    let producer = producer().expect("producer");
+    produce(&producer, &topic, &records).await.expect("produce");
+
+    let args = db.worker_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = worker_config(&family, &topic_prefix, &key_prefix, &group, &args).expect("config");
+    let handler = Timeline::connect(&config, &Settings::default(), &group).expect("connect");
+    let shutdown = CancellationToken::new();
+    let running = cdc_runtime::start(&family, &config, handler, shutdown.clone())
+        .await
+        .expect("start");
+    let topics = vec![topic.clone()];
+    wait_drained(&group, &topics, family.partitions, Duration::from_secs(60))
+        .await
+        .expect("drained");
+    assert_golden_state(&key_prefix, seeded_at).await;
+    let mut first_pass = Vec::new();
+    for _ in 0..5 {
+        let message = tokio::time::timeout(Duration::from_secs(5), published.next())
+            .await
+            .expect("a publication")
+            .expect("stream open");
+        first_pass.push(message.get_payload::<String>().expect("payload"));
+    }
+    first_pass.sort();
+    assert_eq!(
+        first_pass,
+        vec![
+            r#"{"tml_id":10,"cat":1,"uid":1}"#,
+            r#"{"tml_id":11,"cat":5,"uid":5}"#,
+            r#"{"tml_id":12,"cat":3,"uid":1}"#,
+            r#"{"tml_id":3,"cat":5,"uid":2}"#,
+            r#"{"tml_id":4,"cat":2,"uid":1}"#,
+        ]
+    );
+
+    // A replay of the whole stream: the create of 12 comes again after its delete and is
+    // stale; everything else re-applies to the same state.
+    produce(&producer, &topic, &records).await.expect("produce");
+    wait_drained(&group, &topics, family.partitions, Duration::from_secs(60))
+        .await
+        .expect("drained");
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+    assert_golden_state(&key_prefix, seeded_at).await;
+    let mut second_pass = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(1), published.next()).await
+    {
+        second_pass.push(message.get_payload::<String>().expect("payload"));
+    }
+    assert!(
+        !second_pass.iter().any(|p| p.contains("\"tml_id\":12,")),
+        "the stale create of 12 published: {second_pass:?}"
+    );
+    assert_eq!(second_pass.len(), 4, "{second_pass:?}");
+    assert_eq!(
+        end_offsets(&family.dlq, family.partitions).expect("dlq"),
+        vec![0; family.partitions as usize],
+        "nothing dead-lettered"
+    );
+    db.drop_now().await.expect("drop database");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_fanout_json_without_schema() {
+    golden(Encoding::Json).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_fanout_avro() {
+    golden(Encoding::Avro).await;
+}
+
+/// The fixture records of item 12: its create and its delete, decoded.
+fn create_and_delete_of_12() -> (Fixture, Fixture) {
+    let all = timeline_fixtures(Encoding::Json);
+    let find = |op: &str| {
+        all.iter()
+            .find(|f| {
+                f.record.key.as_deref() == Some(br#"{"tml_id":12}"#.as_slice())
+                    && f.record.value.as_deref().is_some_and(|v| {
+                        String::from_utf8_lossy(v).contains(&format!("\"op\":\"{op}\""))
+                    })
+            })
+            .cloned()
+            .expect("fixture")
+    };
+    (find("c"), find("d"))
+}
+
+fn record(f: &Fixture, offset: i64) -> Record {
+    let raw = RawRecord {
+        topic: &f.topic,
+        key: f.record.key.as_deref(),
+        value: f.record.value.as_deref(),
+    };
+    let event = cdc_schemas::decode(&raw, Format::Json, &SchemaSet::new()).expect("decode");
+    Record {
+        at: Coordinates {
+            topic: f.topic.clone(),
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+        },
+        event: Event::Change(Box::new(event)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reorderings_and_replays_never_resurrect_a_deleted_item() {
+    let (create, delete) = create_and_delete_of_12();
+    // Orders a replay or a redelivery can produce; each ends with the item deleted.
+    let orders: &[&[char]] = &[
+        &['c', 'd', 'c'],
+        &['d', 'c'],
+        &['c', 'd', 'c', 'd'],
+        &['d', 'c', 'c'],
+        &['c', 'c', 'd', 'c'],
+        &['d', 'd', 'c'],
+    ];
+    for order in orders {
+        for one_by_one in [false, true] {
+            let prefix = format!("{}:", unique("it.tml.order"));
+            seed_visits(&prefix).await;
+            let mut conn = redis().await.expect("redis");
+            let _: () = conn
+                .set(format!("{prefix}user:followers:1"), "[2,3,4]")
+                .await
+                .expect("followers");
+            let config = worker_config(
+                &cdc_topics::by_name(FAMILY)
+                    .expect("topics")
+                    .expect("family"),
+                "",
+                &prefix,
+                "g",
+                &[],
+            )
+            .expect("config");
+            let handler = Timeline::connect(&config, &Settings::default(), "g").expect("connect");
+            let records: Vec<Record> = order
+                .iter()
+                .enumerate()
+                .map(|(i, op)| record(if *op == 'c' { &create } else { &delete }, i as i64))
+                .collect();
+            let mut outcomes = Vec::new();
+            if one_by_one {
+                for r in records.chunks(1) {
+                    outcomes.extend(handler.apply(r).await.expect("apply"));
+                }
+            } else {
+                outcomes = handler.apply(&records).await.expect("apply");
+            }
+            for key in [
+                "tml:v3:inbox:0",
+                "tml:v3:user:1",
+                "tml:v3:inbox:1",
+                "tml:v3:inbox:2",
+            ] {
+                assert!(
+                    !zset(&prefix, key).await.contains(&12),
+                    "{order:?} (one by one: {one_by_one}): 12 still in {key}"
+                );
+            }
+            let item: bool = conn
+                .exists(format!("{prefix}tml:v4:item:12"))
+                .await
+                .expect("exists");
+            assert!(!item, "{order:?}: item cache survived");
+            // Every create delivered after the delete is stale, never applied.
+            let first_delete = order.iter().position(|op| *op == 'd').unwrap_or(0);
+            for (i, op) in order.iter().enumerate() {
+                if *op == 'c' && i > first_delete {
+                    assert_eq!(outcomes[i], Outcome::Stale, "{order:?} #{i}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_author_with_100k_followers_reaches_every_visited_inbox() {
+    const FOLLOWERS: u64 = 100_000;
+    const AUTHOR: u64 = 7_000_000;
+    let topic_prefix = format!("{}.", unique("it.tml.big"));
+    let key_prefix = format!("{}:", unique("it.tml.big"));
+    let group = unique("it.tml.big.group");
+    let db = TestDatabase::create().await.expect("database");
+    let followers: Vec<u64> = (1..=FOLLOWERS).collect();
+    db.add_followers(AUTHOR, &followers).await.expect("friends");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let expiry = now() + 86_400;
+    let mut conn = redis().await.expect("redis");
+    for chunk in followers.chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for uid in chunk {
+            pipe.set(format!("{key_prefix}tml:visit:inbox:{uid}"), expiry)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.expect("visits");
+    }
+    let _: () = conn
+        .set(format!("{key_prefix}tml:visit:inbox:{AUTHOR}"), expiry)
+        .await
+        .expect("visit");
+
+    // The real create of item 10, re-authored.
+    let (create, _) = create_and_delete_of_12();
+    let mut value: serde_json::Value =
+        serde_json::from_slice(create.record.value.as_deref().expect("value")).expect("json");
+    value["after"]["tml_id"] = 900.into();
+    value["after"]["tml_uid"] = AUTHOR.into();
+    let out = Out {
+        key: Some(br#"{"tml_id":900}"#.to_vec()),
+        value: Some(value.to_string().into_bytes()),
+        ..Out::default()
+    };
+    let topic = format!("{topic_prefix}{TIMELINE_TOPIC}");
+    produce(&producer().expect("producer"), &topic, &[out])
+        .await
+        .expect("produce");
+
+    let args = db.worker_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = worker_config(&family, &topic_prefix, &key_prefix, &group, &args).expect("config");
+    let handler = Timeline::connect(&config, &Settings::default(), &group).expect("connect");
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = cdc_runtime::start(&family, &config, handler, shutdown.clone())
+        .await
+        .expect("start");
+    wait_drained(
+        &group,
+        &[topic],
+        family.partitions,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("drained");
+    let took = started.elapsed();
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+
+    let mut reached = 0u64;
+    let mut uids = followers.clone();
+    uids.push(AUTHOR);
+    for chunk in uids.chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for uid in chunk {
+            pipe.zscore(format!("{key_prefix}tml:v3:inbox:{uid}"), 900);
+        }
+        let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await.expect("scores");
+        reached += scores.iter().filter(|s| **s == Some(900.0)).count() as u64;
+    }
+    assert_eq!(reached, FOLLOWERS + 1, "every follower and the author");
+    eprintln!("100k-follower fan-out: drained in {took:?} (worker start and group join included)");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    let mut counts = BTreeMap::new();
+    for k in keys_under(&key_prefix).await.expect("keys") {
+        let kind = k.rsplit_once(':').map_or(k.clone(), |(p, _)| p.to_owned());
+        *counts.entry(kind).or_insert(0u64) += 1;
+    }
+    assert_eq!(
+        counts.get("tml:v3:inbox"),
+        Some(&(FOLLOWERS + 2)),
+        "{counts:?}"
+    );
+    db.drop_now().await.expect("drop database");
+}

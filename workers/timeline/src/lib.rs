@@ -1,0 +1,132 @@
+//! The timeline family: Bangumi's timeline side effects, with server-private's behaviour
+//! (reference §2, §3.1, §6) and the ordering safety it lacks.
+//!
+//! - `debezium.chii.bangumi.chii_timeline` → [`fanout`]: the item into the global inbox, the
+//!   author's timeline and the followers' inboxes (visit-key rules), `PUBLISH
+//!   events:tml:create`; deletes and updates undo/invalidate. Fenced per item by
+//!   `SourcePosition`, so replays never resurrect a deleted item.
+//! - `timeline` (service topic) → [`writer`]: messages become `chii_timeline` rows, merged in
+//!   10-minute windows, exactly once in effect (Kafka offsets stored in the same transaction).
+//! - [`trim`]: the periodic cache trims, run by the same process on Shanghai time, one replica
+//!   at a time.
+//!
+//! Not here: consumption, retries, dead letters (the runtime's).
+//!
+//! # Layout
+//! - [`Timeline`]: the [`Handler`]; routes a batch to the fan-out or the writer.
+//! - [`Settings`]: this family's own settings; [`cli`]: the binary's command line.
+//! - [`keys`]: Redis key formats; [`sql`]: the MySQL pool and error classes.
+
+pub mod cli;
+pub mod fanout;
+pub mod keys;
+pub mod sql;
+pub mod trim;
+pub mod writer;
+
+use std::time::Duration;
+
+use cdc_runtime::{Event, Handler, HandlerError, Outcome, Record, WorkerConfig, sink};
+
+use crate::fanout::Fanout;
+use crate::writer::Writer;
+
+/// The family's name in `topics/`.
+pub const FAMILY: &str = "timeline";
+
+/// Settings of this family, beside the runtime's [`WorkerConfig`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// How long a timeline item's fence (`tml:fence:{id}`) lives; keep it ≥ the retention of
+    /// `debezium.chii.bangumi.chii_timeline`, or a replay older than it could resurrect items.
+    #[arg(long, env = "TIMELINE_FENCE_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub fence_ttl: Duration,
+
+    /// Follower inboxes per fan-out script call (bounds a call's size for big authors).
+    #[arg(long, env = "TIMELINE_INBOXES_PER_CALL", default_value_t = 1000)]
+    pub inboxes_per_call: usize,
+
+    /// Run the cache trims on schedule in this process (`false`: an external `trim --once`).
+    #[arg(long, env = "TIMELINE_TRIMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trims: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            fence_ttl: Duration::from_secs(30 * 86_400),
+            inboxes_per_call: 1000,
+            trims: true,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the settings; errors name the variable.
+    pub fn validate(&self) -> Result<(), cdc_runtime::config::ConfigError> {
+        let invalid = |name: &str, reason: &str| cdc_runtime::config::ConfigError::Invalid {
+            name: name.into(),
+            reason: reason.into(),
+        };
+        if self.fence_ttl < Duration::from_secs(60) {
+            return Err(invalid(
+                "TIMELINE_FENCE_TTL",
+                "must be at least 1m (use the topic retention)",
+            ));
+        }
+        if self.inboxes_per_call == 0 {
+            return Err(invalid("TIMELINE_INBOXES_PER_CALL", "must be ≥ 1"));
+        }
+        Ok(())
+    }
+
+    /// The printable form, for `--print-config`.
+    pub fn describe(&self) -> String {
+        format!(
+            "timeline.fence_ttl = {}\ntimeline.inboxes_per_call = {}\ntimeline.trims = {}",
+            humantime::format_duration(self.fence_ttl),
+            self.inboxes_per_call,
+            self.trims
+        )
+    }
+}
+
+/// The family's handler.
+pub struct Timeline {
+    fanout: Fanout,
+    writer: Writer,
+}
+
+impl Timeline {
+    /// Connects (lazily: Redis and MySQL may be down at start) with `config` and `settings`;
+    /// `group` is recorded with the writer's offsets.
+    pub fn connect(
+        config: &WorkerConfig,
+        settings: &Settings,
+        group: &str,
+    ) -> anyhow::Result<Self> {
+        let redis = sink::redis(&config.redis_uri)?;
+        let mysql = sql::pool(config);
+        Ok(Self {
+            fanout: Fanout::new(
+                redis,
+                mysql.clone(),
+                config.redis_key_prefix.clone(),
+                settings.fence_ttl.as_secs(),
+                settings.inboxes_per_call,
+            ),
+            writer: Writer::new(mysql, group),
+        })
+    }
+}
+
+impl Handler for Timeline {
+    async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
+        // A batch is one topic-partition: all service records or all Debezium changes.
+        match batch.first().map(|r| &r.event) {
+            Some(Event::Service { .. }) => self.writer.apply(batch).await,
+            Some(Event::Change(_)) => self.fanout.apply(batch).await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
