@@ -5,7 +5,7 @@
 export CARGO_TARGET_DIR ?= /var/tmp/bangumi-cdc/target
 CARGO ?= cargo
 
-.PHONY: help up down status build demo test lint unit fixtures provision clean
+.PHONY: help up down status build demo test lint unit fixtures provision clean test-live
 
 help:
 	@echo "make demo      run the fleet on the embedded fixtures and print a summary"
@@ -35,9 +35,18 @@ lint:
 test: up lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
+	bash scripts/helm-test.sh
+
+.PHONY: bench
+bench: up
+	@bash scripts/bench.sh
 
 fixtures:
 	@bash scripts/fixtures.sh
+
+# Live CDC end-to-end test: MariaDB -> real Debezium -> broker -> worker binaries -> Redis (fixtures/README.md).
+test-live: up
+	bash scripts/live-test.sh
 
 clean:
 	$(CARGO) clean

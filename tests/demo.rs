@@ -9,12 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
+use fleet_harness::process::KillOnDrop;
 use fleet_harness::{
     Out, brokers, end_offsets, http_get, keys_under, produce, producer, read_all, redis_uri,
     registry_url, require_broker, seed_keys, unique, wait_drained,
@@ -23,7 +24,7 @@ use fleet_harness::{
 /// A family's worker process, started by the demo.
 struct Worker {
     family: cdc_topics::Family,
-    child: Child,
+    child: KillOnDrop,
     metrics: String,
     log: PathBuf,
 }
@@ -85,6 +86,7 @@ async fn run() -> anyhow::Result<()> {
         let out = Command::new(bin_dir.join(&family.family))
             .arg("provision")
             .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
             .env("KAFKA_TOPIC_PREFIX", &topic_prefix)
             .env("LOG_FORMAT", "text")
             .output()?;
@@ -147,6 +149,7 @@ async fn run() -> anyhow::Result<()> {
         let log = log_dir.join(format!("{run}-{}.log", family.family));
         let child = Command::new(bin_dir.join(&family.family))
             .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
             .env("KAFKA_TOPIC_PREFIX", &topic_prefix)
             .env("KAFKA_GROUP_ID", &family.group)
             .env("REDIS_URI", redis_uri())
@@ -159,6 +162,7 @@ async fn run() -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
+            .map(KillOnDrop)
             .with_context(|| format!("starting {}", family.family))?;
         let metrics = format!("http://127.0.0.1:{port}/metrics");
         println!(

@@ -13,7 +13,7 @@
 //! - `/metrics`, `/healthz`, `/readyz` after a run.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,15 +21,17 @@ use cache_invalidation::{CacheInvalidation, FAMILY};
 use cdc_runtime::observe::Health;
 use cdc_topics::Family;
 use fleet_harness::events::{MemberUpdates, member_key};
-use fleet_harness::process::{PrivateRedis, signal, wait_exit, worker_binary};
+use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_binary};
 use fleet_harness::{
-    Out, brokers, committed, end_offsets, http_get, keys_under, produce, producer,
+    Out, brokers, committed, end_offsets, existing, http_get, produce, producer,
     provisioned_family, read_all, redis_uri, seed_keys, unique, wait_drained, worker_config,
 };
 use tokio_util::sync::CancellationToken;
 
 /// One scenario's isolated names.
 struct Setup {
+    /// Every key the scenario seeded.
+    seeded: std::sync::Mutex<Vec<String>>,
     family: Family,
     topic: String,
     key_prefix: String,
@@ -52,6 +54,7 @@ async fn setup(name: &str) -> Setup {
         .expect("members topic")
         .clone();
     Setup {
+        seeded: std::sync::Mutex::default(),
         family,
         topic,
         key_prefix: format!("{}:", unique(&format!("it.rt.{name}"))),
@@ -64,6 +67,10 @@ impl Setup {
     async fn seed(&self, uids: impl IntoIterator<Item = u64>) -> Vec<String> {
         let keys: Vec<String> = uids.into_iter().map(member_key).collect();
         seed_keys(&self.key_prefix, &keys).await.expect("seed");
+        self.seeded
+            .lock()
+            .expect("lock")
+            .extend(keys.iter().cloned());
         keys
     }
 
@@ -73,12 +80,10 @@ impl Setup {
             .expect("produce")
     }
 
+    /// The seeded keys still present (events not yet applied).
     async fn remaining(&self) -> BTreeSet<String> {
-        keys_under(&self.key_prefix)
-            .await
-            .expect("keys")
-            .into_iter()
-            .collect()
+        let seeded = self.seeded.lock().expect("lock").clone();
+        existing(&self.key_prefix, &seeded).await.expect("keys")
     }
 
     fn topic_prefix(&self) -> String {
@@ -114,9 +119,10 @@ impl Setup {
     }
 
     /// The real binary as a child process.
-    fn spawn(&self, extra_env: &[(&str, &str)]) -> Child {
+    fn spawn(&self, extra_env: &[(&str, &str)]) -> KillOnDrop {
         let mut cmd = Command::new(worker_binary(FAMILY).expect("binary"));
         cmd.env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
             .env("KAFKA_TOPIC_PREFIX", self.topic_prefix())
             .env("KAFKA_GROUP_ID", &self.group)
             .env("REDIS_URI", redis_uri())
@@ -131,7 +137,7 @@ impl Setup {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        cmd.spawn().expect("spawn worker")
+        KillOnDrop(cmd.spawn().expect("spawn worker"))
     }
 
     async fn drained(&self) {

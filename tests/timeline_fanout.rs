@@ -287,6 +287,7 @@ fn record(f: &Fixture, offset: i64) -> Record {
     };
     let event = cdc_schemas::decode(&raw, Format::Json, &SchemaSet::new()).expect("decode");
     Record {
+        origin: None,
         at: Coordinates {
             topic: f.topic.clone(),
             partition: 0,
@@ -459,4 +460,42 @@ async fn an_author_with_100k_followers_reaches_every_visited_inbox() {
         "{counts:?}"
     );
     db.drop_now().await.expect("drop database");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_mysql_is_transient_for_fan_out_and_writer() {
+    let prefix = format!("{}:", unique("it.tml.down"));
+    let family = cdc_topics::by_name(FAMILY)
+        .expect("topics")
+        .expect("family");
+    // Nothing listens on port 1; followers are not cached, so the fan-out must ask MySQL.
+    let config = worker_config(&family, "", &prefix, "g", &["--mysql-port", "1"]).expect("config");
+    let handler = Timeline::connect(&config, &Settings::default(), "g").expect("connect");
+    let (create, _) = create_and_delete_of_12();
+    let result = handler.apply(&[record(&create, 0)]).await;
+    assert!(
+        matches!(result, Err(cdc_runtime::HandlerError::Transient(_))),
+        "fan-out: {result:?}"
+    );
+    let service = Record {
+        origin: None,
+        at: Coordinates {
+            topic: "timeline".into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+        },
+        event: Event::Service {
+            key: Some(b"1".to_vec()),
+            value: Some(
+                br#"{"op":"statusSign","message":{"uid":1,"sign":"x","createdAt":1,"source":5}}"#
+                    .to_vec(),
+            ),
+        },
+    };
+    let result = handler.apply(&[service]).await;
+    assert!(
+        matches!(result, Err(cdc_runtime::HandlerError::Transient(_))),
+        "writer: {result:?}"
+    );
 }

@@ -11,7 +11,9 @@
 //! - [`SchemaLookup`]: the trait at the edge (sync, id → schema).
 //! - [`SchemaSet`]: a map of registered schemas implementing it.
 //! - `frame_id`: reads the wire-format header.
-//! - `decode`: frame → datum → `Value` tree, retyped by the Connect semantics.
+//! - `decode`: frame → datum → `Value` tree, retyped by the Connect semantics. It caps
+//!   apache-avro's per-allocation limit at 64 MiB (a process-wide setting, set once), so a
+//!   forged length prefix cannot make it allocate the default 512 MiB.
 
 use std::collections::HashMap;
 use std::io;
@@ -101,6 +103,9 @@ impl SchemaLookup for SchemaSet {
     }
 }
 
+/// Cap on one Avro allocation (see `decode`).
+const MAX_ALLOCATION: usize = 64 << 20;
+
 /// The schema id of a Confluent frame, if `bytes` is one.
 pub(crate) fn frame_id(bytes: &[u8]) -> Option<u32> {
     match bytes {
@@ -123,6 +128,9 @@ pub(crate) fn decode(bytes: &[u8], schemas: &dyn SchemaLookup) -> Result<Value, 
     let id = frame_id(bytes).ok_or_else(|| DecodeErrorKind::TruncatedAvro {
         detail: format!("{}-byte frame, header needs 5", bytes.len()),
     })?;
+    // A length prefix can claim more than the frame holds; cap what apache-avro allocates for
+    // one (process-wide, first setter wins; 64 MiB is far above any Kafka message).
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
     let schema = schemas
         .schema(id)
         .ok_or(DecodeErrorKind::UnknownSchemaId(id))?;

@@ -29,7 +29,7 @@ pub fn value_json(v: &Value) -> Json {
         Value::Bytes(b) => b64(b),
         Value::Date(d) => json!(d),
         Value::Time(t) | Value::DateTime(t) => json!(t),
-        Value::Timestamp(us) => Json::String(iso_utc(*us)),
+        Value::Timestamp(us) => Json::String(crate::time::iso_utc(*us)),
         Value::Struct(r) => row_json(r),
         Value::Array(items) => Json::Array(items.iter().map(value_json).collect()),
     }
@@ -71,46 +71,4 @@ pub fn row_change(change: &RowChange) -> String {
         "ts_ms": change.ts_ms,
     })
     .to_string()
-}
-
-/// Microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`.
-fn iso_utc(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let frac = us.rem_euclid(1_000_000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // civil_from_days (H. Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s) = (sod / 3600, sod % 3600 / 60, sod % 60);
-    if frac == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{frac:06}Z")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::iso_utc;
-    use crate::semantic::parse_zoned;
-
-    #[test]
-    fn iso_round_trip() {
-        for us in [
-            0,
-            1,
-            1_704_164_645_678_000,
-            -86_400_000_001,
-            253_402_300_799_999_999,
-        ] {
-            assert_eq!(parse_zoned(&iso_utc(us)), Some(us), "{}", iso_utc(us));
-        }
-    }
 }

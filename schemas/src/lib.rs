@@ -32,6 +32,7 @@ mod json;
 mod name;
 mod row_de;
 mod semantic;
+mod time;
 
 pub use avro::{SchemaLookup, SchemaSet};
 pub use error::{DecodeError, DecodeErrorKind, Part, RowError, RowErrorKind};

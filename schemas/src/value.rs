@@ -279,7 +279,7 @@ impl Row {
         let idx = self
             .columns
             .iter()
-            .position(|(c, _)| c.as_str() == column)?;
+            .position(|(c, _)| c.as_bytes() == column.as_bytes())?;
         Some(self.columns.swap_remove(idx).1)
     }
 

@@ -205,3 +205,47 @@ fn schema_ids_reference_registry() {
         assert!(schema_ids(&line.record()).is_empty());
     }
 }
+
+#[test]
+fn every_family_table_parses_into_its_row_struct() {
+    use cdc_schemas::rows::*;
+    fn check<T: serde::de::DeserializeOwned>(c: &RowChange) {
+        for image in [&c.before, &c.after].into_iter().flatten() {
+            image.parse::<T>().unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    for (encoding, format) in ENCODINGS {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in rows_of(encoding, format) {
+            // the message key holds exactly the table's primary-key columns
+            let pk = primary_key(c.table()).unwrap();
+            let key_cols: Vec<&str> = c
+                .key
+                .as_ref()
+                .map(|k| k.names().collect())
+                .unwrap_or_default();
+            assert_eq!(key_cols, pk, "{encoding} {}", c.table());
+            seen.insert(c.table().to_owned());
+            match c.table() {
+                "chii_subjects" => check::<Subject>(&c),
+                "chii_subject_fields" => check::<SubjectField>(&c),
+                "chii_episodes" => check::<Episode>(&c),
+                "chii_characters" => check::<Character>(&c),
+                "chii_persons" => check::<Person>(&c),
+                "chii_members" => check::<Member>(&c),
+                "chii_memberfields" => check::<MemberField>(&c),
+                "chii_friends" => check::<Friend>(&c),
+                "chii_groups" => check::<Group>(&c),
+                "chii_group_members" => check::<GroupMember>(&c),
+                "chii_group_topics" => check::<GroupTopic>(&c),
+                "chii_subject_topics" => check::<SubjectTopic>(&c),
+                "chii_index" => check::<Index>(&c),
+                "chii_blog_entry" => check::<BlogEntry>(&c),
+                "chii_timeline" => check::<Timeline>(&c),
+                "chii_subject_revisions" => check::<SubjectRevision>(&c),
+                other => panic!("unexpected table {other}"),
+            }
+        }
+        assert_eq!(seen.len(), 16, "{encoding}: {seen:?}");
+    }
+}

@@ -120,13 +120,12 @@ impl PrivateRedis {
         let _ = Command::new("redis-cli")
             .args(["-p", &self.port.to_string(), "shutdown"])
             .output();
-        if let Some(mut child) = self.child.take() {
-            if wait_exit(&mut child, Duration::from_secs(10))
+        if let Some(mut child) = self.child.take()
+            && wait_exit(&mut child, Duration::from_secs(10))
                 .await?
                 .is_none()
-            {
-                let _ = child.kill();
-            }
+        {
+            let _ = child.kill();
         }
         Ok(())
     }
@@ -139,5 +138,96 @@ impl Drop for PrivateRedis {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The schema-registry stand-in (`fixtures/registry_stand_in.py`) on a port of the test's own,
+/// so a test can run it empty, then "fix" it by restarting it with the schemas.
+pub struct PrivateRegistry {
+    /// Its port.
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateRegistry {
+    /// Starts one serving the schemas of `fixtures/debezium/registry.json`, or none.
+    pub async fn start(with_schemas: bool) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Self::spawn(port, with_schemas).await?;
+        Ok(Self { port, child })
+    }
+
+    async fn spawn(port: u16, with_schemas: bool) -> anyhow::Result<Child> {
+        let fixtures = crate::fixtures::dir();
+        let schemas = if with_schemas {
+            fixtures.join("debezium/registry.json")
+        } else {
+            PathBuf::from("/nonexistent/registry.json")
+        };
+        let child = Command::new("python3")
+            .arg(fixtures.join("registry_stand_in.py"))
+            .args(["--port", &port.to_string()])
+            .arg("--schemas")
+            .arg(schemas)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the registry stand-in")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if tokio::time::Instant::now() > deadline {
+                bail!("registry stand-in did not start on {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(child)
+    }
+
+    /// `http://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Restarts it on the same port, with or without the schemas.
+    pub async fn restart(&mut self, with_schemas: bool) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, with_schemas).await?;
+        Ok(())
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -157,6 +157,12 @@ impl Family {
             .map(String::as_str)
     }
 
+    /// The consumer group whose committed offsets on the DLQ mark how far dead letters have been
+    /// handled (replayed or purged) by the `dlq` tool.
+    pub fn replay_group(&self) -> String {
+        format!("{}.dlq-replay", self.group)
+    }
+
     /// Whether `topic` is one of the family's service (non-Debezium) topics.
     pub fn is_service_topic(&self, topic: &str) -> bool {
         self.service_topics.iter().any(|t| t == topic)

@@ -11,7 +11,7 @@ fn schemas() -> &'static SchemaSet {
     static SET: OnceLock<SchemaSet> = OnceLock::new();
     SET.get_or_init(|| {
         // Cap what one Avro length prefix may allocate, so the fuzzer finds bugs, not OOMs.
-        apache_avro::util::max_allocation_bytes(1 << 20);
+        apache_avro::util::max_allocation_bytes(1 << 20); // before the crate sets 64 MiB
         let mut set = SchemaSet::new();
         let items: Vec<serde_json::Value> = serde_json::from_str(REGISTRY).unwrap_or_default();
         for item in items {
@@ -33,7 +33,11 @@ pub fn run(data: &[u8], format: Format) {
         Some((_, rest)) => (None, Some(rest)),
         None => (None, None),
     };
-    let record = RawRecord { topic: "debezium.chii.bangumi.chii_timeline", key, value };
+    let record = RawRecord {
+        topic: "debezium.chii.bangumi.chii_timeline",
+        key,
+        value,
+    };
     let _ = schema_ids(&record);
     if let Ok(cdc_schemas::ChangeEvent::Row(change)) = decode(&record, format, schemas()) {
         let _ = change.position().to_key();

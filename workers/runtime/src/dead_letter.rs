@@ -17,6 +17,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::error::{ErrorClass, RuntimeError, Stage};
+use crate::family::Coordinates;
 
 /// Header names added to every dead letter. Values are UTF-8 text.
 pub mod header {
@@ -161,15 +162,19 @@ pub fn dead_letter_headers(
             value: Some(value.as_bytes().to_vec()),
         }
     };
+    // A dead letter put back and failing again keeps the coordinates of its first delivery.
+    let first = origin(original).unwrap_or_else(|| Coordinates {
+        topic: original.topic().to_owned(),
+        partition: original.partition(),
+        offset: original.offset(),
+        timestamp_ms: original.timestamp().to_millis(),
+    });
     let mut added = vec![
-        text(header::ORIGINAL_TOPIC, original.topic()),
-        text(
-            header::ORIGINAL_PARTITION,
-            &original.partition().to_string(),
-        ),
-        text(header::ORIGINAL_OFFSET, &original.offset().to_string()),
+        text(header::ORIGINAL_TOPIC, &first.topic),
+        text(header::ORIGINAL_PARTITION, &first.partition.to_string()),
+        text(header::ORIGINAL_OFFSET, &first.offset.to_string()),
     ];
-    if let Some(ts) = original.timestamp().to_millis() {
+    if let Some(ts) = first.timestamp_ms {
         added.push(text(header::ORIGINAL_TIMESTAMP, &ts.to_string()));
     }
     added.extend([
@@ -188,6 +193,24 @@ pub fn dead_letter_headers(
         });
     }
     headers
+}
+
+/// The first-delivery coordinates a dead letter carries in its `cdc.dlq.original.*` headers.
+pub fn origin(msg: &OwnedMessage) -> Option<Coordinates> {
+    let headers = msg.headers()?;
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    Some(Coordinates {
+        topic: get(header::ORIGINAL_TOPIC)?.to_owned(),
+        partition: get(header::ORIGINAL_PARTITION)?.parse().ok()?,
+        offset: get(header::ORIGINAL_OFFSET)?.parse().ok()?,
+        timestamp_ms: get(header::ORIGINAL_TIMESTAMP).and_then(|t| t.parse().ok()),
+    })
 }
 
 /// Newlines folded, length bounded (a header, not a log).
@@ -305,5 +328,46 @@ mod tests {
         };
         assert_eq!(get(header::ATTEMPTS), ["3"]);
         assert_eq!(get(header::ERROR_MESSAGE), ["new"]);
+    }
+
+    #[test]
+    fn a_put_back_dead_letter_keeps_the_coordinates_of_its_first_delivery() {
+        let msg = original(
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: header::ORIGINAL_TOPIC,
+                    value: Some("first"),
+                })
+                .insert(Header {
+                    key: header::ORIGINAL_PARTITION,
+                    value: Some("1"),
+                })
+                .insert(Header {
+                    key: header::ORIGINAL_OFFSET,
+                    value: Some("7"),
+                }),
+        );
+        let first = origin(&msg).expect("origin");
+        assert_eq!(
+            (first.topic.as_str(), first.partition, first.offset),
+            ("first", 1, 7)
+        );
+        let letter = DeadLetter {
+            original: &msg,
+            class: ErrorClass::Permanent,
+            stage: Stage::Apply,
+            error: "again",
+        };
+        let headers = header_map(&dead_letter_headers(&letter, "w", "g", 1));
+        let get = |k: &str| {
+            headers
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get(header::ORIGINAL_TOPIC), ["first"]);
+        assert_eq!(get(header::ORIGINAL_OFFSET), ["7"]);
+        assert!(origin(&original(OwnedHeaders::new())).is_none());
     }
 }

@@ -50,8 +50,19 @@ pub enum Event {
 pub struct Record {
     /// Kafka coordinates.
     pub at: Coordinates,
+    /// Where the record was first consumed, if it is a dead letter put back (its
+    /// `cdc.dlq.original.*` headers): replays keep the identity of the first delivery.
+    pub origin: Option<Coordinates>,
     /// Decoded content.
     pub event: Event,
+}
+
+impl Record {
+    /// The record's identity across deliveries: its first coordinates (for a replayed dead
+    /// letter) or its own. Handlers that deduplicate by Kafka coordinates use this.
+    pub fn identity(&self) -> &Coordinates {
+        self.origin.as_ref().unwrap_or(&self.at)
+    }
 }
 
 /// What became of one record.

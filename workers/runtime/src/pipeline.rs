@@ -65,6 +65,41 @@ enum Slot {
 }
 
 impl<H: Handler> Pipeline<H> {
+    /// The pipeline of `family` (already topic-prefixed) with `handler`: its decoder, its DLQ
+    /// producer and retry policy, per `config`. Used by the worker and by replay tooling.
+    pub fn for_family(
+        family: &cdc_topics::Family,
+        config: &crate::WorkerConfig,
+        handler: H,
+        health: Arc<Health>,
+        client_id: &str,
+    ) -> Result<Self, crate::RuntimeError> {
+        let decoder = Decoder::new(
+            crate::worker::format_of(family.encoding),
+            family.service_topics.iter().cloned(),
+            config.schema_registry_url.as_deref(),
+        )
+        .map_err(|reason| crate::config::ConfigError::Invalid {
+            name: "SCHEMA_REGISTRY_URL".into(),
+            reason,
+        })?;
+        let dead_letters = DeadLetters::new(
+            &crate::kafka::base_config(config, client_id),
+            &family.dlq,
+            &family.family,
+            config.group_id(family),
+        )?;
+        Ok(Self {
+            family: family.family.clone(),
+            handler,
+            decoder,
+            dead_letters,
+            retry: family.retry.clone(),
+            health,
+            log_payloads: config.log_payloads,
+        })
+    }
+
     /// Processes `batch` (records of one partition, in offset order).
     ///
     /// Invariant kept for the caller: when this returns, every record's effects are applied (or
@@ -86,6 +121,7 @@ impl<H: Handler> Pipeline<H> {
                 Ok(Decoded::Event(event)) => {
                     records.push(Record {
                         at: coordinates(msg),
+                        origin: crate::dead_letter::origin(msg),
                         event,
                     });
                     Slot::Handler(records.len() - 1)

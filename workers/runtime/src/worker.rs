@@ -14,8 +14,6 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
-use crate::dead_letter::DeadLetters;
-use crate::decode::Decoder;
 use crate::engine::{BatchLimits, EngineConsumer, EngineContext, poll_loop};
 use crate::error::RuntimeError;
 use crate::family::Handler;
@@ -66,30 +64,13 @@ pub async fn start<H: Handler>(
     let http_addr =
         observe::serve(config.http_addr, health.clone(), shutdown.child_token()).await?;
 
-    let decoder = Decoder::new(
-        format_of(family.encoding),
-        family.service_topics.iter().cloned(),
-        config.schema_registry_url.as_deref(),
-    )
-    .map_err(|reason| crate::config::ConfigError::Invalid {
-        name: "SCHEMA_REGISTRY_URL".into(),
-        reason,
-    })?;
-    let dead_letters = DeadLetters::new(
-        &kafka::base_config(config, &client_id),
-        &family.dlq,
-        &family.family,
-        &group,
-    )?;
-    let pipeline = Arc::new(Pipeline {
-        family: family.family.clone(),
+    let pipeline = Arc::new(Pipeline::for_family(
+        family,
+        config,
         handler,
-        decoder,
-        dead_letters,
-        retry: family.retry.clone(),
-        health: health.clone(),
-        log_payloads: config.log_payloads,
-    });
+        health.clone(),
+        &client_id,
+    )?);
     let limits = BatchLimits {
         max_messages: config
             .batch_max_messages

@@ -37,8 +37,9 @@ pub const FAMILY: &str = "timeline";
 /// Settings of this family, beside the runtime's [`WorkerConfig`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// How long a timeline item's fence (`tml:fence:{id}`) lives; keep it ≥ the retention of
-    /// `debezium.chii.bangumi.chii_timeline`, or a replay older than it could resurrect items.
+    /// How long idempotency state lives: a timeline item's fence (`tml:fence:{id}`) and an
+    /// applied writer message's identity (`cdc_applied_messages`). Keep it ≥ the retention of
+    /// the family's topics, or a replay older than it could resurrect items or write twice.
     #[arg(long, env = "TIMELINE_FENCE_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
     pub fence_ttl: Duration,
 
@@ -115,7 +116,7 @@ impl Timeline {
                 settings.fence_ttl.as_secs(),
                 settings.inboxes_per_call,
             ),
-            writer: Writer::new(mysql, group),
+            writer: Writer::new(mysql, group, settings.fence_ttl),
         })
     }
 }

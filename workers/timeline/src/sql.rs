@@ -16,9 +16,14 @@ pub fn pool(config: &WorkerConfig) -> MySqlPool {
         .host(&config.mysql_host)
         .port(config.mysql_port)
         .username(&config.mysql_user)
-        .password(&config.mysql_pass)
         .database(&config.mysql_db)
         .charset("utf8mb4");
+    // An empty password means none (sqlx would otherwise authenticate with an empty one).
+    let options = if config.mysql_pass.is_empty() {
+        options
+    } else {
+        options.password(&config.mysql_pass)
+    };
     MySqlPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))

@@ -1,15 +1,17 @@
 //! The `timeline` service-topic writer: messages become `chii_timeline` rows (inserted, or
 //! merged into the previous row), exactly once in effect.
 //!
-//! A batch (one partition, in offset order) is one MariaDB transaction: it locks the
-//! partition's row of [`OFFSETS_TABLE`] (`SELECT … FOR UPDATE`), skips records below the
-//! stored next offset as stale (already written by an earlier delivery), writes the others,
-//! stores the new next offset, and commits. Writes and the offset commit or roll back
-//! together, so a redelivery (retry, crash, rewind, new consumer group) is a no-op.
+//! A batch (one partition, in offset order) is one MariaDB transaction. Each message's identity
+//! — its Kafka coordinates, or for a dead letter put back by `dlq replay` the coordinates of its
+//! first delivery ([`Record::identity`]) — is looked up in [`APPLIED_TABLE`] (`SELECT … FOR
+//! UPDATE`, so a concurrent delivery waits); if present the message is stale, else it is written
+//! and its identity recorded, in the same transaction. Writes and identities commit or roll back
+//! together, so a redelivery (retry, crash, rewind, new consumer group, replay) is a no-op, while
+//! a message that was dead-lettered — never recorded — can still be applied by a later replay.
 //!
-//! The offsets row is keyed by topic and partition, not by consumer group: the effect is on
-//! the database, whoever consumes, so a new group (which starts from the earliest offset) does
-//! not write the topic's history twice.
+//! Identities are keyed by topic, partition and offset, not by consumer group: the effect is on
+//! the database, whoever consumes. They are pruned after the retention given to
+//! [`Writer::new`] (keep it ≥ the topic's retention).
 //!
 //! # Layout
 //! - [`message`]: parsing and per-op rules (pure).
@@ -22,7 +24,9 @@ pub mod merge;
 pub mod message;
 pub mod php;
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
 use sqlx::{MySql, MySqlPool, Transaction};
@@ -31,93 +35,127 @@ use crate::sql::classify;
 use merge::{Previous, Update};
 use message::{Merge, Write};
 
-/// The table holding each partition's next offset to write.
-pub const OFFSETS_TABLE: &str = "cdc_kafka_offsets";
+/// The table of applied messages' identities.
+pub const APPLIED_TABLE: &str = "cdc_applied_messages";
 
 /// Its definition; created on the writer's first batch if missing.
-pub const OFFSETS_DDL: &str = "CREATE TABLE IF NOT EXISTS cdc_kafka_offsets (
+pub const APPLIED_DDL: &str = "CREATE TABLE IF NOT EXISTS cdc_applied_messages (
   topic VARCHAR(249) NOT NULL,
   kafka_partition INT NOT NULL,
-  next_offset BIGINT NOT NULL,
-  consumer_group VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'last writer, informational',
-  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
-  PRIMARY KEY (topic, kafka_partition)
+  kafka_offset BIGINT NOT NULL,
+  consumer_group VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'who applied it, informational',
+  applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY (topic, kafka_partition, kafka_offset),
+  KEY applied_at (applied_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=ascii";
+
+/// How often identities older than the retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The writer.
 pub struct Writer {
     mysql: MySqlPool,
     group: String,
+    retention: Duration,
     table_ready: AtomicBool,
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl Writer {
-    /// A writer on `mysql`, recording `group` as the last writer.
-    pub fn new(mysql: MySqlPool, group: impl Into<String>) -> Self {
+    /// A writer on `mysql`, recording `group` with each message it applies and remembering
+    /// applied messages for `retention`.
+    pub fn new(mysql: MySqlPool, group: impl Into<String>, retention: Duration) -> Self {
         Self {
             mysql,
             group: group.into(),
+            retention,
             table_ready: AtomicBool::new(false),
+            last_prune: Mutex::new(None),
+        }
+    }
+
+    /// Deletes identities older than the retention, at most once per [`PRUNE_EVERY`], in small
+    /// steps so no lock is held long.
+    async fn prune(&self) -> Result<(), HandlerError> {
+        {
+            let Ok(mut last) = self.last_prune.lock() else {
+                return Ok(());
+            };
+            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        loop {
+            let pruned = sqlx::query(
+                "DELETE FROM cdc_applied_messages WHERE applied_at < NOW() - INTERVAL ? SECOND LIMIT 1000",
+            )
+            .bind(self.retention.as_secs())
+            .execute(&self.mysql)
+            .await
+            .map_err(|e| classify("pruning cdc_applied_messages", e))?;
+            if pruned.rows_affected() < 1000 {
+                return Ok(());
+            }
         }
     }
 
     /// Applies service records of one partition, in order.
     pub async fn apply(&self, records: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
-        let Some(first) = records.first() else {
+        if records.is_empty() {
             return Ok(Vec::new());
-        };
-        let parsed: Vec<Result<Write, Outcome>> = records.iter().map(parse).collect();
+        }
         if !self.table_ready.load(Ordering::Relaxed) {
-            sqlx::query(OFFSETS_DDL)
+            sqlx::query(APPLIED_DDL)
                 .execute(&self.mysql)
                 .await
-                .map_err(|e| classify("creating cdc_kafka_offsets", e))?;
+                .map_err(|e| classify("creating cdc_applied_messages", e))?;
             self.table_ready.store(true, Ordering::Relaxed);
         }
-        let (topic, partition) = (&first.at.topic, first.at.partition);
+        self.prune().await?;
         let mut tx = self
             .mysql
             .begin()
             .await
             .map_err(|e| classify("starting a transaction", e))?;
-        sqlx::query(
-            "INSERT IGNORE INTO cdc_kafka_offsets (topic, kafka_partition, next_offset, consumer_group) VALUES (?, ?, 0, ?)",
-        )
-        .bind(topic)
-        .bind(partition)
-        .bind(&self.group)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| classify("initialising cdc_kafka_offsets", e))?;
-        let next: i64 = sqlx::query_scalar(
-            "SELECT next_offset FROM cdc_kafka_offsets WHERE topic = ? AND kafka_partition = ? FOR UPDATE",
-        )
-        .bind(topic)
-        .bind(partition)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| classify("locking cdc_kafka_offsets", e))?;
-
         let mut outcomes = Vec::with_capacity(records.len());
-        let mut last = next - 1;
-        for (record, write) in records.iter().zip(parsed) {
-            last = last.max(record.at.offset);
-            outcomes.push(match write {
-                Err(outcome) => outcome,
-                Ok(_) if record.at.offset < next => Outcome::Stale,
-                Ok(write) => write_one(&mut tx, &write).await?,
-            });
+        for record in records {
+            let write = match parse(record) {
+                Ok(write) => write,
+                Err(outcome) => {
+                    outcomes.push(outcome);
+                    continue;
+                }
+            };
+            let id = record.identity();
+            let seen: Option<i64> = sqlx::query_scalar(
+                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? FOR UPDATE",
+            )
+            .bind(&id.topic)
+            .bind(id.partition)
+            .bind(id.offset)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify("reading cdc_applied_messages", e))?;
+            if seen.is_some() {
+                outcomes.push(Outcome::Stale);
+                continue;
+            }
+            let outcome = write_one(&mut tx, &write).await?;
+            if outcome == Outcome::Applied {
+                sqlx::query(
+                    "INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, consumer_group) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&id.topic)
+                .bind(id.partition)
+                .bind(id.offset)
+                .bind(&self.group)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify("recording the applied message", e))?;
+            }
+            outcomes.push(outcome);
         }
-        sqlx::query(
-            "UPDATE cdc_kafka_offsets SET next_offset = ?, consumer_group = ? WHERE topic = ? AND kafka_partition = ?",
-        )
-        .bind(last + 1)
-        .bind(&self.group)
-        .bind(topic)
-        .bind(partition)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| classify("storing the next offset", e))?;
         tx.commit().await.map_err(|e| classify("committing", e))?;
         Ok(outcomes)
     }

@@ -41,7 +41,7 @@ impl Parser<'_> {
         PhpError { at: self.at, what }
     }
 
-    fn expect(&mut self, byte: u8, what: &'static str) -> Result<(), PhpError> {
+    fn eat(&mut self, byte: u8, what: &'static str) -> Result<(), PhpError> {
         if self.bytes.get(self.at) == Some(&byte) {
             self.at += 1;
             Ok(())
@@ -72,10 +72,10 @@ impl Parser<'_> {
             .ok_or_else(|| self.error("a value"))?;
         self.at += 1;
         if tag == b'N' {
-            self.expect(b';', "`;` after N")?;
+            self.eat(b';', "`;` after N")?;
             return Ok(Js::Null);
         }
-        self.expect(b':', "`:` after the type")?;
+        self.eat(b':', "`:` after the type")?;
         match tag {
             b'b' => match self.until(b';', "a boolean")? {
                 "0" => Ok(Js::Bool(false)),
@@ -115,7 +115,7 @@ impl Parser<'_> {
             .until(b':', "a string length")?
             .parse()
             .map_err(|_| self.error("a string length"))?;
-        self.expect(b'"', "`\"` opening a string")?;
+        self.eat(b'"', "`\"` opening a string")?;
         let end = self.at + len;
         let bytes = self
             .bytes
@@ -125,8 +125,8 @@ impl Parser<'_> {
             .map_err(|_| self.error("UTF-8 string bytes"))?
             .to_owned();
         self.at = end;
-        self.expect(b'"', "`\"` closing a string")?;
-        self.expect(b';', "`;` after a string")?;
+        self.eat(b'"', "`\"` closing a string")?;
+        self.eat(b';', "`;` after a string")?;
         Ok(text)
     }
 
@@ -136,7 +136,7 @@ impl Parser<'_> {
             .until(b':', "an array length")?
             .parse()
             .map_err(|_| self.error("an array length"))?;
-        self.expect(b'{', "`{` opening an array")?;
+        self.eat(b'{', "`{` opening an array")?;
         let mut entries: Vec<(String, Js)> = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
             let key = match self.value(depth + 1)? {
@@ -147,7 +147,7 @@ impl Parser<'_> {
             let value = self.value(depth + 1)?;
             Js::set(&mut entries, key, value);
         }
-        self.expect(b'}', "`}` closing an array")?;
+        self.eat(b'}', "`}` closing an array")?;
         let is_list = entries
             .iter()
             .enumerate()

@@ -11,12 +11,12 @@
 //! - [`ConnectType`]: a schema tree (struct fields, array items, primitive + semantic name).
 //! - `Semantic`: the semantic names this crate interprets.
 //! - `ConnectType::apply`: retypes a decoded value tree in place, checking primitive types.
-//! - `parse_zoned`: `ZonedTimestamp` text → microseconds since the epoch.
-
-use std::collections::HashMap;
+//! - `avro_json`: the Avro-schema-JSON reader behind [`ConnectType::from_avro_json`].
 
 use base64::Engine as _;
 use serde_json::Value as Json;
+
+mod avro_json;
 
 use crate::error::DecodeErrorKind;
 use crate::value::{Decimal, Row, Value};
@@ -151,8 +151,8 @@ impl ConnectType {
     /// Reads an Avro schema as JSON, keeping the `connect.name` / `connect.parameters`
     /// attributes AvroConverter writes on primitive types.
     pub fn from_avro_json(schema: &Json) -> Result<Self, DecodeErrorKind> {
-        let mut names = HashMap::new();
-        avro_type(schema, None, &mut names)
+        let mut names = std::collections::HashMap::new();
+        avro_json::avro_type(schema, None, &mut names)
     }
 
     /// The field types of a struct type.
@@ -208,7 +208,7 @@ impl ConnectType {
                 return retype_int(value, |i| Value::DateTime(i.div_euclid(1000)), wrong);
             }
             Semantic::Zoned => {
-                let parsed = value.as_str().and_then(parse_zoned);
+                let parsed = value.as_str().and_then(crate::time::parse_zoned);
                 return match parsed {
                     Some(us) => {
                         *value = Value::Timestamp(us);
@@ -341,174 +341,4 @@ fn retype_int(
         }
         None => Err(wrong("integer time value", value)),
     }
-}
-
-fn avro_type(
-    s: &Json,
-    ns: Option<&str>,
-    names: &mut HashMap<String, ConnectType>,
-) -> Result<ConnectType, DecodeErrorKind> {
-    let prim = |kind| ConnectType {
-        kind,
-        semantic: Semantic::None,
-    };
-    match s {
-        Json::String(name) => Ok(match name.as_str() {
-            "int" | "long" => prim(Kind::Int),
-            "float" | "double" => prim(Kind::Float),
-            "boolean" => prim(Kind::Bool),
-            "string" => prim(Kind::Str),
-            "bytes" => prim(Kind::Bytes),
-            "null" => ConnectType::ANY,
-            other => {
-                let full = match ns {
-                    Some(ns) if !other.contains('.') => format!("{ns}.{other}"),
-                    _ => other.to_owned(),
-                };
-                names
-                    .get(&full)
-                    .or_else(|| names.get(other))
-                    .cloned()
-                    .unwrap_or(ConnectType::ANY)
-            }
-        }),
-        Json::Array(branches) => {
-            let mut non_null = branches.iter().filter(|b| b.as_str() != Some("null"));
-            match (non_null.next(), non_null.next()) {
-                (Some(one), None) => avro_type(one, ns, names),
-                _ => {
-                    // Still register named types declared inside the union.
-                    for b in branches {
-                        avro_type(b, ns, names)?;
-                    }
-                    Ok(ConnectType::ANY)
-                }
-            }
-        }
-        Json::Object(obj) => {
-            let ty = obj
-                .get("type")
-                .ok_or_else(|| invalid("Avro type without \"type\""))?;
-            let semantic = semantic_of(
-                obj.get("connect.name").and_then(Json::as_str),
-                scale_param(obj.get("connect.parameters"))
-                    .or_else(|| obj.get("scale").and_then(Json::as_u64).map(|s| s as u32)),
-            );
-            let semantic = match (semantic, obj.get("logicalType").and_then(Json::as_str)) {
-                (Semantic::None, Some("decimal")) => {
-                    Semantic::Decimal(obj.get("scale").and_then(Json::as_u64).unwrap_or(0) as u32)
-                }
-                (s, _) => s,
-            };
-            let kind = match ty.as_str() {
-                Some("record") => {
-                    let name = obj.get("name").and_then(Json::as_str).unwrap_or("");
-                    let own_ns = obj.get("namespace").and_then(Json::as_str).or(ns);
-                    let full = match (own_ns, name.contains('.')) {
-                        (Some(n), false) => format!("{n}.{name}"),
-                        _ => name.to_owned(),
-                    };
-                    let child_ns = full.rsplit_once('.').map(|(n, _)| n.to_owned());
-                    let fields = obj
-                        .get("fields")
-                        .and_then(Json::as_array)
-                        .ok_or_else(|| invalid("record without fields"))?;
-                    let mut out = Vec::with_capacity(fields.len());
-                    for f in fields {
-                        let fname = f
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .ok_or_else(|| invalid("field without name"))?;
-                        let ftype = f.get("type").ok_or_else(|| invalid("field without type"))?;
-                        out.push((
-                            fname.to_owned(),
-                            avro_type(ftype, child_ns.as_deref(), names)?,
-                        ));
-                    }
-                    let t = ConnectType {
-                        kind: Kind::Struct(out),
-                        semantic,
-                    };
-                    names.insert(full, t.clone());
-                    return Ok(t);
-                }
-                Some("array") => Kind::Array(Box::new(match obj.get("items") {
-                    Some(items) => avro_type(items, ns, names)?,
-                    None => ConnectType::ANY,
-                })),
-                Some("map") => Kind::Map(Box::new(match obj.get("values") {
-                    Some(values) => avro_type(values, ns, names)?,
-                    None => ConnectType::ANY,
-                })),
-                Some("enum") => Kind::Str,
-                Some("fixed") => Kind::Bytes,
-                _ => avro_type(ty, ns, names)?.kind,
-            };
-            Ok(ConnectType { kind, semantic })
-        }
-        _ => Err(invalid("Avro type is neither name, union nor object")),
-    }
-}
-
-/// Parses `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` into microseconds since the epoch (UTC).
-pub(crate) fn parse_zoned(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut micros = 0i64;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let frac = &s[start..i];
-        if frac.is_empty() || frac.len() > 9 {
-            return None;
-        }
-        let padded: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
-        micros = padded.parse().ok()?;
-    }
-    let offset_secs = match b.get(i) {
-        Some(b'Z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            if *sign == b'+' { off } else { -off }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
-    Some(secs * 1_000_000 + micros)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }

@@ -1,0 +1,314 @@
+//! The `timeline` service-topic writer against the real broker and MariaDB (reference §3.1):
+//! each op's row (memo formats, type mappings, escapes), merges within 10 minutes (JSON and
+//! PHP-serialised previous memos), rejects to the DLQ, and exactly-once effect: delivering
+//! every message a second time (a new consumer group reads the topic from the start) leaves
+//! the table unchanged.
+
+use std::time::Duration;
+
+use fleet_harness::mysql::TestDatabase;
+use fleet_harness::{
+    Out, end_offsets, produce, producer, provisioned_family, unique, wait_drained, worker_config,
+};
+use serde_json::json;
+use timeline::{FAMILY, Settings, Timeline};
+use tokio_util::sync::CancellationToken;
+
+const T: i64 = 1_700_000_000;
+
+fn message(uid: u64, op: &str, message: serde_json::Value) -> Out {
+    Out {
+        partition: Some(0),
+        key: Some(uid.to_string().into_bytes()),
+        value: Some(
+            json!({ "op": op, "message": message })
+                .to_string()
+                .into_bytes(),
+        ),
+        ..Out::default()
+    }
+}
+
+fn messages() -> Vec<Out> {
+    let s = |id: u64, kind: u64| json!({ "id": id, "type": kind });
+    vec![
+        message(
+            1,
+            "daily",
+            json!({"uid":1,"type":2,"mid":2,"createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "daily",
+            json!({"uid":1,"type":2,"mid":3,"createdAt":T + 60,"source":6}),
+        ),
+        message(
+            1,
+            "daily",
+            json!({"uid":1,"type":2,"mid":4,"createdAt":T + 600,"source":5}),
+        ),
+        message(
+            1,
+            "wiki",
+            json!({"uid":1,"subject":s(12, 2),"createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "subject",
+            json!({"uid":1,"subject":s(12, 2),"collect":{"id":99,"type":2,"rate":8,"comment":"<3 & 'x'"},"createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "subject",
+            json!({"uid":1,"subject":s(13, 2),"collect":{"id":100,"type":2,"rate":0,"comment":""},"createdAt":T + 30,"source":5}),
+        ),
+        message(
+            1,
+            "progressEpisode",
+            json!({"uid":1,"subject":s(12, 2),"episode":{"id":34,"status":2},"createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "progressEpisode",
+            json!({"uid":1,"subject":s(12, 2),"episode":{"id":35,"status":2},"createdAt":T + 10,"source":5}),
+        ),
+        message(
+            1,
+            "progressSubject",
+            json!({"uid":1,"subject":{"id":12,"type":2,"eps":12,"volumes":0},"collect":{"epsUpdate":5},"createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "statusSign",
+            json!({"uid":1,"sign":"sign <b>","createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "statusTsukkomi",
+            json!({"uid":1,"text":"吐槽 🥲","createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "statusNickname",
+            json!({"uid":1,"before":"a&b","after":"<c>","createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "mono",
+            json!({"uid":1,"cat":2,"type":1,"id":5,"name":"<Sai>","createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "mono",
+            json!({"uid":1,"cat":2,"type":1,"id":6,"name":"Ai","createdAt":T + 1,"source":5}),
+        ),
+        message(1, "nope", json!({"uid":1})),
+        message(
+            1,
+            "daily",
+            json!({"uid":1,"type":9,"mid":1,"createdAt":T,"source":5}),
+        ),
+        // Merges into the PHP-serialised batch seeded for uid 2.
+        message(
+            2,
+            "daily",
+            json!({"uid":2,"type":2,"mid":9,"createdAt":T + 5,"source":5}),
+        ),
+    ]
+}
+
+type Row = (
+    u64,
+    u64,
+    u64,
+    u64,
+    String,
+    String,
+    String,
+    u64,
+    u64,
+    u64,
+    i64,
+);
+
+/// (id, uid, cat, type, related, memo, img, batch, source, replies, dateline)
+fn expected() -> Vec<Row> {
+    let r = |id: u64,
+             uid: u64,
+             cat: u64,
+             kind: u64,
+             related: &str,
+             memo: &str,
+             batch: u64,
+             source: u64,
+             at: i64| {
+        (
+            id,
+            uid,
+            cat,
+            kind,
+            related.to_owned(),
+            memo.to_owned(),
+            String::new(),
+            batch,
+            source,
+            0,
+            at,
+        )
+    };
+    vec![
+        r(
+            1,
+            2,
+            1,
+            2,
+            "5",
+            r#"a:1:{i:5;a:1:{s:3:"uid";i:5;}}"#,
+            1,
+            5,
+            T,
+        )
+        .clone(),
+        r(2, 1, 1, 2, "2", r#"{"2":{"uid":2},"3":{"uid":3}}"#, 1, 6, T),
+        r(3, 1, 1, 2, "4", r#"{"uid":4}"#, 0, 5, T + 600),
+        r(4, 1, 2, 2, "12", r#"{"subject_id":12}"#, 0, 0, T),
+        r(
+            5,
+            1,
+            3,
+            6,
+            "12",
+            r#"{"12":{"subject_id":12,"collect_id":99,"collect_comment":"&lt;3 &amp; &#39;x&#39;","collect_rate":8},"13":{"subject_id":13,"collect_id":100,"collect_comment":"","collect_rate":0}}"#,
+            1,
+            5,
+            T,
+        ),
+        r(
+            6,
+            1,
+            4,
+            2,
+            "12",
+            r#"{"subject_id":12,"subject_type_id":2,"ep_id":35}"#,
+            0,
+            5,
+            T,
+        ),
+        r(
+            7,
+            1,
+            4,
+            0,
+            "12",
+            r#"{"subject_id":12,"subject_type_id":2,"eps_total":"12","eps_update":5,"vols_total":"??"}"#,
+            0,
+            5,
+            T,
+        ),
+        r(8, 1, 5, 0, "", "sign <b>", 0, 5, T),
+        r(9, 1, 5, 1, "", "吐槽 🥲", 0, 5, T),
+        r(
+            10,
+            1,
+            5,
+            2,
+            "",
+            r#"{"before":"a&amp;b","after":"&lt;c&gt;"}"#,
+            0,
+            5,
+            T,
+        ),
+        r(
+            11,
+            1,
+            8,
+            1,
+            "5",
+            r#"{"5":{"cat":2,"id":5,"name":"<Sai>"},"6":{"cat":2,"id":6,"name":"Ai"}}"#,
+            1,
+            5,
+            T,
+        ),
+    ]
+}
+
+async fn rows(db: &TestDatabase) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT CAST(tml_id AS UNSIGNED), CAST(tml_uid AS UNSIGNED), CAST(tml_cat AS UNSIGNED), CAST(tml_type AS UNSIGNED), tml_related, tml_memo, tml_img, CAST(tml_batch AS UNSIGNED), CAST(tml_source AS UNSIGNED), CAST(tml_replies AS UNSIGNED), CAST(tml_dateline AS SIGNED) FROM chii_timeline ORDER BY tml_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows")
+}
+
+async fn run_until_drained(
+    family: &cdc_topics::Family,
+    topic_prefix: &str,
+    db: &TestDatabase,
+    group: &str,
+) {
+    let args = db.worker_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = worker_config(family, topic_prefix, "unused:", group, &args).expect("config");
+    let handler = Timeline::connect(&config, &Settings::default(), group).expect("connect");
+    let shutdown = CancellationToken::new();
+    let running = cdc_runtime::start(family, &config, handler, shutdown.clone())
+        .await
+        .expect("start");
+    let topics: Vec<String> = family.service_topics.clone();
+    wait_drained(group, &topics, family.partitions, Duration::from_secs(60))
+        .await
+        .expect("drained");
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_nothing() {
+    let topic_prefix = format!("{}.", unique("it.tml.writer"));
+    let db = TestDatabase::create().await.expect("database");
+    // A batch row from the PHP site, for uid 2.
+    sqlx::query("INSERT INTO chii_timeline (tml_uid, tml_cat, tml_type, tml_related, tml_memo, tml_img, tml_batch, tml_source, tml_replies, tml_dateline) VALUES (2, 1, 2, '5', ?, '', 1, 5, 0, ?)")
+        .bind(r#"a:1:{i:5;a:1:{s:3:"uid";i:5;}}"#)
+        .bind(T)
+        .execute(&db.pool)
+        .await
+        .expect("seed");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let topic = format!("{topic_prefix}timeline");
+    produce(&producer().expect("producer"), &topic, &messages())
+        .await
+        .expect("produce");
+
+    run_until_drained(&family, &topic_prefix, &db, &unique("it.tml.writer.a")).await;
+    let mut want = expected();
+    want[0].5 = r#"{"5":{"uid":5},"9":{"uid":9}}"#.into();
+    assert_eq!(rows(&db).await, want, "after one delivery");
+    assert_eq!(
+        end_offsets(&family.dlq, family.partitions)
+            .expect("dlq")
+            .iter()
+            .sum::<i64>(),
+        2,
+        "the unknown op and the unsupported daily type are dead-lettered"
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = 0",
+    )
+    .bind(&topic)
+    .fetch_one(&db.pool)
+    .await
+    .expect("applied identities");
+    assert_eq!(
+        stored,
+        messages().len() as i64 - 2,
+        "every applied message is recorded; the two dead-lettered ones are not"
+    );
+
+    // Every message again: a new group starts from the earliest offset.
+    run_until_drained(&family, &topic_prefix, &db, &unique("it.tml.writer.b")).await;
+    assert_eq!(rows(&db).await, want, "after a second delivery");
+    db.drop_now().await.expect("drop database");
+}

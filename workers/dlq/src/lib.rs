@@ -1,0 +1,136 @@
+//! `dlq`: the on-call's dead-letter and replay tool.
+//!
+//! It reads `topics/` (through `cdc-topics`) to know each family's DLQ and groups, decodes dead
+//! letters through `cdc-schemas` (via the runtime's decoder, registry included), and replays
+//! them through the runtime's own pipeline, so a replayed record meets exactly the decoding,
+//! idempotency rules and dead-letter handling of a consumed one.
+//!
+//! # Layout
+//! - [`cli`]: arguments, filters, help and examples.
+//! - [`letter`]: one dead letter and its context headers.
+//! - [`reader`]: reading a DLQ and moving its replay group.
+//! - [`inspect`]: `ls`, `show`.
+//! - [`repair`]: `replay`, `purge`, `rewind`.
+//! - [`audit`]: the audit trail.
+//! - [`error`]: failures and exit codes.
+
+pub mod audit;
+pub mod cli;
+pub mod error;
+pub mod inspect;
+pub mod letter;
+pub mod reader;
+pub mod repair;
+
+use std::process::ExitCode;
+
+use cdc_topics::Family;
+
+use crate::audit::Audit;
+use crate::cli::{Cli, Command, Target};
+use crate::error::{DlqError, exit};
+
+/// Runs one command; the exit code says how it went.
+pub async fn run(cli: Cli) -> Result<ExitCode, DlqError> {
+    // The family as this deployment runs it: topic prefix and group override applied.
+    let deployed = |mut family: Family| -> Family {
+        if let Some(group) = &cli.config.kafka_group_id {
+            family.group = group.clone();
+        }
+        family.with_topic_prefix(&cli.config.kafka_topic_prefix)
+    };
+    let family = |name: &str| -> Result<Family, DlqError> {
+        let family = cdc_topics::by_name(name)
+            .map_err(|e| DlqError::Other(e.into()))?
+            .ok_or_else(|| {
+                DlqError::Usage(format!(
+                    "no family {name:?}; families: {}",
+                    cdc_topics::names().join(", ")
+                ))
+            })?;
+        Ok(deployed(family))
+    };
+    let config = &cli.config;
+    match &cli.command {
+        Command::Ls { family: name, json } => {
+            let families = match name {
+                Some(name) => vec![family(name)?],
+                None => cdc_topics::all()
+                    .map_err(|e| DlqError::Other(e.into()))?
+                    .into_iter()
+                    .map(deployed)
+                    .collect(),
+            };
+            inspect::ls(config, &families, *json)?;
+        }
+        Command::Show {
+            filter,
+            limit,
+            all,
+            payload,
+            json,
+        } => {
+            inspect::show(
+                config,
+                &family(&filter.family)?,
+                filter,
+                *limit,
+                *all,
+                *payload,
+                *json,
+            )
+            .await?;
+        }
+        Command::Replay {
+            filter,
+            to,
+            direct,
+            dry_run,
+            rate,
+            audit_log,
+        } => {
+            let target = if *direct { Target::Direct } else { *to };
+            let report = repair::replay(
+                config,
+                &family(&filter.family)?,
+                filter,
+                target,
+                *dry_run,
+                *rate,
+                &Audit::new(audit_log.clone()),
+            )
+            .await?;
+            if report.failed_again > 0 {
+                return Ok(ExitCode::from(exit::PARTIAL));
+            }
+        }
+        Command::Purge {
+            filter,
+            yes,
+            audit_log,
+        } => {
+            repair::purge(
+                config,
+                &family(&filter.family)?,
+                filter,
+                *yes,
+                &Audit::new(audit_log.clone()),
+            )?;
+        }
+        Command::Rewind {
+            family: name,
+            to,
+            yes,
+            audit_log,
+        } => {
+            repair::rewind(
+                config,
+                &family(name)?,
+                *to,
+                *yes,
+                &Audit::new(audit_log.clone()),
+            )?;
+        }
+    }
+    Ok(ExitCode::from(exit::OK))
+}
