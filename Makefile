@@ -4,14 +4,18 @@
 # librdkafka and the dependencies build once per machine.
 export CARGO_TARGET_DIR ?= /var/tmp/bangumi-cdc/target
 CARGO ?= cargo
+# Seconds each fuzz target runs in `make test` (longer runs: FUZZ_SECONDS=600 bash scripts/fuzz.sh).
+FUZZ_SECONDS ?= 15
 
-.PHONY: help up down status build demo test lint unit fixtures provision clean test-live
+.PHONY: help up down status build demo test lint fixtures clean test-live bench
 
 help:
 	@echo "make demo      run the fleet on the embedded fixtures and print a summary"
 	@echo "make test      fmt, clippy, unit and integration tests against the real services"
 	@echo "make up|down|status   local broker, schema registry stand-in, Redis, MariaDB"
 	@echo "make fixtures  regenerate fixtures/debezium from real Debezium (needs Java)"
+	@echo "make test-live only the live Debezium end-to-end test (part of make test)"
+	@echo "make bench     benchmarks; writes BENCHMARKS.md"
 
 up:
 	@bash scripts/infra.sh up
@@ -32,12 +36,15 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Everything CI runs: lint, unit + integration tests against the real services, the Helm chart,
+# bounded fuzzing of the decoders, and the live Debezium end-to-end test.
 test: up lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 	bash scripts/helm-test.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+	bash scripts/live-test.sh
 
-.PHONY: bench
 bench: up
 	@bash scripts/bench.sh
 
