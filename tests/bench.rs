@@ -666,13 +666,17 @@ fn log_dir() -> PathBuf {
 
 /// Watches `workers` until together they processed `events` records; samples their counters
 /// every 50 ms and their RSS, then idles 2 s for the idle RSS.
+/// With a `budget`, stops that long after the first event and rates what was processed.
 async fn watch(
     label: &str,
     workers: &[Worker],
     events: u64,
     started: Instant,
     timeout: Duration,
+    budget: Option<Duration>,
 ) -> anyhow::Result<Drain> {
+    let mut events = events;
+    let mut first: Option<Instant> = None;
     let mut samples: Vec<(f64, u64)> = Vec::new();
     let mut rss: Vec<(f64, u64)> = Vec::new();
     let cpu0: f64 = workers.iter().filter_map(Worker::cpu_seconds).sum();
@@ -688,6 +692,18 @@ async fn watch(
             rss.push((t, max));
         }
         if count >= events {
+            break;
+        }
+        if count > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if let (Some(budget), Some(first)) = (budget, first)
+            && first.elapsed() > budget
+        {
+            say(format!(
+                "  {label}: time budget {budget:?} spent at {count} of {events}; rating what was processed"
+            ));
+            events = count;
             break;
         }
         if let Some(dead) = workers.iter().find(|w| w.rss_kb().is_none()) {
@@ -752,6 +768,7 @@ async fn cache_drain(
     processes: usize,
     extra: &[(&str, String)],
     perf_out: Option<&str>,
+    budget: Option<Duration>,
 ) -> anyhow::Result<Drain> {
     let group = unique("bench-ci");
     let key_prefix = format!("{}:", unique("bench"));
@@ -778,7 +795,7 @@ async fn cache_drain(
         None => None,
     };
     let timeout = Duration::from_secs(120 + events / 5_000);
-    let drain = watch(label, &workers, events, started, timeout).await;
+    let drain = watch(label, &workers, events, started, timeout, budget).await;
     if let Some(perf) = perf {
         let _ = fleet_harness::process::signal(&perf, "INT");
         let mut perf = perf;
@@ -1066,6 +1083,7 @@ async fn timeline_run(
         events,
         started,
         timeout,
+        None,
     )
     .await;
     let after = command_stats().await?;
@@ -2162,6 +2180,7 @@ async fn main() -> anyhow::Result<()> {
                 1,
                 &[],
                 perf.as_deref(),
+                None,
             )
             .await?;
             r.cache_invalidation = Some(d);
@@ -2230,6 +2249,7 @@ async fn main() -> anyhow::Result<()> {
     // 5: scaling.
     if o.wants("scaling") {
         let n = o.scaling_events;
+        let budget = Some(Duration::from_secs(if o.quick { 8 } else { 25 }));
         for partitions in [1, 2, 4] {
             say(format!("scaling: {partitions} partition(s)"));
             let (prefix, filled) = members_topic(&updates, partitions, n).await?;
@@ -2250,6 +2270,7 @@ async fn main() -> anyhow::Result<()> {
                 1,
                 &[],
                 None,
+                budget,
             )
             .await?;
             let per = if partitions > 1 {
@@ -2261,6 +2282,7 @@ async fn main() -> anyhow::Result<()> {
                         partitions as usize,
                         &[],
                         None,
+                        budget,
                     )
                     .await?,
                 )
@@ -2276,6 +2298,7 @@ async fn main() -> anyhow::Result<()> {
                         1,
                         &[("BATCH_MAX_MESSAGES", batch.to_string())],
                         None,
+                        budget,
                     )
                     .await?;
                     r.scaling_batch.push(BatchRow {

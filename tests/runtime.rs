@@ -24,7 +24,8 @@ use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_binary};
 use fleet_harness::{
     Out, brokers, committed, end_offsets, existing, http_get, produce, producer,
-    provisioned_family, read_all, redis_uri, seed_keys, unique, wait_drained, worker_config,
+    provisioned_family, read_all, redis_at, redis_uri, seed_keys, unique, wait_drained,
+    worker_config,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -234,9 +235,7 @@ async fn redis_outage_pauses_without_dead_letters_and_resumes() {
         .map(|u| format!("{}{}", s.key_prefix, member_key(*u)))
         .collect();
     let seed = async |port: u16| {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).expect("client");
-        let mut conn = client
-            .get_multiplexed_async_connection()
+        let mut conn = redis_at(&format!("redis://127.0.0.1:{port}/0"))
             .await
             .expect("conn");
         let mut pipe = redis::pipe();
@@ -284,11 +283,7 @@ async fn redis_outage_pauses_without_dead_letters_and_resumes() {
     })
     .await;
     s.drained().await;
-    let client = redis::Client::open(redis.uri()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let mut conn = redis_at(&redis.uri()).await.expect("conn");
     let left: usize = redis::cmd("DBSIZE")
         .query_async(&mut conn)
         .await

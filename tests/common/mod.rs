@@ -239,19 +239,20 @@ pub async fn wait_drained(
 
 /// A Redis connection to the test Redis.
 pub async fn redis() -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(redis_uri())?;
-    tokio::time::timeout(
-        Duration::from_secs(3),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "Redis at {} did not answer in 3 s; run `make up`",
-            redis_uri()
-        )
-    })?
-    .with_context(|| format!("no Redis at {}; run `make up`", redis_uri()))
+    redis_at(&redis_uri()).await
+}
+
+/// A Redis connection to `uri`, with a generous response timeout (the crate's default is
+/// 500 ms; tests pipeline 10k commands on a shared, busy machine).
+pub async fn redis_at(uri: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(uri)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(60)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .with_context(|| format!("no Redis at {uri}; run `make up`"))
 }
 
 /// Sets every key of `keys` (after `prefix`) to a marker value.
