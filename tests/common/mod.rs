@@ -176,27 +176,44 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> anyhow::Result<Ve
         .collect())
 }
 
-/// The end (next offset) of each partition of `topic`: the high watermark the broker reports,
-/// then any records found past it (see [`client_config`] on tansu's ListOffsets).
-pub fn end_offsets(topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
-    use rdkafka::message::Message;
-    let consumer = manual_consumer(&unique("watermarks"))?;
-    let mut ends = (0..partitions)
+/// The high watermark the broker reports for each partition of `topic` (see [`client_config`]
+/// on why, with tansu, it can fall short).
+fn reported_ends(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<Vec<i64>> {
+    (0..partitions)
         .map(|p| {
             Ok(consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))?
                 .1)
         })
-        .collect::<anyhow::Result<Vec<i64>>>()?;
+        .collect()
+}
+
+/// The true end (next offset) of each partition of each of `topics`: the reported high
+/// watermark, then any records found past it.
+pub fn ends_of(topics: &[String], partitions: i32) -> anyhow::Result<Vec<Vec<i64>>> {
+    use rdkafka::message::Message;
+    let consumer = manual_consumer(&unique("watermarks"))?;
+    let mut ends = topics
+        .iter()
+        .map(|t| reported_ends(&consumer, t, partitions))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut tpl = TopicPartitionList::new();
-    for (p, end) in ends.iter().enumerate() {
-        tpl.add_partition_offset(topic, p as i32, Offset::Offset(*end))?;
+    for (topic, topic_ends) in topics.iter().zip(&ends) {
+        for (p, end) in topic_ends.iter().enumerate() {
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(*end))?;
+        }
     }
     consumer.assign(&tpl)?;
     let mut idle_since = std::time::Instant::now();
     while idle_since.elapsed() < Duration::from_secs(1) {
-        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(50)) {
-            let end = &mut ends[msg.partition() as usize];
+        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(50))
+            && let Some(i) = topics.iter().position(|t| t == msg.topic())
+        {
+            let end = &mut ends[i][msg.partition() as usize];
             *end = (*end).max(msg.offset() + 1);
             idle_since = std::time::Instant::now();
         }
@@ -204,8 +221,14 @@ pub fn end_offsets(topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
     Ok(ends)
 }
 
+/// The true end (next offset) of each partition of `topic`.
+pub fn end_offsets(topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    Ok(ends_of(&[topic.to_owned()], partitions)?.remove(0))
+}
+
 /// Waits until `group` has committed every partition of every topic up to its end, or fails
-/// after `within` saying which partitions lag.
+/// after `within` saying which partitions lag. The cheap reported ends are polled; the true
+/// ends are probed once those are reached.
 pub async fn wait_drained(
     group: &str,
     topics: &[String],
@@ -213,24 +236,38 @@ pub async fn wait_drained(
     within: Duration,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + within;
+    let consumer = manual_consumer(&unique("watermarks"))?;
     loop {
-        let mut lagging = Vec::new();
-        for topic in topics {
-            let ends = end_offsets(topic, partitions)?;
-            let done = committed(group, topic, partitions)?;
-            for (p, (end, done)) in ends.iter().zip(&done).enumerate() {
-                if *end > 0 && done < end {
-                    lagging.push(format!("{topic}[{p}] committed {done} of {end}"));
+        let committed: Vec<Vec<i64>> = topics
+            .iter()
+            .map(|t| committed(group, t, partitions))
+            .collect::<anyhow::Result<_>>()?;
+        let lagging = |ends: &[Vec<i64>]| -> Vec<String> {
+            let mut lagging = Vec::new();
+            for ((topic, ends), done) in topics.iter().zip(ends).zip(&committed) {
+                for (p, (end, done)) in ends.iter().zip(done).enumerate() {
+                    if *end > 0 && done < end {
+                        lagging.push(format!("{topic}[{p}] committed {done} of {end}"));
+                    }
                 }
             }
-        }
-        if lagging.is_empty() {
-            return Ok(());
+            lagging
+        };
+        let reported: Vec<Vec<i64>> = topics
+            .iter()
+            .map(|t| reported_ends(&consumer, t, partitions))
+            .collect::<anyhow::Result<_>>()?;
+        let mut behind = lagging(&reported);
+        if behind.is_empty() {
+            behind = lagging(&ends_of(topics, partitions)?);
+            if behind.is_empty() {
+                return Ok(());
+            }
         }
         if tokio::time::Instant::now() > deadline {
             bail!(
                 "group {group} not drained after {within:?}: {}",
-                lagging.join("; ")
+                behind.join("; ")
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
