@@ -11,8 +11,10 @@
 //! Nothing is ever stored ahead of what is applied.
 //!
 //! A partition whose task is busy (a large batch, or a transient failure being retried) fills its
-//! channel; the poll thread then pauses that partition alone in librdkafka and keeps what was
-//! already fetched, so other partitions flow on.
+//! channel; the poll thread keeps what arrives next in the partition's stash and hands it over
+//! as room appears (polling every millisecond meanwhile), and pauses that partition alone in
+//! librdkafka once the stash passes a high-water mark, so other partitions flow on and memory
+//! stays bounded.
 //!
 //! # Layout
 //! - [`EngineContext`]: rdkafka callbacks (rebalance, statistics, errors) and the partition table.
@@ -284,8 +286,15 @@ pub(crate) fn poll_loop<H: Handler>(
 ) {
     let ctx = consumer.context();
     ctx.health.set_polling(true);
+    let mut backlog = false;
     while !shutdown.is_cancelled() {
-        match consumer.poll(Duration::from_millis(50)) {
+        // With records waiting for room in a task's channel, come back within a millisecond.
+        let wait = if backlog {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(50)
+        };
+        match consumer.poll(wait) {
             Some(Ok(msg)) => {
                 ctx.health.set_broker_down(false);
                 dispatch(&consumer, &pipeline, limits, msg.detach());
@@ -296,7 +305,7 @@ pub(crate) fn poll_loop<H: Handler>(
             }
             None => {}
         }
-        relieve_backpressure(&consumer);
+        backlog = relieve_backpressure(&consumer);
         ctx.store_done(&consumer);
     }
     tracing::info!(family = %ctx.family, "shutting down: finishing in-flight batches");
@@ -344,7 +353,9 @@ fn dispatch<H: Handler>(
     } else {
         slot.stash.push_back(msg);
     }
-    if !slot.paused {
+    // Pause only when the backlog is large: pausing drops librdkafka's prefetched records,
+    // which it must fetch again on resume.
+    if !slot.paused && slot.stash.len() >= stash_high_water(limits) {
         slot.paused = true;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&key.0, key.1);
@@ -354,12 +365,22 @@ fn dispatch<H: Handler>(
     }
 }
 
-/// Moves stashed records into channels with room again, and resumes partitions whose stash is
-/// empty.
-fn relieve_backpressure(consumer: &EngineConsumer) {
+/// Records a partition may hold beyond its channel before it is paused.
+fn stash_high_water(limits: BatchLimits) -> usize {
+    4 * limits.max_messages.max(256)
+}
+
+/// Moves stashed records into channels with room again, and resumes paused partitions whose
+/// stash is empty. Returns whether any records still wait.
+fn relieve_backpressure(consumer: &EngineConsumer) -> bool {
     let ctx = consumer.context();
     let mut resume = TopicPartitionList::new();
-    for ((topic, partition), slot) in ctx.partitions().iter_mut().filter(|(_, s)| s.paused) {
+    let mut waiting = false;
+    for ((topic, partition), slot) in ctx
+        .partitions()
+        .iter_mut()
+        .filter(|(_, s)| !s.stash.is_empty() || s.paused)
+    {
         while let Some(msg) = slot.stash.pop_front() {
             if let Err(
                 mpsc::error::TrySendError::Full(msg) | mpsc::error::TrySendError::Closed(msg),
@@ -370,8 +391,12 @@ fn relieve_backpressure(consumer: &EngineConsumer) {
             }
         }
         if slot.stash.is_empty() {
-            slot.paused = false;
-            resume.add_partition(topic, *partition);
+            if slot.paused {
+                slot.paused = false;
+                resume.add_partition(topic, *partition);
+            }
+        } else {
+            waiting = true;
         }
     }
     if resume.count() > 0
@@ -379,6 +404,7 @@ fn relieve_backpressure(consumer: &EngineConsumer) {
     {
         tracing::warn!(family = %ctx.family, %error, "resuming partitions");
     }
+    waiting
 }
 
 fn start_partition<H: Handler>(
