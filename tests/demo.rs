@@ -105,9 +105,44 @@ async fn run() -> anyhow::Result<()> {
     }
 
     step(2, "seeding Redis with the cache keys the fixtures touch");
-    let expected = Expected::load()?;
+    // The cache keys (the timeline's own `tml:*` bystanders of the golden tests would collide
+    // with the timeline worker's sorted sets here, so they are left out).
+    let mut expected = Expected::load()?;
+    expected.seeded.retain(|k| !k.starts_with("tml:"));
     seed_keys(&key_prefix, &expected.seeded).await?;
     println!("    {} keys under {key_prefix}", expected.seeded.len());
+    // Users 1–4 have visited their timelines recently (visit keys hold an absolute expiry), so
+    // the timeline worker fans new items out to their caches.
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 86_400;
+    let visits: Vec<String> = (1..=4)
+        .flat_map(|uid| {
+            [
+                format!("tml:visit:inbox:{uid}"),
+                format!("tml:visit:user:{uid}"),
+            ]
+        })
+        .collect();
+    let mut conn = fleet_harness::redis().await?;
+    let mut pipe = redis::pipe();
+    for key in &visits {
+        pipe.set(format!("{key_prefix}{key}"), expiry).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    println!(
+        "    {} visit keys (users 1–4 visited their timelines)",
+        visits.len()
+    );
+    // The timeline worker looks followers up in MariaDB: a database of the run's own, with the
+    // follow graph of the fixtures' timeline scenario (users 2, 3 and 4 follow user 1).
+    let db = fleet_harness::mysql::TestDatabase::create().await?;
+    db.add_followers(1, &[2, 3, 4]).await?;
+    println!(
+        "    MariaDB database {} (chii_friends: 2, 3, 4 follow 1)",
+        db.name
+    );
 
     step(
         3,
@@ -154,6 +189,7 @@ async fn run() -> anyhow::Result<()> {
             .env("KAFKA_GROUP_ID", &family.group)
             .env("REDIS_URI", redis_uri())
             .env("REDIS_KEY_PREFIX", &key_prefix)
+            .env("MYSQL_DB", &db.name)
             .env("SCHEMA_REGISTRY_URL", registry_url())
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("KAFKA_CONFIG__SESSION_TIMEOUT_MS", "2000")
@@ -224,6 +260,16 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     let left = keys_under(&key_prefix).await?;
+    let timeline_keys: Vec<&String> = left.iter().filter(|k| k.starts_with("tml:v3:")).collect();
+    println!(
+        "  Redis: {} timeline sorted sets written: {}",
+        timeline_keys.len(),
+        timeline_keys
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let deleted: Vec<&String> = expected
         .seeded
         .iter()
@@ -258,6 +304,9 @@ async fn run() -> anyhow::Result<()> {
     }
 
     step(6, "stopping the workers with SIGTERM");
+    let db_name = db.name.clone();
+    db.drop_now().await?;
+    println!("    dropped database {db_name}");
     for mut w in workers {
         let stopping = Instant::now();
         Command::new("kill")
