@@ -52,7 +52,21 @@ where
     Fut: Future<Output = anyhow::Result<H>>,
 {
     let cli = Cli::parse();
-    observe::init_tracing(&cli.config.log_format);
+    let log_format = cli.config.log_format.clone();
+    run_to_exit(&log_format, async move {
+        run_cli(family, cli, connect)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+    })
+}
+
+/// Starts logging and the async runtime, runs `work`, and turns its outcome into the process
+/// exit code (a failure is logged and printed first). Every worker binary's `main` ends here.
+pub fn run_to_exit<F>(log_format: &str, work: F) -> ExitCode
+where
+    F: Future<Output = Result<ExitCode, RuntimeError>>,
+{
+    observe::init_tracing(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,8 +77,8 @@ where
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(run_cli(family, cli, connect)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match runtime.block_on(work) {
+        Ok(code) => code,
         Err(error) => {
             tracing::error!(%error, class = %error.class(), "worker stopped");
             eprintln!("error: {error}");

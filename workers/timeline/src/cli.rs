@@ -4,10 +4,10 @@
 
 use std::process::ExitCode;
 
-use cdc_runtime::cli::{EXIT_CONFIG, EXIT_FAILURE, cancel_on_signal, exit_code};
+use cdc_runtime::cli::{EXIT_CONFIG, EXIT_FAILURE, cancel_on_signal};
 use cdc_runtime::config::ConfigError;
 use cdc_runtime::provision::{Provisioned, provision};
-use cdc_runtime::{RuntimeError, WorkerConfig, kafka, observe, sink};
+use cdc_runtime::{RuntimeError, WorkerConfig, kafka, sink};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -60,25 +60,8 @@ enum Which {
 /// Runs the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    observe::init_tracing(&cli.config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: starting the async runtime: {error}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    match runtime.block_on(run_cli(cli)) {
-        Ok(code) => code,
-        Err(error) => {
-            tracing::error!(%error, class = %error.class(), "worker stopped");
-            eprintln!("error: {error}");
-            exit_code(&error)
-        }
-    }
+    let log_format = cli.config.log_format.clone();
+    cdc_runtime::cli::run_to_exit(&log_format, run_cli(cli))
 }
 
 async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
