@@ -113,16 +113,7 @@ where
     }
     match cli.command.unwrap_or(Command::Run) {
         Command::Provision { replication } => {
-            let kafka = kafka::base_config(&config, "provision");
-            for result in provision(&kafka, &family, replication).await? {
-                match result {
-                    Provisioned::Created(t) => {
-                        println!("created {t} ({} partitions)", family.partitions)
-                    }
-                    Provisioned::Existed(t) => println!("exists  {t}"),
-                }
-            }
-            Ok(())
+            provision_and_report(&config, &family, replication).await
         }
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
@@ -137,6 +128,22 @@ where
             worker::run(&family, &config, handler, shutdown).await
         }
     }
+}
+
+/// The `provision` subcommand: creates `family`'s topics and DLQ, one line per topic.
+pub async fn provision_and_report(
+    config: &WorkerConfig,
+    family: &cdc_topics::Family,
+    replication: i32,
+) -> Result<(), RuntimeError> {
+    let kafka = kafka::base_config(config, "provision");
+    for result in provision(&kafka, family, replication).await? {
+        match result {
+            Provisioned::Created(t) => println!("created {t} ({} partitions)", family.partitions),
+            Provisioned::Existed(t) => println!("exists  {t}"),
+        }
+    }
+    Ok(())
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use cdc_runtime::cli::{EXIT_CONFIG, EXIT_FAILURE, cancel_on_signal};
 use cdc_runtime::config::ConfigError;
-use cdc_runtime::provision::{Provisioned, provision};
-use cdc_runtime::{RuntimeError, WorkerConfig, kafka, sink};
+use cdc_runtime::{RuntimeError, WorkerConfig, sink};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -78,15 +77,7 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
     }
     match cli.command.unwrap_or(Command::Run) {
         Command::Provision { replication } => {
-            let kafka = kafka::base_config(&config, "provision");
-            for result in provision(&kafka, &family, replication).await? {
-                match result {
-                    Provisioned::Created(t) => {
-                        println!("created {t} ({} partitions)", family.partitions)
-                    }
-                    Provisioned::Existed(t) => println!("exists  {t}"),
-                }
-            }
+            cdc_runtime::cli::provision_and_report(&config, &family, replication).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Trim { job, .. } => trim_once(&config, job).await,
