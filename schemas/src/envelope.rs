@@ -20,16 +20,18 @@ use crate::event::{
     Transaction, Truncate, TxStatus,
 };
 use crate::json::shape;
-use crate::value::{Row, Value};
+use crate::value::{Columns, Row, Value};
 
 /// A failure with the table, when it had been read.
 pub(crate) type Failure = (DecodeErrorKind, Option<String>);
 
-/// Builds the event of a record whose key and value are decoded trees.
+/// Builds the event of a record whose key and value are decoded trees, keeping the row-image
+/// columns `columns` selects.
 pub(crate) fn classify(
     topic: &str,
     key: Option<Value>,
     value: Option<Value>,
+    columns: Columns,
 ) -> Result<ChangeEvent, Failure> {
     let key = key
         .map(|k| into_row(k, "key"))
@@ -52,7 +54,7 @@ pub(crate) fn classify(
         ));
     };
     if root.get("op").is_some() {
-        return row_change(key, root);
+        return row_change(key, root, columns);
     }
     let fail = |e| (e, None);
     if ["ddl", "tableChanges", "databaseName"]
@@ -109,7 +111,7 @@ fn into_row(v: Value, what: &str) -> Result<Row, DecodeErrorKind> {
     }
 }
 
-fn row_change(key: Option<Row>, mut root: Row) -> Result<ChangeEvent, Failure> {
+fn row_change(key: Option<Row>, mut root: Row, columns: Columns) -> Result<ChangeEvent, Failure> {
     let op = match root.take("op") {
         Some(Value::Text(op)) => op,
         Some(other) => return Err((wrong("op", "string", &other), None)),
@@ -127,6 +129,7 @@ fn row_change(key: Option<Row>, mut root: Row) -> Result<ChangeEvent, Failure> {
         match v {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Struct(mut row)) => {
+                row.retain(&columns);
                 row.set_table(table.clone());
                 Ok(Some(row))
             }

@@ -17,13 +17,13 @@ use std::fmt;
 use std::rc::Rc;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::DecodeErrorKind;
 use crate::name::Name;
 use crate::semantic::ConnectType;
-use crate::value::{Row, Value};
+use crate::value::{Columns, Row, Value};
 
 struct Tree(Value);
 
@@ -85,6 +85,102 @@ impl<'de> Visitor<'de> for TreeVisitor {
     }
 }
 
+/// The [`Visitor`] methods of a visitor that only treats objects specially: everything else is
+/// read as [`TreeVisitor`] reads it.
+macro_rules! other_kinds_as_tree {
+    () => {
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+            TreeVisitor.visit_bool(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+            TreeVisitor.visit_i64(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+            TreeVisitor.visit_u64(v)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+            TreeVisitor.visit_f64(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+            TreeVisitor.visit_str(v)
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+            TreeVisitor.visit_string(v)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+            TreeVisitor.visit_seq(seq)
+        }
+    };
+}
+
+/// An envelope root whose `before`/`after` objects keep only the selected columns; the other
+/// columns are skipped without building values.
+struct EnvelopeRoot(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for EnvelopeRoot {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvelopeRoot {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    other_kinds_as_tree!();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Vec::with_capacity(8);
+        while let Some(NameKey(k)) = map.next_key()? {
+            let v = if matches!(k.as_bytes(), b"before" | b"after") {
+                map.next_value_seed(SelectedColumns(self.0))?
+            } else {
+                map.next_value::<Tree>()?.0
+            };
+            fields.push((k, v));
+        }
+        Ok(Value::Struct(Row::from_columns(fields)))
+    }
+}
+
+/// A row image of which only the named columns are kept.
+struct SelectedColumns(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for SelectedColumns {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SelectedColumns {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a row image")
+    }
+    other_kinds_as_tree!();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut columns = Vec::with_capacity(self.0.len());
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if self.0.contains(&key.as_ref()) {
+                columns.push((Name::new(&key), map.next_value::<Tree>()?.0));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Struct(Row::from_columns(columns)))
+    }
+}
+
 /// An object key read straight into a [`Name`] (no allocation for short keys).
 struct NameKey(Name);
 
@@ -109,17 +205,30 @@ impl<'de> Deserialize<'de> for NameKey {
 
 /// Parses JSON bytes into a value tree.
 pub(crate) fn parse_tree(bytes: &[u8]) -> Result<Value, DecodeErrorKind> {
+    parse_envelope(bytes, Columns::All)
+}
+
+/// Parses JSON bytes into a value tree, keeping only the selected row-image columns of an
+/// envelope root.
+fn parse_envelope(bytes: &[u8], columns: Columns) -> Result<Value, DecodeErrorKind> {
     let text = utf8(bytes)?;
-    serde_json::from_str::<Tree>(text)
-        .map(|t| t.0)
-        .map_err(|e| DecodeErrorKind::MalformedJson {
-            detail: e.to_string(),
-        })
+    let malformed = |e: serde_json::Error| DecodeErrorKind::MalformedJson {
+        detail: e.to_string(),
+    };
+    match columns {
+        Columns::All => serde_json::from_str::<Tree>(text).map(|t| t.0),
+        Columns::Only(names) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let root = EnvelopeRoot(names).deserialize(&mut de);
+            root.and_then(|root| de.end().map(|()| root))
+        }
+    }
+    .map_err(malformed)
 }
 
 /// JSON without schema: the tree as parsed.
-pub(crate) fn decode_plain(bytes: &[u8]) -> Result<Value, DecodeErrorKind> {
-    parse_tree(bytes)
+pub(crate) fn decode_plain(bytes: &[u8], columns: Columns) -> Result<Value, DecodeErrorKind> {
+    parse_envelope(bytes, columns)
 }
 
 /// Whether a parsed root is exactly `{"schema": …, "payload": …}`.
@@ -158,14 +267,14 @@ pub(crate) fn decode_with_schema(bytes: &[u8]) -> Result<Value, DecodeErrorKind>
 }
 
 /// `Format::Auto` on JSON: the wrapper when the text is one, else plain JSON.
-pub(crate) fn decode_auto(bytes: &[u8]) -> Result<Value, DecodeErrorKind> {
+pub(crate) fn decode_auto(bytes: &[u8], columns: Columns) -> Result<Value, DecodeErrorKind> {
     let text = utf8(bytes)?;
     if text.trim_start().starts_with("{\"schema\"")
         && let Ok(w) = serde_json::from_str::<Wrapper>(text)
     {
         return apply_schema(w.schema.get(), w.payload.0);
     }
-    let root = parse_tree(bytes)?;
+    let root = parse_envelope(bytes, columns)?;
     if is_schema_wrapper(&root) {
         unwrap_schema(root)
     } else {

@@ -43,7 +43,7 @@ pub use event::{
 pub use name::Name;
 pub use position::{LogKind, Phase, SourcePosition};
 pub use semantic::ConnectType;
-pub use value::{Decimal, Row, Value};
+pub use value::{Columns, Decimal, Row, Value};
 
 /// How a record's key and value are encoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -87,39 +87,52 @@ pub fn schema_ids(record: &RawRecord) -> Vec<u32> {
     ids
 }
 
-/// Decodes one record. Errors are permanent (the same bytes always fail).
+/// Decodes one record, every column kept. Errors are permanent (the same bytes always fail).
 pub fn decode(
     record: &RawRecord,
     format: Format,
     schemas: &dyn SchemaLookup,
 ) -> Result<ChangeEvent, DecodeError> {
+    decode_columns(record, format, Columns::All, schemas)
+}
+
+/// Decodes one record, keeping only the row-image columns `columns` selects (see [`Columns`]).
+/// Errors are permanent (the same bytes always fail).
+pub fn decode_columns(
+    record: &RawRecord,
+    format: Format,
+    columns: Columns,
+    schemas: &dyn SchemaLookup,
+) -> Result<ChangeEvent, DecodeError> {
     let key = record
         .key
-        .map(|k| decode_part(k, format, schemas))
+        .map(|k| decode_part(k, format, Columns::All, schemas))
         .transpose()
         .map_err(|kind| DecodeError::new(kind, record.topic, Part::Key))?;
     let value = record
         .value
-        .map(|v| decode_part(v, format, schemas))
+        .map(|v| decode_part(v, format, columns, schemas))
         .transpose()
         .map_err(|kind| DecodeError::new(kind, record.topic, Part::Value))?;
-    envelope::classify(record.topic, key, value).map_err(|(kind, table)| {
+    envelope::classify(record.topic, key, value, columns).map_err(|(kind, table)| {
         let mut e = DecodeError::new(kind, record.topic, Part::Value);
         e.table = table;
         e
     })
 }
 
+/// `columns` is a hint for the plain-JSON parser; [`envelope::classify`] applies it for all.
 fn decode_part(
     bytes: &[u8],
     format: Format,
+    columns: Columns,
     schemas: &dyn SchemaLookup,
 ) -> Result<Value, DecodeErrorKind> {
     match format {
-        Format::Json => json::decode_plain(bytes),
+        Format::Json => json::decode_plain(bytes, columns),
         Format::JsonSchema => json::decode_with_schema(bytes),
         Format::Avro => avro::decode(bytes, schemas),
         Format::Auto if bytes.first() == Some(&0) => avro::decode(bytes, schemas),
-        Format::Auto => json::decode_auto(bytes),
+        Format::Auto => json::decode_auto(bytes, columns),
     }
 }

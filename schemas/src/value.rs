@@ -227,6 +227,29 @@ impl fmt::Display for Decimal {
     }
 }
 
+/// Which columns of the row images (`before`/`after`) decoding keeps. A family that reads a
+/// few columns says which: the others are skipped unparsed (JSON) or dropped after decoding
+/// (Avro, JSON with schema), so decoding costs little more than finding the envelope's fields.
+/// Keys, `source` and the other envelope fields are always kept whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Columns {
+    /// Every column (what typed rows and tools need).
+    #[default]
+    All,
+    /// Only the columns of these names, in any table.
+    Only(&'static [&'static str]),
+}
+
+impl Columns {
+    /// Whether `column` is kept.
+    pub fn keeps(&self, column: &str) -> bool {
+        match self {
+            Columns::All => true,
+            Columns::Only(names) => names.contains(&column),
+        }
+    }
+}
+
 /// The columns of one row image (or key), in the order Debezium emitted them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
@@ -286,6 +309,13 @@ impl Row {
     /// All columns, in emitted order.
     pub fn columns(&self) -> &[(Name, Value)] {
         &self.columns
+    }
+
+    /// Keeps only the columns `keep` selects.
+    pub(crate) fn retain(&mut self, keep: &Columns) {
+        if let Columns::Only(_) = keep {
+            self.columns.retain(|(c, _)| keep.keeps(c));
+        }
     }
 
     /// Mutable access to the columns (used by the semantic pass).

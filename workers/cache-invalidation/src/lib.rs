@@ -18,11 +18,11 @@ pub mod tables;
 use std::collections::BTreeSet;
 
 use cdc_runtime::{Event, Handler, HandlerError, Outcome, Record, sink};
-use cdc_schemas::{ChangeEvent, Op, Row, RowChange, Value};
+use cdc_schemas::{ChangeEvent, Columns, Op, Row, RowChange, Value};
 use redis::aio::ConnectionManager;
 
 use crate::keys::{Ids, render};
-use crate::tables::{IdFrom, rule};
+use crate::tables::{IdFrom, ROW_COLUMNS, rule};
 
 /// The family's name in `topics/`.
 pub const FAMILY: &str = "cache-invalidation";
@@ -137,6 +137,10 @@ impl CacheInvalidation {
 }
 
 impl Handler for CacheInvalidation {
+    fn row_columns(&self) -> Columns {
+        Columns::Only(ROW_COLUMNS)
+    }
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         let mut keys = BTreeSet::new();
         let outcomes = batch.iter().map(|r| self.outcome(r, &mut keys)).collect();

@@ -59,7 +59,32 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
+/// Every row column a rule reads (`IdFrom::Row`/`RowPair`): all decoding keeps of a row image.
+pub const ROW_COLUMNS: &[&str] = &["gmb_uid", "frd_uid", "frd_fid"];
+
 /// The rule for `table`, if this family handles it.
 pub fn rule(table: &str) -> Option<&'static Rule> {
     RULES.iter().find(|r| r.table == table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_columns_are_exactly_the_columns_the_rules_read() {
+        let mut read: Vec<&str> = RULES
+            .iter()
+            .flat_map(|r| match r.ids {
+                IdFrom::Key(_) => vec![],
+                IdFrom::Row(c) => vec![c],
+                IdFrom::RowPair(a, b) => vec![a, b],
+            })
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        let mut declared = ROW_COLUMNS.to_vec();
+        declared.sort_unstable();
+        assert_eq!(declared, read);
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
-use cdc_schemas::{ChangeEvent, Format, RawRecord, SchemaLookup};
+use cdc_schemas::{ChangeEvent, Columns, Format, RawRecord, SchemaLookup};
 use rdkafka::message::{Message, OwnedMessage};
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id};
 
@@ -44,6 +44,7 @@ pub struct DecodeFailure {
 /// Decodes one family's records.
 pub struct Decoder {
     format: Format,
+    columns: Columns,
     service_topics: HashSet<String>,
     registry: Option<Registry>,
 }
@@ -59,9 +60,15 @@ impl Decoder {
         let registry = registry_url.map(Registry::new).transpose()?;
         Ok(Self {
             format,
+            columns: Columns::All,
             service_topics: service_topics.into_iter().collect(),
             registry,
         })
+    }
+
+    /// The same decoder, keeping only the row-image columns `columns` selects.
+    pub fn with_columns(self, columns: Columns) -> Self {
+        Self { columns, ..self }
     }
 
     /// Decodes `msg`. Avro schemas not yet cached are fetched first.
@@ -91,8 +98,8 @@ impl Decoder {
                 });
             }
         };
-        let event =
-            cdc_schemas::decode(&record, self.format, &schemas).map_err(|e| DecodeFailure {
+        let event = cdc_schemas::decode_columns(&record, self.format, self.columns, &schemas)
+            .map_err(|e| DecodeFailure {
                 class: ErrorClass::Permanent,
                 message: e.to_string(),
             })?;

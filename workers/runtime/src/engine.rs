@@ -1,39 +1,42 @@
-//! The consumer engine: one poll thread, one task per assigned partition.
+//! The consumer engine: one poll thread, one task per assigned partition, each reading its
+//! partition's own librdkafka queue.
 //!
-//! The poll thread owns the rdkafka consumer. It hands each record to its partition's task over
-//! a bounded channel, stores the offsets the tasks report done, and serves rebalances. Partition
-//! tasks run concurrently on tokio, each strictly in offset order, batching up to N records or
-//! T ms and passing each batch through the [`Pipeline`].
+//! The poll thread owns the rdkafka consumer: it serves rebalances and client events, and stores
+//! the offsets the tasks report done. When partitions are assigned, each one's messages are split
+//! off into a queue of its own ([`BaseConsumer::split_partition_queue`], before the assignment
+//! starts fetching) and a tokio task takes it. The task reads its queue when it wants a batch (up
+//! to N records or T ms) and passes the batch through the [`Pipeline`], so each partition goes
+//! strictly in offset order, concurrently with the others.
+//!
+//! Backpressure is librdkafka's own: a task busy with a batch (or retrying a transient failure)
+//! does not read its queue, which fills up to `queued.max.messages.kbytes` and then stops
+//! fetching for that partition alone. No pause, no copy of records in between.
 //!
 //! Ordering invariant (at-least-once): a record's effects are applied (or it is dead-lettered)
 //! → its task reports the next offset → the poll thread stores it → librdkafka commits stored
 //! offsets on its interval, and the engine commits synchronously on revocation and shutdown.
 //! Nothing is ever stored ahead of what is applied.
 //!
-//! A partition whose task is busy (a large batch, or a transient failure being retried) fills its
-//! channel; the poll thread keeps what arrives next in the partition's stash and hands it over
-//! as room appears (polling every millisecond meanwhile), and pauses that partition alone in
-//! librdkafka once the stash passes a high-water mark, so other partitions flow on and memory
-//! stays bounded.
-//!
 //! # Layout
 //! - [`EngineContext`]: rdkafka callbacks (rebalance, statistics, errors) and the partition table.
 //! - `poll_loop`: the poll thread.
-//! - `PartitionSlot`, `run_partition`, `next_batch`: one partition's task.
+//! - `run_partition`, `next_batch`: one partition's task.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use metrics::{counter, gauge};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, base_consumer::PartitionQueue,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +46,9 @@ use crate::pipeline::Pipeline;
 
 /// The consumer type the engine runs.
 pub type EngineConsumer = BaseConsumer<EngineContext>;
+
+/// One partition's own queue of fetched records.
+type Queue = PartitionQueue<EngineContext>;
 
 type PartitionKey = (String, i32);
 
@@ -63,11 +69,6 @@ struct Done {
 
 /// One running partition task, as the poll thread sees it.
 struct PartitionSlot {
-    tx: mpsc::Sender<OwnedMessage>,
-    /// Records fetched while the channel was full, in order; the partition is paused meanwhile.
-    stash: VecDeque<OwnedMessage>,
-    paused: bool,
-    next_offset: i64,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -78,6 +79,11 @@ pub struct EngineContext {
     health: Arc<Health>,
     runtime: tokio::runtime::Handle,
     drain_timeout: Duration,
+    /// The consumer itself, to split partition queues off in the rebalance callback.
+    consumer: OnceLock<Weak<EngineConsumer>>,
+    /// Queues split off for newly assigned partitions, waiting for the poll loop to start
+    /// their tasks.
+    assigned: Mutex<Vec<(PartitionKey, Queue)>>,
     partitions: Mutex<HashMap<PartitionKey, PartitionSlot>>,
     done_tx: std_mpsc::Sender<Done>,
     done_rx: Mutex<std_mpsc::Receiver<Done>>,
@@ -97,6 +103,8 @@ impl EngineContext {
             health,
             runtime,
             drain_timeout,
+            consumer: OnceLock::new(),
+            assigned: Mutex::default(),
             partitions: Mutex::default(),
             done_tx,
             done_rx: Mutex::new(done_rx),
@@ -107,6 +115,31 @@ impl EngineContext {
         self.partitions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn assigned(&self) -> MutexGuard<'_, Vec<(PartitionKey, Queue)>> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Splits the queues of newly assigned partitions off the consumer's queue. Called before
+    /// librdkafka starts fetching them, so no record of theirs reaches the consumer's queue.
+    fn split_queues(&self, tpl: &TopicPartitionList) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            tracing::error!(family = %self.family, "consumer not registered with its context; partitions not split");
+            return;
+        };
+        let mut assigned = self.assigned();
+        for e in tpl.elements() {
+            match consumer.split_partition_queue(e.topic(), e.partition()) {
+                Some(queue) => assigned.push(((e.topic().to_owned(), e.partition()), queue)),
+                None => {
+                    counter!(metric::ERRORS, "family" => self.family.clone(), "stage" => "consume", "error_class" => "permanent").increment(1);
+                    tracing::error!(family = %self.family, topic = e.topic(), partition = e.partition(), "could not split the partition's queue; its records are not consumed");
+                }
+            }
+        }
     }
 
     /// Stores every offset the tasks reported done (the highest per partition).
@@ -139,31 +172,26 @@ impl EngineContext {
     /// exits. Waits at most the drain timeout; tasks still running then are aborted, and their
     /// unstored records are redelivered to the next owner.
     fn stop_partitions(&self, consumer: &EngineConsumer, keys: Option<&[PartitionKey]>) {
-        let stopped: Vec<(PartitionKey, PartitionSlot)> = {
+        self.assigned()
+            .retain(|(k, _)| keys.is_some_and(|keys| !keys.contains(k)));
+        let stopped: Vec<PartitionSlot> = {
             let mut partitions = self.partitions();
             let keys: Vec<PartitionKey> = match keys {
                 Some(keys) => keys.to_vec(),
                 None => partitions.keys().cloned().collect(),
             };
-            keys.into_iter()
-                .filter_map(|k| partitions.remove(&k).map(|slot| (k, slot)))
-                .collect()
+            keys.iter().filter_map(|k| partitions.remove(k)).collect()
         };
         if stopped.is_empty() {
             return;
         }
-        let mut paused = TopicPartitionList::new();
-        let mut tasks = Vec::new();
-        for ((topic, partition), slot) in stopped {
-            slot.stop.cancel();
-            if slot.paused {
-                paused.add_partition(&topic, partition);
-            }
-            tasks.push(slot.task);
-        }
-        if paused.count() > 0 {
-            let _ = consumer.resume(&paused);
-        }
+        let tasks: Vec<JoinHandle<()>> = stopped
+            .into_iter()
+            .map(|slot| {
+                slot.stop.cancel();
+                slot.task
+            })
+            .collect();
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         let drained = self.runtime.block_on(async {
             tokio::time::timeout(self.drain_timeout, futures::future::join_all(tasks)).await
@@ -246,6 +274,7 @@ impl ConsumerContext for EngineContext {
                 counter!(metric::REBALANCES, "family" => self.family.clone(), "kind" => "assign")
                     .increment(1);
                 tracing::info!(family = %self.family, partitions = %describe(tpl), "partitions assigned");
+                self.split_queues(tpl);
             }
             Rebalance::Revoke(tpl) => {
                 counter!(metric::REBALANCES, "family" => self.family.clone(), "kind" => "revoke")
@@ -276,206 +305,137 @@ fn describe(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
-/// The poll thread: dispatches records, stores finished offsets, and on `shutdown` drains every
-/// partition and commits. Runs until `shutdown` is cancelled.
+/// The poll thread: serves rebalances and events, starts the tasks of assigned partitions,
+/// stores finished offsets, and on `shutdown` drains every partition and commits. Runs until
+/// `shutdown` is cancelled.
 pub(crate) fn poll_loop<H: Handler>(
-    consumer: EngineConsumer,
+    consumer: Arc<EngineConsumer>,
     pipeline: Arc<Pipeline<H>>,
     limits: BatchLimits,
     shutdown: CancellationToken,
 ) {
     let ctx = consumer.context();
+    let _ = ctx.consumer.set(Arc::downgrade(&consumer));
     ctx.health.set_polling(true);
-    let mut backlog = false;
     while !shutdown.is_cancelled() {
-        // With records waiting for room in a task's channel, come back within a millisecond.
-        let wait = if backlog {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_millis(50)
-        };
-        match consumer.poll(wait) {
+        match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(msg)) => {
-                ctx.health.set_broker_down(false);
-                dispatch(&consumer, &pipeline, limits, msg.detach());
+                // Only a partition whose queue could not be split gets here (logged then);
+                // its offsets are never stored, so the record is not lost.
+                tracing::error!(family = %ctx.family, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "record on the consumer queue: partition not split; not processed");
             }
             Some(Err(error)) => {
                 counter!(metric::ERRORS, "family" => ctx.family.clone(), "stage" => "consume", "error_class" => "transient").increment(1);
                 tracing::warn!(family = %ctx.family, %error, "consume error");
             }
-            None => {}
+            None => ctx.health.set_broker_down(false),
         }
-        backlog = relieve_backpressure(&consumer);
+        start_assigned(ctx, &pipeline, limits);
         ctx.store_done(&consumer);
     }
     tracing::info!(family = %ctx.family, "shutting down: finishing in-flight batches");
     ctx.stop_partitions(&consumer, None);
     ctx.commit_sync(&consumer, "shutdown");
     ctx.health.set_polling(false);
-    // Dropping the consumer here (on this thread) leaves the group cleanly.
+    // The tasks are gone with their queues: dropping the last reference here (on this thread)
+    // leaves the group cleanly.
 }
 
-/// Hands `msg` to its partition's task, starting the task on first sight of the partition.
-fn dispatch<H: Handler>(
-    consumer: &EngineConsumer,
-    pipeline: &Arc<Pipeline<H>>,
-    limits: BatchLimits,
-    msg: OwnedMessage,
-) {
-    let ctx = consumer.context();
-    ctx.health
-        .dispatched
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut partitions = ctx.partitions();
-    let key = (msg.topic().to_owned(), msg.partition());
-    if !partitions.contains_key(&key) {
-        partitions.insert(
-            key.clone(),
-            start_partition(ctx, pipeline, limits, key.clone()),
-        );
-        gauge!(metric::ACTIVE_PARTITIONS, "family" => ctx.family.clone())
-            .set(partitions.len() as f64);
-    }
-    let Some(slot) = partitions.get_mut(&key) else {
-        return;
-    };
-    if msg.offset() < slot.next_offset {
-        return; // fetched again after a pause; already queued
-    }
-    slot.next_offset = msg.offset() + 1;
-    if slot.stash.is_empty() {
-        match slot.tx.try_send(msg) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(msg) | mpsc::error::TrySendError::Closed(msg)) => {
-                slot.stash.push_back(msg);
-            }
-        }
-    } else {
-        slot.stash.push_back(msg);
-    }
-    // Pause only when the backlog is large: pausing drops librdkafka's prefetched records,
-    // which it must fetch again on resume.
-    if !slot.paused && slot.stash.len() >= stash_high_water(limits) {
-        slot.paused = true;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&key.0, key.1);
-        if let Err(error) = consumer.pause(&tpl) {
-            tracing::warn!(family = %ctx.family, %error, topic = key.0, partition = key.1, "pausing partition");
-        }
-    }
-}
-
-/// Records a partition may hold beyond its channel before it is paused.
-fn stash_high_water(limits: BatchLimits) -> usize {
-    4 * limits.max_messages.max(256)
-}
-
-/// Moves stashed records into channels with room again, and resumes paused partitions whose
-/// stash is empty. Returns whether any records still wait.
-fn relieve_backpressure(consumer: &EngineConsumer) -> bool {
-    let ctx = consumer.context();
-    let mut resume = TopicPartitionList::new();
-    let mut waiting = false;
-    for ((topic, partition), slot) in ctx
-        .partitions()
-        .iter_mut()
-        .filter(|(_, s)| !s.stash.is_empty() || s.paused)
-    {
-        while let Some(msg) = slot.stash.pop_front() {
-            if let Err(
-                mpsc::error::TrySendError::Full(msg) | mpsc::error::TrySendError::Closed(msg),
-            ) = slot.tx.try_send(msg)
-            {
-                slot.stash.push_front(msg);
-                break;
-            }
-        }
-        if slot.stash.is_empty() {
-            if slot.paused {
-                slot.paused = false;
-                resume.add_partition(topic, *partition);
-            }
-        } else {
-            waiting = true;
-        }
-    }
-    if resume.count() > 0
-        && let Err(error) = consumer.resume(&resume)
-    {
-        tracing::warn!(family = %ctx.family, %error, "resuming partitions");
-    }
-    waiting
-}
-
-fn start_partition<H: Handler>(
+/// Starts a task for each partition whose queue was split off since the last call.
+fn start_assigned<H: Handler>(
     ctx: &EngineContext,
     pipeline: &Arc<Pipeline<H>>,
     limits: BatchLimits,
-    key: PartitionKey,
-) -> PartitionSlot {
-    let (tx, rx) = mpsc::channel(limits.max_messages * 2);
-    let stop = CancellationToken::new();
-    let task = ctx.runtime.spawn(run_partition(
-        pipeline.clone(),
-        key,
-        rx,
-        stop.clone(),
-        limits,
-        ctx.done_tx.clone(),
-    ));
-    PartitionSlot {
-        tx,
-        stash: VecDeque::new(),
-        paused: false,
-        next_offset: i64::MIN,
-        stop,
-        task,
+) {
+    let assigned = std::mem::take(&mut *ctx.assigned());
+    if assigned.is_empty() {
+        return;
     }
+    let mut partitions = ctx.partitions();
+    for (key, mut queue) in assigned {
+        let wake = Arc::new(Notify::new());
+        let notify = wake.clone();
+        queue.set_nonempty_callback(move || notify.notify_one());
+        let stop = CancellationToken::new();
+        let task = ctx.runtime.spawn(run_partition(
+            pipeline.clone(),
+            PartitionTask {
+                family: ctx.family.clone(),
+                key: key.clone(),
+                queue,
+                wake,
+                stop: stop.clone(),
+                limits,
+                done: ctx.done_tx.clone(),
+                health: ctx.health.clone(),
+            },
+        ));
+        if let Some(old) = partitions.insert(key, PartitionSlot { stop, task }) {
+            // Assigned again before its revocation was served: the old task must not go on.
+            old.stop.cancel();
+        }
+    }
+    gauge!(metric::ACTIVE_PARTITIONS, "family" => ctx.family.clone()).set(partitions.len() as f64);
 }
 
-/// One partition's task: batches in order, processes each, reports its next offset.
-async fn run_partition<H: Handler>(
-    pipeline: Arc<Pipeline<H>>,
+/// What one partition's task owns.
+struct PartitionTask {
+    family: String,
     key: PartitionKey,
-    mut rx: mpsc::Receiver<OwnedMessage>,
+    queue: Queue,
+    /// Notified by librdkafka when the queue becomes non-empty.
+    wake: Arc<Notify>,
     stop: CancellationToken,
     limits: BatchLimits,
     done: std_mpsc::Sender<Done>,
-) {
-    while let Some(batch) = next_batch(&mut rx, &stop, limits).await {
+    health: Arc<Health>,
+}
+
+/// One partition's task: batches in order, processes each, reports its next offset.
+async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTask) {
+    while let Some(batch) = next_batch(&task).await {
+        task.health
+            .dispatched
+            .fetch_add(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
         pipeline.process(&batch).await;
         if let Some(last) = batch.last() {
-            let _ = done.send(Done {
-                key: key.clone(),
+            let _ = task.done.send(Done {
+                key: task.key.clone(),
                 next_offset: last.offset() + 1,
             });
         }
     }
 }
 
-/// Waits for the first record, then takes more until the batch is full or `max_wait` passed.
-/// `None` once stopped (records not yet taken stay unprocessed and uncommitted).
-async fn next_batch(
-    rx: &mut mpsc::Receiver<OwnedMessage>,
-    stop: &CancellationToken,
-    limits: BatchLimits,
-) -> Option<Vec<OwnedMessage>> {
-    let first = tokio::select! {
-        biased;
-        () = stop.cancelled() => return None,
-        msg = rx.recv() => msg?,
-    };
-    let mut batch = Vec::with_capacity(limits.max_messages.min(64));
-    batch.push(first);
-    let deadline = tokio::time::Instant::now() + limits.max_wait;
-    while batch.len() < limits.max_messages {
-        match rx.try_recv() {
-            Ok(msg) => batch.push(msg),
-            Err(_) => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(msg)) => batch.push(msg),
-                _ => break,
-            },
+/// Takes what the queue holds, up to a full batch; waits for the first record, then at most
+/// `max_wait` for the batch to fill. `None` once stopped (records not yet processed stay
+/// uncommitted and go to the partition's next owner).
+async fn next_batch(task: &PartitionTask) -> Option<Vec<OwnedMessage>> {
+    let mut batch = Vec::new();
+    let mut deadline = None;
+    loop {
+        while batch.len() < task.limits.max_messages {
+            match task.queue.poll(Duration::ZERO) {
+                Some(Ok(msg)) => batch.push(msg.detach()),
+                Some(Err(error)) => {
+                    counter!(metric::ERRORS, "family" => task.family.clone(), "stage" => "consume", "error_class" => "transient").increment(1);
+                    tracing::warn!(family = %task.family, topic = task.key.0, partition = task.key.1, %error, "consume error");
+                }
+                None => break,
+            }
+        }
+        if batch.len() >= task.limits.max_messages {
+            return Some(batch);
+        }
+        if deadline.is_none() && !batch.is_empty() {
+            deadline = Some(tokio::time::Instant::now() + task.limits.max_wait);
+        }
+        let until = deadline.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            biased;
+            () = task.stop.cancelled() => return None,
+            () = task.wake.notified() => {}
+            () = tokio::time::sleep_until(until), if deadline.is_some() => return Some(batch),
         }
     }
-    Some(batch)
 }

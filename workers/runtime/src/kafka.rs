@@ -17,11 +17,16 @@ use crate::config::WorkerConfig;
 ///   timeout, assigns quickly); long enough for production brokers' minimum (6 s).
 /// - `fetch.wait.max.ms`: the broker may hold a fetch this long when no data is ready; it bounds
 ///   latency on brokers that always wait it out (tansu).
+/// - `queued.max.messages.kbytes`: records prefetched per partition (each partition has its own
+///   queue, see `engine`); librdkafka's 64 MiB default would let one backlogged partition take
+///   far more memory than the worker needs to keep its batches full.
 /// - `statistics.interval.ms`: consumer lag metrics.
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1500"),
     ("fetch.wait.max.ms", "100"),
+    ("queued.max.messages.kbytes", "16384"),
+    ("fetch.queue.backoff.ms", "5"),
     ("statistics.interval.ms", "5000"),
     ("auto.offset.reset", "earliest"),
     ("partition.assignment.strategy", "cooperative-sticky"),

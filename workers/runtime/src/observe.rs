@@ -36,7 +36,8 @@ pub mod metric {
     pub const BATCH_SECONDS: &str = "cdc_batch_duration_seconds";
     /// Histogram `{family}`: seconds spent in one `Handler::apply` call.
     pub const APPLY_SECONDS: &str = "cdc_apply_duration_seconds";
-    /// Histogram `{family, topic}`: seconds from the source change (`source.ts_ms`) to applied.
+    /// Histogram `{family, topic}`: seconds from the source change (`source.ts_ms`) to applied,
+    /// of each batch's newest applied change (once per batch: the clock read is not free).
     pub const EVENT_AGE_SECONDS: &str = "cdc_event_age_seconds";
     /// Gauge `{family, topic, partition}`: consumer lag from librdkafka statistics.
     pub const CONSUMER_LAG: &str = "cdc_consumer_lag";

@@ -82,7 +82,8 @@ impl<H: Handler> Pipeline<H> {
         .map_err(|reason| crate::config::ConfigError::Invalid {
             name: "SCHEMA_REGISTRY_URL".into(),
             reason,
-        })?;
+        })?
+        .with_columns(handler.row_columns());
         let dead_letters = DeadLetters::new(
             &crate::kafka::base_config(config, client_id),
             &family.dlq,
@@ -135,6 +136,8 @@ impl<H: Handler> Pipeline<H> {
         histogram!(metric::BATCH_SIZE, "family" => self.family.clone()).record(batch.len() as f64);
 
         let mut report = BatchReport::default();
+        let mut newest_applied = None;
+        let mut skip_reasons: Vec<(&'static str, u64)> = Vec::new();
         for (msg, slot) in batch.iter().zip(slots) {
             let (outcome, record) = match slot {
                 Slot::Handler(i) => (outcomes[i].clone(), Some(&records[i])),
@@ -148,25 +151,27 @@ impl<H: Handler> Pipeline<H> {
             match outcome {
                 Outcome::Applied => {
                     report.applied += 1;
-                    self.count(msg, "applied");
-                    if let Some(record) = record {
-                        self.record_age(record);
-                    }
+                    newest_applied = record.or(newest_applied);
                 }
-                Outcome::Stale => {
-                    report.stale += 1;
-                    self.count(msg, "stale");
-                }
+                Outcome::Stale => report.stale += 1,
                 Outcome::Skipped(reason) => {
                     report.skipped += 1;
-                    self.count(msg, "skipped");
-                    counter!(metric::SKIPPED, "family" => self.family.clone(), "topic" => msg.topic().to_owned(), "reason" => reason).increment(1);
+                    match skip_reasons.iter_mut().find(|(r, _)| *r == reason) {
+                        Some((_, n)) => *n += 1,
+                        None => skip_reasons.push((reason, 1)),
+                    }
                 }
                 Outcome::Rejected(error) => {
                     self.dead_letter(msg, Stage::Apply, &error).await;
                     report.dead_lettered += 1;
                 }
             }
+        }
+        if let Some(msg) = batch.first() {
+            self.count_batch(msg.topic(), &report, &skip_reasons);
+        }
+        if let Some(record) = newest_applied {
+            self.record_age(record);
         }
         histogram!(metric::BATCH_SECONDS, "family" => self.family.clone())
             .record(started.elapsed().as_secs_f64());
@@ -294,6 +299,23 @@ impl<H: Handler> Pipeline<H> {
 
     fn count(&self, msg: &OwnedMessage, outcome: &'static str) {
         counter!(metric::MESSAGES, "family" => self.family.clone(), "topic" => msg.topic().to_owned(), "outcome" => outcome).increment(1);
+    }
+
+    /// Counts a batch's outcomes (all of one topic) with one counter update per outcome, not
+    /// per record. Dead letters are counted as they are sent.
+    fn count_batch(&self, topic: &str, report: &BatchReport, skip_reasons: &[(&'static str, u64)]) {
+        for (outcome, n) in [
+            ("applied", report.applied),
+            ("stale", report.stale),
+            ("skipped", report.skipped),
+        ] {
+            if n > 0 {
+                counter!(metric::MESSAGES, "family" => self.family.clone(), "topic" => topic.to_owned(), "outcome" => outcome).increment(n as u64);
+            }
+        }
+        for &(reason, n) in skip_reasons {
+            counter!(metric::SKIPPED, "family" => self.family.clone(), "topic" => topic.to_owned(), "reason" => reason).increment(n);
+        }
     }
 
     fn record_age(&self, record: &Record) {

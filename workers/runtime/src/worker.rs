@@ -84,8 +84,9 @@ pub async fn start<H: Handler>(
         tokio::runtime::Handle::current(),
         config.drain_timeout,
     );
-    let consumer: EngineConsumer = kafka::consumer_config(config, &client_id, &group)
+    let consumer: Arc<EngineConsumer> = kafka::consumer_config(config, &client_id, &group)
         .create_with_context(context)
+        .map(Arc::new)
         .map_err(|source| RuntimeError::KafkaClient {
             client: "consumer",
             source,
