@@ -34,6 +34,10 @@ use crate::writer::Writer;
 /// The family's name in `topics/`.
 pub const FAMILY: &str = "timeline";
 
+/// Most follower inboxes per fan-out script call: Lua's `unpack` of the call's visit keys into
+/// one `MGET` must stay well inside its stack limit (8000).
+const MAX_INBOXES_PER_CALL: usize = 4000;
+
 /// Settings of this family, beside the runtime's [`WorkerConfig`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -43,7 +47,7 @@ pub struct Settings {
     #[arg(long, env = "TIMELINE_FENCE_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
     pub fence_ttl: Duration,
 
-    /// Follower inboxes per fan-out script call (bounds a call's size for big authors).
+    /// Follower inboxes per fan-out script call (bounds a call's size for big authors), 1–4000.
     #[arg(long, env = "TIMELINE_INBOXES_PER_CALL", default_value_t = 1000)]
     pub inboxes_per_call: usize,
 
@@ -75,8 +79,11 @@ impl Settings {
                 "must be at least 1m (use the topic retention)",
             ));
         }
-        if self.inboxes_per_call == 0 {
-            return Err(invalid("TIMELINE_INBOXES_PER_CALL", "must be ≥ 1"));
+        if !(1..=MAX_INBOXES_PER_CALL).contains(&self.inboxes_per_call) {
+            return Err(invalid(
+                "TIMELINE_INBOXES_PER_CALL",
+                "must be between 1 and 4000 (a script call passes its visit keys to one MGET)",
+            ));
         }
         Ok(())
     }

@@ -9,8 +9,9 @@
 //! Positions are `SourcePosition::to_key()` strings: fixed-width ASCII digits, so Lua's string
 //! comparison is the position order.
 //!
-//! Visit keys are read inside the script, against Redis's own clock (`TIME`): only a future
-//! expiry counts, and the set then expires with it (`EXPIRE key expiry-now`).
+//! Visit keys are read inside the script (one `MGET` per call), against Redis's own clock
+//! (`TIME`): only a future expiry counts, and the set then expires with it
+//! (`EXPIRE key expiry-now`).
 
 use redis::{Cmd, Script};
 
@@ -23,8 +24,7 @@ if fence and fence > ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local now = tonumber(redis.call('TIME')[1])
 local id = ARGV[3]
-local function add_if_visited(key, visit)
-  local expiry = tonumber(redis.call('GET', visit))
+local function add_if_visited(key, expiry)
   if expiry and expiry > now then
     redis.call('ZADD', key, id, id)
     redis.call('EXPIRE', key, math.ceil(expiry - now))
@@ -32,9 +32,14 @@ local function add_if_visited(key, visit)
 end
 if ARGV[4] == '1' then
   redis.call('ZADD', KEYS[2], id, id)
-  add_if_visited(KEYS[3], KEYS[4])
+  add_if_visited(KEYS[3], tonumber(redis.call('GET', KEYS[4])))
 end
-for i = 5, #KEYS, 2 do add_if_visited(KEYS[i], KEYS[i + 1]) end
+local visits = {}
+for i = 6, #KEYS, 2 do visits[#visits + 1] = KEYS[i] end
+if #visits > 0 then
+  local expiries = redis.call('MGET', unpack(visits))
+  for j = 1, #visits do add_if_visited(KEYS[3 + 2 * j], tonumber(expiries[j])) end
+end
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 "#;
