@@ -18,15 +18,18 @@ use crate::config::WorkerConfig;
 /// - `fetch.wait.max.ms`: the broker may hold a fetch this long when no data is ready; it bounds
 ///   latency on brokers that always wait it out (tansu).
 /// - `queued.max.messages.kbytes`: records prefetched per partition (each partition has its own
-///   queue, see `engine`); librdkafka's 64 MiB default would let one backlogged partition take
-///   far more memory than the worker needs to keep its batches full.
+///   queue, see `engine`), so a catching-up worker holds at most this much per assigned
+///   partition. librdkafka's 64 MiB default is far more than batches need; 16 MiB kept the
+///   drain at full speed on tansu, whose fetches are slow (4 MiB: 3× slower; BENCHMARKS.md).
+/// - `fetch.queue.backoff.ms`: how long librdkafka waits to fetch again after a partition's
+///   queue was full. Its 1 s default stalls a partition whose task just took a batch.
 /// - `statistics.interval.ms`: consumer lag metrics.
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1500"),
     ("fetch.wait.max.ms", "100"),
     ("queued.max.messages.kbytes", "16384"),
-    ("fetch.queue.backoff.ms", "5"),
+    ("fetch.queue.backoff.ms", "1"),
     ("statistics.interval.ms", "5000"),
     ("auto.offset.reset", "earliest"),
     ("partition.assignment.strategy", "cooperative-sticky"),

@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -148,10 +149,21 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| RuntimeError::Http { addr, source })?;
-    let state = HttpState {
-        metrics: install_recorder(),
-        health,
-    };
+    let metrics = install_recorder();
+    // Histogram samples wait in buckets until upkeep folds them in; without a scraper they
+    // would pile up for the life of the process.
+    let upkeep = metrics.clone();
+    let upkeep_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        while tokio::select! {
+            () = upkeep_stop.cancelled() => false,
+            _ = every.tick() => true,
+        } {
+            upkeep.run_upkeep();
+        }
+    });
+    let state = HttpState { metrics, health };
     let app = Router::new()
         .route(
             "/metrics",
