@@ -7,7 +7,7 @@
 //! Everything lives under a per-run prefix (topics `demo-….`, Redis keys `demo-…:`), so runs
 //! never interfere with each other or with the tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -286,6 +286,24 @@ async fn run() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    // The timeline worker caches followers it read from MariaDB under `user:followers:{uid}`,
+    // so such a key may be back after cache-invalidation deleted it.
+    let refilled: BTreeSet<&String> = expected
+        .records
+        .iter()
+        .flat_map(|r| &r.keys)
+        .filter(|k| k.starts_with("user:followers:") && left.contains(*k))
+        .collect();
+    if !refilled.is_empty() {
+        println!(
+            "  Redis: refilled by the timeline fan-out from MariaDB since: {}",
+            refilled
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for w in &workers {
         let dlq = end_offsets(&w.family.dlq, w.family.partitions)?
             .iter()
