@@ -114,8 +114,10 @@ impl PrivateBroker {
         };
         let broker_port = free()?;
         let proxy_port = free()?;
-        let binary =
-            std::env::var("TANSU_BIN").unwrap_or_else(|_| "/var/tmp/bangumi-cdc/bin/tansu".into());
+        // Where scripts/install.sh puts it (scripts/lib.sh: `$CDC_STATE_DIR/bin`).
+        let state =
+            std::env::var("CDC_STATE_DIR").unwrap_or_else(|_| "/var/tmp/bangumi-cdc".into());
+        let binary = std::env::var("TANSU_BIN").unwrap_or_else(|_| format!("{state}/bin/tansu"));
         // tansu reads any ./.env in its working directory: give it an empty one of its own.
         let dir = std::env::temp_dir().join(format!("cdc-tansu-{broker_port}"));
         std::fs::create_dir_all(&dir)?;
