@@ -41,13 +41,13 @@ use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::mysql::PrivateMariaDb;
 use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_binary};
 use fleet_harness::scenario::{
-    Lane, MEMBERS, Stream, TIMELINE, WRITER, Worker, fault_free_state, hold_outage, now, report,
-    scale, wait_for,
+    Lane, MEMBERS, Stream, TIMELINE, WRITER, Worker, fault_free_state, hold_outage, now, recovery,
+    report, scale, wait_for,
 };
 use fleet_harness::state::assert_same_state;
 use fleet_harness::{
-    Consumed, Out, brokers, client_config, existing, produce, producer, redis_uri, registry_url,
-    unique, worker_config,
+    Consumed, Out, brokers, client_config, existing, produce, producer, redis_uri, unique,
+    worker_config,
 };
 use rand::Rng;
 
@@ -168,15 +168,12 @@ async fn redis_outage_of_20s() {
         .await;
         hold_outage(&lane, &worker, outage, Duration::from_secs(20)).await;
         redis.restart().await.expect("restart redis");
-        wait_for("ready again", Duration::from_secs(60), async || {
-            worker.ready().await
-        })
-        .await;
+        let recovered = recovery(&worker).await;
         lane.drained().await;
         worker.stop().await;
-        outage
+        recovered
     };
-    let (expected, _) = tokio::join!(reference, faulty);
+    let (expected, recovered) = tokio::join!(reference, faulty);
     assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
     assert_same_state("Redis outage", &lane.state().await, &expected);
     report(
@@ -184,7 +181,10 @@ async fn redis_outage_of_20s() {
         stream.records.len(),
         0,
         started,
-        "outage=20s",
+        &format!(
+            "outage=20s ready_again_after={:.1}s",
+            recovered.as_secs_f64()
+        ),
     );
 }
 
@@ -212,14 +212,12 @@ async fn mariadb_outage_of_20s_for_the_timeline() {
         .await;
         hold_outage(&lane, &worker, outage, Duration::from_secs(20)).await;
         mariadb.restart().await.expect("restart MariaDB");
-        wait_for("ready again", Duration::from_secs(60), async || {
-            worker.ready().await
-        })
-        .await;
+        let recovered = recovery(&worker).await;
         lane.drained().await;
         worker.stop().await;
+        recovered
     };
-    let (expected, ()) = tokio::join!(reference, faulty);
+    let (expected, recovered) = tokio::join!(reference, faulty);
     assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
     let state = lane.state().await;
     assert!(
@@ -235,7 +233,11 @@ async fn mariadb_outage_of_20s_for_the_timeline() {
         stream.records.len(),
         0,
         started,
-        &format!("outage=20s state: {}", state.summary()),
+        &format!(
+            "outage=20s ready_again_after={:.1}s state: {}",
+            recovered.as_secs_f64(),
+            state.summary()
+        ),
     );
 }
 
@@ -483,6 +485,26 @@ async fn poison_interleaved_with_good_events() {
         "every partition moved past its poison"
     );
     assert_same_state("poison interleaved", &lane.state().await, &expected);
+    // A replay puts the poison through the handler again (it fails again) but leaves the letters
+    // whose body was dropped pending: there is nothing in them to replay.
+    let out = lane.dlq(&["replay", "--family", cache_invalidation::FAMILY]);
+    let oversize = poisoned
+        .iter()
+        .filter(|(o, _)| o.headers.iter().any(|(_, v)| v == b"oversize"))
+        .count();
+    assert_eq!(out.status.code(), Some(3), "some records failed again");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("its body was dropped")
+            .count(),
+        oversize,
+        "each oversize letter left pending, named"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("{} failed again", poisoned.len() - oversize)),
+        "the rest failed again"
+    );
     report(
         "poison_interleaved_with_good_events",
         stream.records.len(),
@@ -590,29 +612,8 @@ async fn duplicates_redeliveries_and_an_old_dlq_replay_change_nothing() {
     produce(&one_by_one, &lane.family.dlq, &letters)
         .await
         .expect("produce letters");
-    let audit = std::env::temp_dir().join(format!("{}.audit.jsonl", unique("rel-dlq")));
-    let db = lane.db.as_ref().expect("database");
-    let out = Command::new(worker_binary("dlq").expect("dlq binary"))
-        .args(["replay", "--family", timeline::FAMILY])
-        .env("KAFKA_BROKERS", brokers())
-        .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
-        .env("KAFKA_TOPIC_PREFIX", &lane.topic_prefix)
-        .env("KAFKA_GROUP_ID", &lane.group)
-        .env("REDIS_URI", &lane.redis_uri)
-        .env("REDIS_KEY_PREFIX", &lane.key_prefix)
-        .env("MYSQL_DB", &db.name)
-        .env("SCHEMA_REGISTRY_URL", registry_url())
-        .env("DLQ_AUDIT_LOG", &audit)
-        .env("LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("dlq replay");
+    let out = lane.dlq(&["replay", "--family", timeline::FAMILY]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "$ dlq replay\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_file(&audit);
     assert_eq!(out.status.code(), Some(0), "replay succeeded");
     assert!(
         stdout.contains(&format!("replayed {} record(s)", letters.len()))

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use fleet_harness::proxy::PrivateBroker;
-use fleet_harness::scenario::{Lane, Stream, fault_free_state, report, scale, wait_for};
+use fleet_harness::scenario::{Lane, Stream, fault_free_state, recovery, report, scale, wait_for};
 use fleet_harness::state::assert_same_state;
 use fleet_harness::{redis_uri, use_brokers};
 
@@ -52,10 +52,7 @@ async fn broker_restart_of_20s() {
         assert!(!worker.ready().await, "ready during the broker outage");
     }
     broker.proxy.up().await.expect("broker back");
-    wait_for("ready again", Duration::from_secs(60), async || {
-        worker.ready().await
-    })
-    .await;
+    let recovered = recovery(&worker).await;
     assert_eq!(
         lane.dlq_depth(),
         0,
@@ -72,6 +69,9 @@ async fn broker_restart_of_20s() {
         stream.records.len(),
         0,
         started,
-        "outage=20s",
+        &format!(
+            "outage=20s ready_again_after={:.1}s",
+            recovered.as_secs_f64()
+        ),
     );
 }

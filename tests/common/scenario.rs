@@ -385,6 +385,39 @@ impl Lane {
         crate::ends_of(&self.family.topics, self.family.partitions).expect("ends")
     }
 
+    /// Runs the `dlq` tool on the lane with `args`; prints and returns its output.
+    pub fn dlq(&self, args: &[&str]) -> std::process::Output {
+        let audit = std::env::temp_dir().join(format!("{}.audit.jsonl", unique("rel-dlq")));
+        let mut cmd = Command::new(worker_binary("dlq").expect("dlq binary"));
+        cmd.args(args)
+            .env("KAFKA_BROKERS", brokers())
+            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
+            .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
+            .env("KAFKA_GROUP_ID", &self.group)
+            .env("REDIS_URI", &self.redis_uri)
+            .env("REDIS_KEY_PREFIX", &self.key_prefix)
+            .env("SCHEMA_REGISTRY_URL", crate::registry_url())
+            .env("DLQ_AUDIT_LOG", &audit)
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn");
+        if let Some(db) = &self.db {
+            cmd.env("MYSQL_DB", &db.name);
+        }
+        if let Some(port) = self.mysql_port {
+            cmd.env("MYSQL_PORT", port.to_string());
+        }
+        let out = cmd.output().expect("run dlq");
+        let _ = std::fs::remove_file(&audit);
+        eprintln!(
+            "$ dlq {}\n{}{}exit {:?}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status.code()
+        );
+        out
+    }
+
     /// The real worker binary, as a child process.
     pub fn spawn(&self, extra_env: &[(&str, &str)]) -> KillOnDrop {
         let mut cmd = Command::new(worker_binary(&self.family.family).expect("binary"));
@@ -434,6 +467,17 @@ pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (up to 60 s) until `worker` is ready again after an outage ended; how long it took
+/// (the retry backoff grows to the family's `retry.max` during a long outage).
+pub async fn recovery(worker: &Worker) -> Duration {
+    let back = Instant::now();
+    wait_for("ready again", Duration::from_secs(60), async || {
+        worker.ready().await
+    })
+    .await;
+    back.elapsed()
 }
 
 /// Holds an outage for `length` from `since`, checking every second that the worker stays not
