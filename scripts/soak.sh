@@ -17,6 +17,7 @@ cd "$REPO_ROOT"
 
 SCENARIOS=(
     kill_9_at_random_points
+    kill_9_the_timeline_at_random_points
     redis_outage_of_20s
     mariadb_outage_of_20s_for_the_timeline
     broker_restart_of_20s

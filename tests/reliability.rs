@@ -8,6 +8,8 @@
 //! - `kill_9_at_random_points`: the cache-invalidation binary `kill -9`ed at random points of
 //!   its batches, repeatedly, then restarted: committed offsets only grow, never pass an
 //!   unapplied event, and end at every partition's end (no gaps); final state equal.
+//! - `kill_9_the_timeline_at_random_points`: the same for the timeline binary: fan-out and
+//!   writer neither lose nor repeat an effect (Redis and MariaDB compared).
 //! - `redis_outage_of_20s`: a private Redis stopped for 20 s mid-stream: `/readyz` not ready
 //!   meanwhile, zero dead letters, nothing lost.
 //! - `mariadb_outage_of_20s_for_the_timeline`: a private MariaDB stopped (killed) for 20 s
@@ -81,8 +83,16 @@ async fn kill_9_at_random_points() {
     for round in 1..=rounds {
         let before = remaining().await.len();
         let mut child = lane.spawn(&[("BATCH_MAX_MESSAGES", "50")]);
+        let mut checked = Instant::now();
         wait_for("a first effect", Duration::from_secs(60), async || {
-            remaining().await.len() < before || lane.committed()[0] > previous[0]
+            if remaining().await.len() < before {
+                return true;
+            }
+            // Only duplicates left: no key goes; a commit shows progress (slower to read).
+            checked.elapsed() > Duration::from_secs(1) && {
+                checked = Instant::now();
+                lane.committed()[0] > previous[0]
+            }
         })
         .await;
         // A random point: a batch of 50 takes a few ms, so these land mid-batch.
@@ -141,6 +151,150 @@ async fn kill_9_at_random_points() {
         0,
         started,
         &format!("kills={kills}"),
+    );
+}
+
+/// The timeline binary killed the same way: its fan-out (fenced Lua scripts) and its writer
+/// (row and message identity in one transaction) must neither lose nor repeat an effect.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_the_timeline_at_random_points() {
+    let started = Instant::now();
+    let stream = Stream::timeline(4_000 * scale());
+    let lane = Lane::new(timeline::FAMILY, "kill.tml", &redis_uri(), None).await;
+    let (expected, ()) = tokio::join!(
+        fault_free_state(timeline::FAMILY, "kill.tml", &stream),
+        lane.prepare(&stream)
+    );
+    let landed = lane.produce(&stream.records).await;
+    // Each create's effect includes its fence, `tml:fence:{id}`.
+    let creates: Vec<(String, (String, i32, i64))> = stream
+        .records
+        .iter()
+        .zip(&landed)
+        .filter(|((t, o), _)| {
+            *t == TIMELINE
+                && o.value
+                    .as_deref()
+                    .is_some_and(|v| v.windows(8).any(|w| w == br#""op":"c""#))
+        })
+        .map(|((_, o), at)| {
+            let key: serde_json::Value =
+                serde_json::from_slice(o.key.as_deref().expect("key")).expect("json");
+            (format!("tml:fence:{}", key["tml_id"]), at.clone())
+        })
+        .collect();
+    let fences: Vec<String> = creates.iter().map(|(f, _)| f.clone()).collect();
+    // Each writer message's effect is its row (`tml_memo` = its sign).
+    let signs: Vec<(String, (String, i32, i64))> = stream
+        .records
+        .iter()
+        .zip(&landed)
+        .filter(|((t, _), _)| *t == WRITER)
+        .map(|((_, o), at)| {
+            let v: serde_json::Value =
+                serde_json::from_slice(o.value.as_deref().expect("value")).expect("json");
+            (
+                v["message"]["sign"].as_str().expect("sign").to_owned(),
+                at.clone(),
+            )
+        })
+        .collect();
+    let writer_topic = lane.topic(WRITER);
+    let writer_index = lane
+        .topics()
+        .iter()
+        .position(|t| *t == writer_topic)
+        .expect("topic");
+    let db = lane.db.as_ref().expect("database");
+    let timeline_topic = lane.topic(TIMELINE);
+    let topic_index = lane
+        .topics()
+        .iter()
+        .position(|t| *t == timeline_topic)
+        .expect("topic");
+    let total: i64 = lane.ends().iter().flatten().sum();
+    let mut previous = lane.committed();
+    let mut kills = 0;
+    for round in 1..=6 * scale() {
+        let fenced = async || existing(&lane.key_prefix, &fences).await.expect("fences");
+        let before = fenced().await.len();
+        let mut child = lane.spawn(&[("BATCH_MAX_MESSAGES", "10")]);
+        let mut checked = Instant::now();
+        wait_for("a first effect", Duration::from_secs(60), async || {
+            if fenced().await.len() > before {
+                return true;
+            }
+            // Only deletes and writer messages left: a commit shows progress (slower to read).
+            checked.elapsed() > Duration::from_secs(1) && {
+                checked = Instant::now();
+                lane.committed() > previous
+            }
+        })
+        .await;
+        // A random point: a batch of 10 takes a few ms, so these land mid-batch.
+        let delay = rand::rng().random_range(0..100);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        signal(&child, "KILL").expect("kill -9");
+        wait_exit(&mut child, Duration::from_secs(10))
+            .await
+            .expect("wait");
+        kills += 1;
+        let committed = lane.committed();
+        for (now, then) in committed.iter().flatten().zip(previous.iter().flatten()) {
+            assert!(
+                now >= then,
+                "committed offsets went back: {previous:?} → {committed:?}"
+            );
+        }
+        let fenced = fenced().await;
+        for (fence, (_, partition, offset)) in &creates {
+            if *offset < committed[topic_index][*partition as usize] {
+                assert!(
+                    fenced.contains(fence),
+                    "round {round}: {timeline_topic}[{partition}]@{offset} is committed ({committed:?}) but {fence} is missing"
+                );
+            }
+        }
+        let written: BTreeSet<String> = sqlx::query_scalar("SELECT tml_memo FROM chii_timeline")
+            .fetch_all(&db.pool)
+            .await
+            .expect("rows")
+            .into_iter()
+            .collect();
+        for (sign, (_, partition, offset)) in &signs {
+            if *offset < committed[writer_index][*partition as usize] {
+                assert!(
+                    written.contains(sign),
+                    "round {round}: {writer_topic}[{partition}]@{offset} is committed ({committed:?}) but its row ({sign}) is missing"
+                );
+            }
+        }
+        let done: i64 = committed.iter().flatten().sum();
+        eprintln!(
+            "round {round}: killed {delay} ms after its first effect; committed {done} of {total}"
+        );
+        previous = committed;
+        if done >= total {
+            break;
+        }
+    }
+    assert!(kills >= 3, "killed {kills} times");
+    let mut child = lane.spawn(&[]);
+    lane.drained().await;
+    signal(&child, "TERM").expect("term");
+    wait_exit(&mut child, Duration::from_secs(20))
+        .await
+        .expect("wait");
+    assert_eq!(lane.committed(), lane.ends(), "committed to every end");
+    assert_eq!(lane.dlq_depth(), 0);
+    let state = lane.state().await;
+    assert_same_state("kill -9 of the timeline", &state, &expected);
+    report(
+        "kill_9_the_timeline_at_random_points",
+        stream.records.len(),
+        0,
+        started,
+        &format!("kills={kills} state: {}", state.summary()),
     );
 }
 

@@ -338,8 +338,14 @@ impl Lane {
         landed
     }
 
+    /// Every topic the lane's workers consume (Debezium and service topics).
+    pub fn topics(&self) -> Vec<String> {
+        self.family.all_topics().map(str::to_owned).collect()
+    }
+
+    /// Waits until `group` has committed every topic of the lane to its end.
     pub async fn drained_in(&self, group: &str, within: Duration) {
-        wait_drained(group, &self.family.topics, self.family.partitions, within)
+        wait_drained(group, &self.topics(), self.family.partitions, within)
             .await
             .expect("drained");
     }
@@ -371,10 +377,9 @@ impl Lane {
             .sum()
     }
 
-    /// The committed offsets of the lane's group, by topic then partition.
+    /// The committed offsets of the lane's group, by topic (as [`Lane::topics`]) then partition.
     pub fn committed(&self) -> Vec<Vec<i64>> {
-        self.family
-            .topics
+        self.topics()
             .iter()
             .map(|t| committed(&self.group, t, self.family.partitions).expect("committed"))
             .collect()
@@ -382,7 +387,7 @@ impl Lane {
 
     /// The true ends of the lane's topics, by topic then partition.
     pub fn ends(&self) -> Vec<Vec<i64>> {
-        crate::ends_of(&self.family.topics, self.family.partitions).expect("ends")
+        crate::ends_of(&self.topics(), self.family.partitions).expect("ends")
     }
 
     /// Runs the `dlq` tool on the lane with `args`; prints and returns its output.
@@ -434,6 +439,12 @@ impl Lane {
             .env("LOG_FORMAT", "text")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(db) = &self.db {
+            cmd.env("MYSQL_DB", &db.name).env("TIMELINE_TRIMS", "false");
+        }
+        if let Some(port) = self.mysql_port {
+            cmd.env("MYSQL_PORT", port.to_string());
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
