@@ -145,6 +145,7 @@ async fn kill_9_at_random_points() {
     );
     assert_eq!(lane.dlq_depth(), 0);
     assert_same_state("kill -9", &lane.state().await, &expected);
+    lane.clean_up().await;
     report(
         "kill_9_at_random_points",
         stream.records.len(),
@@ -289,6 +290,7 @@ async fn kill_9_the_timeline_at_random_points() {
     assert_eq!(lane.dlq_depth(), 0);
     let state = lane.state().await;
     assert_same_state("kill -9 of the timeline", &state, &expected);
+    lane.clean_up().await;
     report(
         "kill_9_the_timeline_at_random_points",
         stream.records.len(),
@@ -330,6 +332,7 @@ async fn redis_outage_of_20s() {
     let (expected, recovered) = tokio::join!(reference, faulty);
     assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
     assert_same_state("Redis outage", &lane.state().await, &expected);
+    lane.clean_up().await;
     report(
         "redis_outage_of_20s",
         stream.records.len(),
@@ -382,6 +385,7 @@ async fn mariadb_outage_of_20s_for_the_timeline() {
         "the writer wrote rows"
     );
     assert_same_state("MariaDB outage", &state, &expected);
+    lane.clean_up().await;
     report(
         "mariadb_outage_of_20s_for_the_timeline",
         stream.records.len(),
@@ -444,6 +448,7 @@ async fn rebalance_1_3_1_under_load() {
     );
     assert_eq!(lane.dlq_depth(), 0);
     assert_same_state("rebalance 1 → 3 → 1", &lane.state().await, &expected);
+    lane.clean_up().await;
     report(
         "rebalance_1_3_1_under_load",
         stream.records.len(),
@@ -659,6 +664,7 @@ async fn poison_interleaved_with_good_events() {
             .contains(&format!("{} failed again", poisoned.len() - oversize)),
         "the rest failed again"
     );
+    lane.clean_up().await;
     report(
         "poison_interleaved_with_good_events",
         stream.records.len(),
@@ -780,6 +786,7 @@ async fn duplicates_redeliveries_and_an_old_dlq_replay_change_nothing() {
         "the replay added no dead letters"
     );
     assert_same_state("old DLQ replay", &lane.state().await, &expected);
+    lane.clean_up().await;
     report(
         "duplicates_redeliveries_and_an_old_dlq_replay_change_nothing",
         doubled.len() * 2 + letters.len(),
@@ -954,6 +961,7 @@ async fn secrets_and_payloads_stay_out_of_logs() {
             "{secret} in the log:\n{verbose}"
         );
     }
+    lane.clean_up().await;
     report(
         "secrets_and_payloads_stay_out_of_logs",
         records.len(),

@@ -64,6 +64,7 @@ async fn broker_restart_of_20s() {
     assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
     assert_eq!(lane.committed(), lane.ends(), "committed to every end");
     assert_same_state("broker restart", &lane.state().await, &expected);
+    lane.clean_up().await;
     report(
         "broker_restart_of_20s",
         stream.records.len(),

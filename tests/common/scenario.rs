@@ -390,6 +390,39 @@ impl Lane {
         crate::ends_of(&self.topics(), self.family.partitions).expect("ends")
     }
 
+    /// Deletes what a passing run left: its Redis keys and its database (a failing run keeps
+    /// them for inspection). Its topics stay (the broker's storage is memory).
+    pub async fn clean_up(self) {
+        let mut conn = redis_at(&self.redis_uri).await.expect("redis");
+        let pattern = format!("{}*", crate::state::glob_escape(&self.key_prefix));
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await
+                .expect("scan");
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .expect("unlink");
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if let Some(db) = self.db {
+            db.drop_now().await.expect("drop database");
+        }
+    }
+
     /// Runs the `dlq` tool on the lane with `args`; prints and returns its output.
     pub fn dlq(&self, args: &[&str]) -> std::process::Output {
         let audit = std::env::temp_dir().join(format!("{}.audit.jsonl", unique("rel-dlq")));
@@ -466,7 +499,9 @@ pub async fn fault_free_state(family: &str, name: &str, stream: &Stream) -> Stat
         0,
         "the fault-free run dead-lettered nothing"
     );
-    lane.state().await
+    let state = lane.state().await;
+    lane.clean_up().await;
+    state
 }
 
 pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {

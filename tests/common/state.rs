@@ -172,7 +172,7 @@ pub async fn dump_redis(uri: &str, prefix: &str) -> anyhow::Result<BTreeMap<Stri
 }
 
 /// `prefix` with the glob characters SCAN MATCH would interpret escaped.
-fn glob_escape(prefix: &str) -> String {
+pub(crate) fn glob_escape(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len());
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
