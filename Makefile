@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Seconds each fuzz target runs in `make test` (longer runs: FUZZ_SECONDS=600 bash scripts/fuzz.sh).
 FUZZ_SECONDS ?= 15
 
-.PHONY: help up down status build demo test lint fixtures clean test-live bench
+.PHONY: help up down status build demo test lint fixtures clean test-live bench soak
 
 help:
 	@echo "make demo      run the fleet on the embedded fixtures and print a summary"
@@ -16,6 +16,7 @@ help:
 	@echo "make fixtures  regenerate fixtures/debezium from real Debezium (needs Java)"
 	@echo "make test-live only the live Debezium end-to-end test (part of make test)"
 	@echo "make bench     benchmarks; writes BENCHMARKS.md"
+	@echo "make soak      the reliability suite 3x at larger counts, then 300 s of fuzzing per target"
 
 up:
 	@bash scripts/infra.sh up
@@ -47,6 +48,11 @@ test: up lint
 
 bench: up
 	@bash scripts/bench.sh
+
+# The reliability suite (tests/reliability*.rs) three times in a row with RELIABILITY_SCALE times
+# the events of `make test`, then longer fuzzing; prints a per-scenario summary (scripts/soak.sh).
+soak: up
+	@bash scripts/soak.sh
 
 fixtures:
 	@bash scripts/fixtures.sh

@@ -56,3 +56,62 @@ impl MemberUpdates {
 pub fn member_key(uid: u64) -> String {
     format!("user:v2:slim:{uid}")
 }
+
+/// Generated timeline items, made from the real `chii_timeline` create and delete of item 12 of
+/// `fixtures/debezium/json.jsonl` with the item id, author and binlog position replaced. Each
+/// create fans out to the author's followers (from MariaDB's `chii_friends` unless
+/// `user:followers:{author}` is cached); each delete takes the item out again.
+pub struct TimelineItems {
+    create: Value,
+    delete: Value,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl TimelineItems {
+    /// Loads the templates from the fixtures.
+    pub fn load() -> anyhow::Result<Self> {
+        let all = fixtures::load(Encoding::Json)?;
+        let find = |op: &str| {
+            all.iter()
+                .find(|f| {
+                    f.topic.ends_with(".chii_timeline")
+                        && f.record.key.as_deref() == Some(br#"{"tml_id":12}"#.as_slice())
+                        && f.record.value.as_deref().is_some_and(|v| {
+                            String::from_utf8_lossy(v).contains(&format!("\"op\":\"{op}\""))
+                        })
+                })
+                .with_context(|| format!("no chii_timeline op {op} of item 12 in the fixtures"))
+        };
+        let create = find("c")?;
+        let delete = find("d")?;
+        Ok(Self {
+            create: serde_json::from_slice(create.record.value.as_deref().context("value")?)?,
+            delete: serde_json::from_slice(delete.record.value.as_deref().context("value")?)?,
+            headers: create.record.headers.clone(),
+        })
+    }
+
+    fn item(&self, template: &Value, row: &str, id: u64, author: u64, pos: u64) -> Out {
+        let mut v = template.clone();
+        v[row]["tml_id"] = id.into();
+        v[row]["tml_uid"] = author.into();
+        v["source"]["pos"] = pos.into();
+        v["source"]["row"] = 0.into();
+        Out {
+            partition: None,
+            key: Some(format!("{{\"tml_id\":{id}}}").into_bytes()),
+            value: Some(v.to_string().into_bytes()),
+            headers: self.headers.clone(),
+        }
+    }
+
+    /// The create of item `id` by `author` at binlog position `pos`.
+    pub fn create(&self, id: u64, author: u64, pos: u64) -> Out {
+        self.item(&self.create, "after", id, author, pos)
+    }
+
+    /// The delete of item `id` by `author` at binlog position `pos`.
+    pub fn delete(&self, id: u64, author: u64, pos: u64) -> Out {
+        self.item(&self.delete, "before", id, author, pos)
+    }
+}

@@ -11,6 +11,9 @@ pub mod expected;
 pub mod fixtures;
 pub mod mysql;
 pub mod process;
+pub mod proxy;
+pub mod scenario;
+pub mod state;
 
 use std::time::Duration;
 
@@ -24,9 +27,23 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// The broker the tests use.
+/// The broker the tests use: [`use_brokers`]'s, else `KAFKA_BROKERS`, else 127.0.0.1:9092.
 pub fn brokers() -> String {
+    if let Some(b) = BROKERS_OVERRIDE.get() {
+        return b.clone();
+    }
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+static BROKERS_OVERRIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Points every harness function of this *process* at `brokers` (a private broker). Only for a
+/// test binary whose tests all use that broker (nextest runs each test in its own process;
+/// `cargo test` would share it between the binary's tests). Fails if already set elsewhere.
+pub fn use_brokers(brokers: &str) -> anyhow::Result<()> {
+    BROKERS_OVERRIDE
+        .set(brokers.to_owned())
+        .map_err(|_| anyhow::anyhow!("the harness already uses another broker"))
 }
 
 /// The Redis the tests use.

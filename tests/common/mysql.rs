@@ -18,9 +18,13 @@ fn env(name: &str, default: &str) -> String {
 }
 
 fn options() -> anyhow::Result<MySqlConnectOptions> {
+    options_at(env("MYSQL_PORT", "3306").parse()?)
+}
+
+fn options_at(port: u16) -> anyhow::Result<MySqlConnectOptions> {
     let options = MySqlConnectOptions::new()
         .host(&env("MYSQL_HOST", "127.0.0.1"))
-        .port(env("MYSQL_PORT", "3306").parse()?)
+        .port(port)
         .username(&env("MYSQL_USER", "root"))
         .charset("utf8mb4");
     Ok(match env("MYSQL_PASS", "") {
@@ -43,11 +47,27 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates `it_<random>` with Bangumi's [`TABLES`].
     pub async fn create() -> anyhow::Result<Self> {
+        Self::create_with(options()?).await
+    }
+
+    /// Creates `it_<random>` with Bangumi's [`TABLES`] on a [`PrivateMariaDb`].
+    pub async fn create_on(server: &PrivateMariaDb) -> anyhow::Result<Self> {
+        Self::create_with(
+            MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(server.port)
+                .username("root")
+                .charset("utf8mb4"),
+        )
+        .await
+    }
+
+    async fn create_with(options: MySqlConnectOptions) -> anyhow::Result<Self> {
         let name = unique("it").replace('-', "_");
         let server = MySqlPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options()?)
+            .connect_with(options.clone())
             .await
             .context(
                 "no MariaDB on MYSQL_HOST:MYSQL_PORT (default 127.0.0.1:3306); run `make up`",
@@ -60,7 +80,7 @@ impl TestDatabase {
         server.close().await;
         let pool = MySqlPoolOptions::new()
             .max_connections(4)
-            .connect_with(options()?.database(&name))
+            .connect_with(options.database(&name))
             .await?;
         let path = crate::fixtures::dir().join("generator/schema.sql");
         let ddl: String = std::fs::read_to_string(&path)
@@ -93,6 +113,37 @@ impl TestDatabase {
         vec!["--mysql-db".into(), self.name.clone()]
     }
 
+    /// The rows of every table a worker may write, for full-state comparison: `chii_timeline`
+    /// without its auto-increment id (two runs may interleave partitions differently), and how
+    /// many writer messages were recorded as applied (their coordinates differ between runs).
+    pub async fn dump(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let mut tables = std::collections::BTreeMap::new();
+        tables.insert(
+            "chii_timeline".to_owned(),
+            crate::state::dump_table(&self.pool, "chii_timeline", &["tml_id"]).await?,
+        );
+        tables.insert(
+            "chii_friends".to_owned(),
+            crate::state::dump_table(&self.pool, "chii_friends", &[]).await?,
+        );
+        let applied: Option<i64> = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.TABLES t \
+             WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = 'cdc_applied_messages'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if applied.unwrap_or(0) > 0 {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cdc_applied_messages")
+                .fetch_one(&self.pool)
+                .await?;
+            tables.insert(
+                "cdc_applied_messages".to_owned(),
+                vec![format!("count={count}")],
+            );
+        }
+        Ok(tables)
+    }
+
     /// Inserts `chii_friends` rows `(frd_uid follows frd_fid)`, in order, in multi-row inserts.
     pub async fn add_followers(&self, followed: u64, followers: &[u64]) -> anyhow::Result<()> {
         for chunk in followers.chunks(5000) {
@@ -116,5 +167,119 @@ impl TestDatabase {
             .await?;
         self.pool.close().await;
         Ok(())
+    }
+}
+
+/// A MariaDB server of the test's own (its own datadir, port and socket), so a test can stop and
+/// restart it without touching the machine's server. Killed when dropped.
+pub struct PrivateMariaDb {
+    /// Its port.
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateMariaDb {
+    /// Initialises a datadir and starts the server on a free port (a few seconds).
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("cdc-mariadb-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data"))?;
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            dir.join("my.cnf"),
+            format!(
+                "[mysqld]\nuser = {user}\ndatadir = {data}\nsocket = {dir}/mysqld.sock\n\
+                 pid-file = {dir}/mariadbd.pid\nlog-error = {dir}/error.log\nport = {port}\n\
+                 bind-address = 127.0.0.1\nskip-name-resolve\nskip-log-bin\n\
+                 character-set-server = utf8mb4\ncollation-server = utf8mb4_unicode_ci\n\
+                 innodb_buffer_pool_size = 32M\ninnodb_log_file_size = 8M\n\
+                 innodb_flush_log_at_trx_commit = 2\nperformance_schema = OFF\n",
+                data = dir.join("data").display(),
+                dir = dir.display(),
+            ),
+        )?;
+        let install = std::process::Command::new("mariadb-install-db")
+            .arg(format!("--defaults-file={}", dir.join("my.cnf").display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .context("running mariadb-install-db (apt-get install mariadb-server)")?;
+        if !install.status.success() {
+            anyhow::bail!(
+                "mariadb-install-db failed: {}{}",
+                String::from_utf8_lossy(&install.stdout),
+                String::from_utf8_lossy(&install.stderr)
+            );
+        }
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// Starts it again (after [`PrivateMariaDb::stop`]) with the data it had, and waits until
+    /// it accepts connections.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let mariadbd = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("mariadbd");
+        let child = std::process::Command::new(mariadbd)
+            .arg(format!(
+                "--defaults-file={}",
+                self.dir.join("my.cnf").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting mariadbd")?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ping = MySqlPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(1))
+                .connect_with(
+                    MySqlConnectOptions::new()
+                        .host("127.0.0.1")
+                        .port(self.port)
+                        .username("root"),
+                )
+                .await;
+            if let Ok(pool) = ping {
+                pool.close().await;
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+                anyhow::bail!("private MariaDB did not start on {}:\n{log}", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops it the hard way (SIGKILL: connections drop as in a crash); data stays on disk.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

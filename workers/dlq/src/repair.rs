@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use cdc_runtime::dead_letter::header::DROPPED;
 use cdc_runtime::observe::Health;
 use cdc_runtime::pipeline::Pipeline;
 use cdc_runtime::{Handler, WorkerConfig};
@@ -56,7 +57,16 @@ pub async fn replay(
     let mut progress = Progress::new(&ranges);
     let mut report = ReplayReport::default();
     reader.read(&ranges, |letter| {
-        if letter.matches(filter) {
+        if letter.matches(filter) && letter.header(DROPPED).is_some() {
+            // Too large for the DLQ: the letter has no body to replay. It stays pending; the
+            // record is at its source coordinates (headers) for a replay from there.
+            eprintln!(
+                "left pending: {} (its body was dropped, too large for the DLQ; the original is at its source coordinates)",
+                letter.summary_line()
+            );
+            report.left += 1;
+            progress.left(&letter);
+        } else if letter.matches(filter) {
             selected.push(letter);
         } else {
             report.left += 1;

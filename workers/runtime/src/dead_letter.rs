@@ -13,6 +13,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -44,6 +45,13 @@ pub mod header {
     /// When it failed, ms since the epoch (decimal).
     pub const FAILED_AT: &str = "cdc.dlq.failed.at";
 
+    /// Only on a letter too large for the DLQ: what was left out, `value` or `key,value`.
+    pub const DROPPED: &str = "cdc.dlq.dropped";
+    /// Only with [`DROPPED`]: the original value's size in bytes (decimal).
+    pub const ORIGINAL_VALUE_SIZE: &str = "cdc.dlq.original.value.size";
+    /// Only with [`DROPPED`]: the original key's size in bytes (decimal).
+    pub const ORIGINAL_KEY_SIZE: &str = "cdc.dlq.original.key.size";
+
     /// Every header above; replaced (not duplicated) when a dead letter fails again.
     pub const ALL: &[&str] = &[
         ORIGINAL_TOPIC,
@@ -57,6 +65,9 @@ pub mod header {
         WORKER,
         GROUP,
         FAILED_AT,
+        DROPPED,
+        ORIGINAL_VALUE_SIZE,
+        ORIGINAL_KEY_SIZE,
     ];
 }
 
@@ -114,22 +125,103 @@ impl DeadLetters {
     }
 
     /// Produces `letter` and waits for the broker's acknowledgement. An error is transient.
+    ///
+    /// A letter too large for the DLQ is produced without its value, then also without its key
+    /// (see the module docs), so an oversize record never blocks its partition.
     pub async fn send(&self, letter: &DeadLetter<'_>) -> Result<(), rdkafka::error::KafkaError> {
         let headers = dead_letter_headers(letter, &self.worker, &self.group, now_ms());
         let original = letter.original;
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
-        if let Some(key) = original.key() {
-            record = record.key(key);
+        let mut last = None;
+        for body in [Body::Whole, Body::KeyOnly, Body::Nothing] {
+            let key = original.key().filter(|_| body != Body::Nothing);
+            let value = original.payload().filter(|_| body == Body::Whole);
+            if body != Body::Whole && original.payload().is_none() && key.is_some() {
+                // Nothing to drop at this step (a tombstone): go straight to dropping the key.
+                continue;
+            }
+            let headers = match body {
+                Body::Whole => headers.clone(),
+                _ => with_dropped(headers.clone(), original, body),
+            };
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => {
+                    if body != Body::Whole {
+                        tracing::warn!(
+                            topic = original.topic(),
+                            partition = original.partition(),
+                            offset = original.offset(),
+                            dropped = body.dropped(),
+                            value_bytes = original.payload().map_or(0, <[u8]>::len),
+                            key_bytes = original.key().map_or(0, <[u8]>::len),
+                            "record too large for the DLQ: dead-lettered without its body"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err((error, _)) if is_too_large(&error) => last = Some(error),
+                Err((error, _)) => return Err(error),
+            }
         }
-        if let Some(value) = original.payload() {
-            record = record.payload(value);
-        }
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
+        Err(
+            last.unwrap_or(rdkafka::error::KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge,
+            )),
+        )
     }
+}
+
+/// What of the original a dead letter carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Body {
+    /// Key and value.
+    Whole,
+    /// The key only (the value was too large).
+    KeyOnly,
+    /// Neither (the key alone was too large too).
+    Nothing,
+}
+
+impl Body {
+    fn dropped(self) -> &'static str {
+        match self {
+            Body::Whole => "",
+            Body::KeyOnly => "value",
+            Body::Nothing => "key,value",
+        }
+    }
+}
+
+/// Whether the producer or the broker refused a record for its size.
+fn is_too_large(error: &rdkafka::error::KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+}
+
+/// `headers` plus the headers saying what was dropped from the letter of `original`.
+fn with_dropped(headers: OwnedHeaders, original: &OwnedMessage, body: Body) -> OwnedHeaders {
+    let mut headers = headers.insert(Header {
+        key: header::DROPPED,
+        value: Some(body.dropped()),
+    });
+    if original.payload().is_some() {
+        headers = headers.insert(Header {
+            key: header::ORIGINAL_VALUE_SIZE,
+            value: Some(&original.payload().map_or(0, <[u8]>::len).to_string()),
+        });
+    }
+    if body == Body::Nothing && original.key().is_some() {
+        headers = headers.insert(Header {
+            key: header::ORIGINAL_KEY_SIZE,
+            value: Some(&original.key().map_or(0, <[u8]>::len).to_string()),
+        });
+    }
+    headers
 }
 
 /// The original headers (minus earlier DLQ headers), then the DLQ headers for this failure.
@@ -369,5 +461,71 @@ mod tests {
         assert_eq!(get(header::ORIGINAL_TOPIC), ["first"]);
         assert_eq!(get(header::ORIGINAL_OFFSET), ["7"]);
         assert!(origin(&original(OwnedHeaders::new())).is_none());
+    }
+
+    #[test]
+    fn a_letter_without_its_body_says_what_was_dropped_and_the_original_sizes() {
+        let msg = original(OwnedHeaders::new());
+        let get = |headers: &OwnedHeaders, k: &str| {
+            header_map(headers)
+                .into_iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        let value_dropped = with_dropped(OwnedHeaders::new(), &msg, Body::KeyOnly);
+        assert_eq!(get(&value_dropped, header::DROPPED), ["value"]);
+        assert_eq!(get(&value_dropped, header::ORIGINAL_VALUE_SIZE), ["7"]);
+        assert!(get(&value_dropped, header::ORIGINAL_KEY_SIZE).is_empty());
+        let both_dropped = with_dropped(OwnedHeaders::new(), &msg, Body::Nothing);
+        assert_eq!(get(&both_dropped, header::DROPPED), ["key,value"]);
+        assert_eq!(get(&both_dropped, header::ORIGINAL_KEY_SIZE), ["16"]);
+        // A replayed letter failing again does not carry the old markers over.
+        assert!(header::ALL.contains(&header::DROPPED));
+    }
+
+    /// No broker needed: librdkafka refuses an oversize record when it is enqueued, and the
+    /// letter without its value is enqueued (then times out, unreachable broker) instead of
+    /// failing for its size forever.
+    #[tokio::test]
+    async fn an_oversize_letter_is_produced_without_its_value_instead_of_failing_forever() {
+        let mut kafka = ClientConfig::new();
+        kafka
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.max.bytes", "1000");
+        let letters = DeadLetters::new(&kafka, "dlq", "w", "g").expect("producer");
+        // (payload, key, …)
+        let huge = OwnedMessage::new(
+            Some(vec![b'x'; 50_000]),
+            Some(b"{\"uid\":1}".to_vec()),
+            "t".into(),
+            Timestamp::CreateTime(1),
+            0,
+            1,
+            None,
+        );
+        let letter = DeadLetter {
+            original: &huge,
+            class: ErrorClass::Permanent,
+            stage: Stage::Decode,
+            error: "too big",
+        };
+        let producer: FutureProducer = kafka.create().expect("producer");
+        let refused = producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to("dlq").payload(huge.payload().expect("value")),
+                Duration::from_secs(1),
+            )
+            .await
+            .expect_err("an oversize record is refused");
+        assert!(is_too_large(&refused.0), "{:?}", refused.0);
+        let sent = tokio::time::timeout(Duration::from_secs(60), letters.send(&letter))
+            .await
+            .expect("send returns once the fallback times out");
+        let error = sent.expect_err("no broker");
+        assert!(
+            !is_too_large(&error),
+            "the fallback was enqueued: {error:?}"
+        );
     }
 }
