@@ -328,7 +328,7 @@ pub(crate) fn poll_loop<H: Handler>(
                 counter!(metric::ERRORS, "family" => ctx.family.clone(), "stage" => "consume", "error_class" => "transient").increment(1);
                 tracing::warn!(family = %ctx.family, %error, "consume error");
             }
-            None => ctx.health.set_broker_down(false),
+            None => {}
         }
         start_assigned(ctx, &pipeline, limits);
         ctx.store_done(&consumer);
@@ -394,6 +394,8 @@ struct PartitionTask {
 /// One partition's task: batches in order, processes each, reports its next offset.
 async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTask) {
     while let Some(batch) = next_batch(&task).await {
+        // Records arrived, so the broker is reachable again (the statistics say so too, later).
+        task.health.set_broker_down(false);
         task.health
             .dispatched
             .fetch_add(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
