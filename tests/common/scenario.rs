@@ -515,11 +515,13 @@ pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut()
     }
 }
 
-/// Waits (up to 60 s) until `worker` is ready again after an outage ended; how long it took
-/// (the retry backoff grows to the family's `retry.max` during a long outage).
+/// Waits (up to 100 s) until `worker` is ready again after an outage ended; how long it took.
+/// The retry backoff grows to the family's `retry.max` (30 s) during a long outage, and the
+/// runtime's jitter adds up to 100 % on top (backon's `with_jitter`), so the next try can come
+/// up to 60 s after the dependency is back.
 pub async fn recovery(worker: &Worker) -> Duration {
     let back = Instant::now();
-    wait_for("ready again", Duration::from_secs(60), async || {
+    wait_for("ready again", Duration::from_secs(100), async || {
         worker.ready().await
     })
     .await;
