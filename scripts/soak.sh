@@ -3,7 +3,7 @@
 # times in a row (default 3) with RELIABILITY_SCALE times the event counts of `make test`
 # (default 3), then every fuzz target for FUZZ_SECONDS each (default 300; 0 skips fuzzing).
 # Prints one line per scenario and run (events, dead letters, seconds, result) and fails if any
-# scenario failed in any run. Per-run nextest output: $LOG_DIR/soak-run-N.log.
+# scenario failed in any run. Per-run nextest output: $LOG_DIR/soak-<pid>-run-N.log.
 #
 # Usage: make soak
 #        SOAK_RUNS=1 RELIABILITY_SCALE=10 FUZZ_SECONDS=0 bash scripts/soak.sh
@@ -34,8 +34,8 @@ cargo nextest run -p fleet-harness --test reliability --test reliability_broker 
 reports=()
 failed=0
 for run in $(seq 1 "$SOAK_RUNS"); do
-    report=$LOG_DIR/soak-run-$run.report
-    log=$LOG_DIR/soak-run-$run.log
+    report=$LOG_DIR/soak-$$-run-$run.report
+    log=$LOG_DIR/soak-$$-run-$run.log
     : >"$report"
     reports+=("$report")
     say "reliability run $run of $SOAK_RUNS (RELIABILITY_SCALE=$RELIABILITY_SCALE; log $log)"

@@ -267,9 +267,12 @@ impl<H: Handler> Pipeline<H> {
         Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
+        // backon's jitter adds up to 100 % to each delay: cap the delay at half the policy's
+        // maximum so that a wait never exceeds `retry.max` (the design's bound on how long a
+        // partition stays idle after its dependency is back).
         let policy = ExponentialBuilder::default()
             .with_min_delay(self.retry.initial)
-            .with_max_delay(self.retry.max)
+            .with_max_delay((self.retry.max / 2).max(self.retry.initial))
             .with_jitter()
             .without_max_times();
         let mut paused = false;
