@@ -426,14 +426,22 @@ async fn rebalance_1_3_1_under_load() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let b = lane.start(&slow).await;
             let c = lane.start(&slow).await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let still_flowing = flowing.load(Ordering::SeqCst);
             let took = |w: &Worker| {
                 w.running
                     .health
                     .dispatched
                     .load(std::sync::atomic::Ordering::Relaxed)
             };
+            // Joining takes a rebalance (seconds on tansu, more on a loaded machine): scale
+            // back once a joined consumer has taken records, and a little later.
+            wait_for(
+                "a joined consumer takes records",
+                Duration::from_secs(60),
+                async || took(&b) + took(&c) > 0,
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let still_flowing = flowing.load(Ordering::SeqCst);
             let (b_took, c_took) = (took(&b), took(&c));
             b.stop().await;
             c.stop().await;
