@@ -43,8 +43,8 @@ use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::mysql::PrivateMariaDb;
 use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_binary};
 use fleet_harness::scenario::{
-    Lane, MEMBERS, Stream, TIMELINE, WRITER, Worker, fault_free_state, hold_outage, now, recovery,
-    report, scale, wait_for,
+    Lane, MEMBERS, Stream, TIMELINE, WRITER, Worker, fault_free_state, now, report,
+    run_through_outage, scale, wait_for,
 };
 use fleet_harness::state::assert_same_state;
 use fleet_harness::{
@@ -310,28 +310,7 @@ async fn redis_outage_of_20s() {
     let mut redis = PrivateRedis::start().await.expect("private redis");
     let lane = Lane::new(cache_invalidation::FAMILY, "redis", &redis.uri(), None).await;
     let reference = fault_free_state(cache_invalidation::FAMILY, "redis", &stream);
-    let faulty = async {
-        lane.prepare(&stream).await;
-        let worker = lane.start(&[]).await;
-        let third = stream.records.len() / 3;
-        lane.produce(&stream.records[..third]).await;
-        lane.drained().await;
-        redis.stop().await.expect("stop redis");
-        let outage = Instant::now();
-        lane.produce(&stream.records[third..]).await;
-        wait_for(
-            "not ready while Redis is down",
-            Duration::from_secs(15),
-            async || !worker.ready().await,
-        )
-        .await;
-        hold_outage(&lane, &worker, outage, Duration::from_secs(20)).await;
-        redis.restart().await.expect("restart redis");
-        let recovered = recovery(&worker).await;
-        lane.drained().await;
-        worker.stop().await;
-        recovered
-    };
+    let faulty = run_through_outage(&lane, &stream, &mut redis, Duration::from_secs(20));
     let (expected, recovered) = tokio::join!(reference, faulty);
     assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
     assert_same_state("Redis outage", &lane.state().await, &expected);
@@ -355,28 +334,7 @@ async fn mariadb_outage_of_20s_for_the_timeline() {
     let mut mariadb = PrivateMariaDb::start().await.expect("private MariaDB");
     let lane = Lane::new(timeline::FAMILY, "mariadb", &redis_uri(), Some(&mariadb)).await;
     let reference = fault_free_state(timeline::FAMILY, "mariadb", &stream);
-    let faulty = async {
-        lane.prepare(&stream).await;
-        let worker = lane.start(&[]).await;
-        let third = stream.records.len() / 3;
-        lane.produce(&stream.records[..third]).await;
-        lane.drained().await;
-        mariadb.stop().await.expect("stop MariaDB");
-        let outage = Instant::now();
-        lane.produce(&stream.records[third..]).await;
-        wait_for(
-            "not ready while MariaDB is down",
-            Duration::from_secs(15),
-            async || !worker.ready().await,
-        )
-        .await;
-        hold_outage(&lane, &worker, outage, Duration::from_secs(20)).await;
-        mariadb.restart().await.expect("restart MariaDB");
-        let recovered = recovery(&worker).await;
-        lane.drained().await;
-        worker.stop().await;
-        recovered
-    };
+    let faulty = run_through_outage(&lane, &stream, &mut mariadb, Duration::from_secs(20));
     let (expected, recovered) = tokio::join!(reference, faulty);
     assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
     let state = lane.state().await;

@@ -516,9 +516,8 @@ pub async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut()
 }
 
 /// Waits (up to 100 s) until `worker` is ready again after an outage ended; how long it took.
-/// The retry backoff grows to the family's `retry.max` (30 s) during a long outage, and the
-/// runtime's jitter adds up to 100 % on top (backon's `with_jitter`), so the next try can come
-/// up to 60 s after the dependency is back.
+/// The retry backoff grows to the family's `retry.max` (30 s, jitter included) during a long
+/// outage, and the Redis client adds its own reconnect backoff.
 pub async fn recovery(worker: &Worker) -> Duration {
     let back = Instant::now();
     wait_for("ready again", Duration::from_secs(100), async || {
@@ -528,9 +527,77 @@ pub async fn recovery(worker: &Worker) -> Duration {
     back.elapsed()
 }
 
+/// A dependency an outage scenario takes away and brings back.
+pub trait Dependency {
+    /// What it is, for messages.
+    const NAME: &'static str;
+    /// Takes it away.
+    fn stop(&mut self) -> impl Future<Output = anyhow::Result<()>>;
+    /// Brings it back, with its data.
+    fn restart(&mut self) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+impl Dependency for crate::process::PrivateRedis {
+    const NAME: &'static str = "Redis";
+    fn stop(&mut self) -> impl Future<Output = anyhow::Result<()>> {
+        crate::process::PrivateRedis::stop(self)
+    }
+    fn restart(&mut self) -> impl Future<Output = anyhow::Result<()>> {
+        crate::process::PrivateRedis::restart(self)
+    }
+}
+
+impl Dependency for PrivateMariaDb {
+    const NAME: &'static str = "MariaDB";
+    fn stop(&mut self) -> impl Future<Output = anyhow::Result<()>> {
+        PrivateMariaDb::stop(self)
+    }
+    fn restart(&mut self) -> impl Future<Output = anyhow::Result<()>> {
+        PrivateMariaDb::restart(self)
+    }
+}
+
+/// The faulty run of an outage scenario: a worker applies the first third of `stream`, then
+/// `dependency` goes away for `length` while the rest arrives (the worker must turn not ready
+/// and dead-letter nothing meanwhile), then it comes back and the worker drains the rest.
+/// Returns how long the worker took to be ready again.
+pub async fn run_through_outage<D: Dependency>(
+    lane: &Lane,
+    stream: &Stream,
+    dependency: &mut D,
+    length: Duration,
+) -> Duration {
+    lane.prepare(stream).await;
+    let worker = lane.start(&[]).await;
+    let third = stream.records.len() / 3;
+    lane.produce(&stream.records[..third]).await;
+    lane.drained().await;
+    dependency
+        .stop()
+        .await
+        .unwrap_or_else(|e| panic!("stop {}: {e:#}", D::NAME));
+    let outage = Instant::now();
+    lane.produce(&stream.records[third..]).await;
+    wait_for(
+        &format!("not ready while {} is down", D::NAME),
+        Duration::from_secs(15),
+        async || !worker.ready().await,
+    )
+    .await;
+    hold_outage(lane, &worker, outage, length).await;
+    dependency
+        .restart()
+        .await
+        .unwrap_or_else(|e| panic!("restart {}: {e:#}", D::NAME));
+    let recovered = recovery(&worker).await;
+    lane.drained().await;
+    worker.stop().await;
+    recovered
+}
+
 /// Holds an outage for `length` from `since`, checking every second that the worker stays not
 /// ready and dead-letters nothing.
-pub async fn hold_outage(lane: &Lane, worker: &Worker, since: Instant, length: Duration) {
+async fn hold_outage(lane: &Lane, worker: &Worker, since: Instant, length: Duration) {
     // At least one check, even when setting up the outage took longer than `length` (a
     // loaded machine): the outage then simply lasts longer.
     loop {
