@@ -9,15 +9,14 @@
 //! are the reliability suite: `reliability.rs` and `reliability_broker.rs`.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cache_invalidation::{CacheInvalidation, FAMILY};
 use cdc_topics::Family;
 use fleet_harness::events::{MemberUpdates, member_key};
-use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_binary};
+use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_command};
 use fleet_harness::{
-    Out, brokers, committed, existing, http_get, produce, producer, provisioned_family, redis_uri,
+    Out, committed, existing, http_get, produce, producer, provisioned_family, redis_uri,
     seed_keys, unique, wait_drained, worker_config,
 };
 use tokio_util::sync::CancellationToken;
@@ -114,20 +113,14 @@ impl Setup {
 
     /// The real binary as a child process.
     fn spawn(&self, extra_env: &[(&str, &str)]) -> KillOnDrop {
-        let mut cmd = Command::new(worker_binary(FAMILY).expect("binary"));
-        cmd.env("KAFKA_BROKERS", brokers())
-            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
-            .env("KAFKA_TOPIC_PREFIX", self.topic_prefix())
-            .env("KAFKA_GROUP_ID", &self.group)
-            .env("REDIS_URI", redis_uri())
-            .env("REDIS_KEY_PREFIX", &self.key_prefix)
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .env("COMMIT_INTERVAL", "100ms")
-            .env("KAFKA_CONFIG__SESSION_TIMEOUT_MS", "2000")
-            .env("KAFKA_CONFIG__HEARTBEAT_INTERVAL_MS", "500")
-            .env("LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut cmd = worker_command(
+            FAMILY,
+            &self.topic_prefix(),
+            &self.group,
+            &redis_uri(),
+            &self.key_prefix,
+        )
+        .expect("worker binary");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

@@ -23,6 +23,33 @@ pub fn worker_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The worker binary of `family` configured the way tests run it: its topics, group, Redis and
+/// key prefix; fast commits and group joins (tansu); one record per producer batch (tansu's
+/// end offsets); text logs; output discarded.
+pub fn worker_command(
+    family: &str,
+    topic_prefix: &str,
+    group: &str,
+    redis_uri: &str,
+    key_prefix: &str,
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(worker_binary(family)?);
+    cmd.env("KAFKA_BROKERS", crate::brokers())
+        .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
+        .env("KAFKA_TOPIC_PREFIX", topic_prefix)
+        .env("KAFKA_GROUP_ID", group)
+        .env("REDIS_URI", redis_uri)
+        .env("REDIS_KEY_PREFIX", key_prefix)
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("COMMIT_INTERVAL", "100ms")
+        .env("KAFKA_CONFIG__SESSION_TIMEOUT_MS", "2000")
+        .env("KAFKA_CONFIG__HEARTBEAT_INTERVAL_MS", "500")
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Ok(cmd)
+}
+
 /// Sends `signal` (e.g. "TERM", "KILL") to `child`.
 pub fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")

@@ -4,7 +4,7 @@
 //! reproduce, and the per-scenario result line ([`report`]).
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_invalidation::CacheInvalidation;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{MemberUpdates, TimelineItems, member_key};
 use crate::mysql::{PrivateMariaDb, TestDatabase};
-use crate::process::{KillOnDrop, worker_binary};
+use crate::process::{KillOnDrop, worker_binary, worker_command};
 use crate::state::{State, dump_redis};
 use crate::{
     Consumed, Out, brokers, committed, end_offsets, http_get, produce, producer,
@@ -458,20 +458,14 @@ impl Lane {
 
     /// The real worker binary, as a child process.
     pub fn spawn(&self, extra_env: &[(&str, &str)]) -> KillOnDrop {
-        let mut cmd = Command::new(worker_binary(&self.family.family).expect("binary"));
-        cmd.env("KAFKA_BROKERS", brokers())
-            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
-            .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
-            .env("KAFKA_GROUP_ID", &self.group)
-            .env("REDIS_URI", &self.redis_uri)
-            .env("REDIS_KEY_PREFIX", &self.key_prefix)
-            .env("HTTP_ADDR", "127.0.0.1:0")
-            .env("COMMIT_INTERVAL", "100ms")
-            .env("KAFKA_CONFIG__SESSION_TIMEOUT_MS", "2000")
-            .env("KAFKA_CONFIG__HEARTBEAT_INTERVAL_MS", "500")
-            .env("LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut cmd = worker_command(
+            &self.family.family,
+            &self.topic_prefix,
+            &self.group,
+            &self.redis_uri,
+            &self.key_prefix,
+        )
+        .expect("worker binary");
         if let Some(db) = &self.db {
             cmd.env("MYSQL_DB", &db.name).env("TIMELINE_TRIMS", "false");
         }
