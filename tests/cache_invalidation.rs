@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use cache_invalidation::{CacheInvalidation, FAMILY, Plan, plan};
-use cdc_schemas::{ChangeEvent, Columns, Format, RawRecord, SchemaSet};
+use cdc_runtime::Handler;
+use cdc_schemas::{ChangeEvent, Format, RawRecord, SchemaSet};
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::{
@@ -43,8 +44,9 @@ fn every_fixture_record_plans_exactly_the_expected_deletions_in_every_encoding()
                 key: f.record.key.as_deref(),
                 value: f.record.value.as_deref(),
             };
-            // decoded as the worker decodes: only the row columns the rules read
-            let columns = Columns::Only(cache_invalidation::tables::ROW_COLUMNS);
+            // decoded as the worker decodes: only the row columns its table's rule reads
+            let table = f.topic.rsplit('.').next().unwrap_or_default();
+            let columns = CacheInvalidation::row_columns(table);
             let event = cdc_schemas::decode_columns(&record, Format::Auto, columns, &schemas)
                 .unwrap_or_else(|e| panic!("{encoding:?} seq {}: {e}", f.seq));
             let ChangeEvent::Row(change) = event else {

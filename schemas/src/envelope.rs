@@ -104,7 +104,7 @@ fn wrong(column: &str, expected: &'static str, found: &Value) -> DecodeErrorKind
     }
 }
 
-fn into_row(v: Value, what: &str) -> Result<Row, DecodeErrorKind> {
+pub(crate) fn into_row(v: Value, what: &str) -> Result<Row, DecodeErrorKind> {
     match v {
         Value::Struct(row) => Ok(row),
         other => Err(wrong(what, "object", &other)),
@@ -122,23 +122,62 @@ fn row_change(key: Option<Row>, mut root: Row, columns: Columns) -> Result<Chang
         Some(Value::Null) | None => return Err((missing("source"), None)),
         Some(other) => return Err((wrong("source", "object", &other), None)),
     };
-    let table_name = source.table.clone();
-    let fail = |e| (e, table_name.clone());
-    let table: Option<Arc<str>> = source.table.as_deref().map(Arc::from);
-    let image = |v: Option<Value>, name: &str| -> Result<Option<Row>, DecodeErrorKind> {
+    let image = |v: Option<Value>, name: &str| -> Result<Option<Row>, Failure> {
         match v {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Struct(mut row)) => {
-                row.retain(&columns);
-                row.set_table(table.clone());
-                Ok(Some(row))
-            }
-            Some(other) => Err(wrong(name, "object", &other)),
+            Some(Value::Struct(row)) => Ok(Some(row)),
+            Some(other) => Err((wrong(name, "object", &other), source.table.clone())),
         }
     };
-    let before = image(root.take("before"), "before").map_err(fail)?;
-    let after = image(root.take("after"), "after").map_err(fail)?;
+    let before = image(root.take("before"), "before")?;
+    let after = image(root.take("after"), "after")?;
     let ts_ms = Fields(&mut root).int("ts_ms")?;
+    assemble(
+        key,
+        RowChangeFields {
+            op,
+            source,
+            before,
+            after,
+            ts_ms,
+        },
+        columns,
+    )
+}
+
+/// A row change's envelope fields as read, before the checks [`assemble`] makes.
+pub(crate) struct RowChangeFields {
+    pub op: String,
+    pub source: Source,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+    pub ts_ms: Option<i64>,
+}
+
+/// The row change (or truncate) of read envelope fields: the images keep the selected columns
+/// and learn their table; the op must be known and come with the image it implies.
+pub(crate) fn assemble(
+    key: Option<Row>,
+    fields: RowChangeFields,
+    columns: Columns,
+) -> Result<ChangeEvent, Failure> {
+    let RowChangeFields {
+        op,
+        source,
+        before,
+        after,
+        ts_ms,
+    } = fields;
+    let fail = |e| (e, source.table.clone());
+    let table: Option<Arc<str>> = source.table.as_deref().map(Arc::from);
+    let image = |row: Option<Row>| {
+        row.map(|mut row| {
+            row.retain(&columns);
+            row.set_table(table.clone());
+            row
+        })
+    };
+    let (before, after) = (image(before), image(after));
     let key = key.map(|mut k| {
         k.set_table(table.clone());
         k

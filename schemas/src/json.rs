@@ -20,7 +20,9 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::envelope::RowChangeFields;
 use crate::error::DecodeErrorKind;
+use crate::event::{Snapshot, Source};
 use crate::name::Name;
 use crate::semantic::ConnectType;
 use crate::value::{Columns, Row, Value};
@@ -169,6 +171,11 @@ impl<'de> Visitor<'de> for SelectedColumns {
     }
     other_kinds_as_tree!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if self.0.is_empty() {
+            // Nothing selected: skip the image at the speed of `IgnoredAny`.
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Value::Struct(Row::default()));
+        }
         let mut columns = Vec::with_capacity(self.0.len());
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.0.contains(&key.as_ref()) {
@@ -178,6 +185,183 @@ impl<'de> Visitor<'de> for SelectedColumns {
             }
         }
         Ok(Value::Struct(Row::from_columns(columns)))
+    }
+}
+
+/// A plain-JSON row change read straight into its fields: no value tree for the envelope or
+/// `source`, the row images as [`SelectedColumns`] keeps them. `None` for anything else and for
+/// anything unexpected (another event kind, a wrong type, a repeated field, bad bytes): the
+/// tree path then decodes the record, with its precise errors. So whenever this returns, it
+/// returns what the tree path would (`tests::the_fast_path_agrees_with_the_tree_path`).
+pub(crate) fn plain_row_change(bytes: &[u8], columns: Columns) -> Option<RowChangeFields> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = RowChangeRoot(columns).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(fields)
+}
+
+struct RowChangeRoot(Columns);
+
+impl<'de> DeserializeSeed<'de> for RowChangeRoot {
+    type Value = RowChangeFields;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RowChangeFields, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowChangeRoot {
+    type Value = RowChangeFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a row change envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowChangeFields, A::Error> {
+        use serde::de::Error;
+        let (mut op, mut source, mut before, mut after, mut ts_ms) = (None, None, None, None, None);
+        let mut seen = 0u8;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let field = match key.as_ref() {
+                "before" => 1,
+                "after" => 2,
+                "source" => 4,
+                "op" => 8,
+                "ts_ms" => 16,
+                _ => 0,
+            };
+            if seen & field != 0 {
+                return Err(A::Error::custom("repeated field"));
+            }
+            seen |= field;
+            match field {
+                1 => before = map.next_value_seed(Image(self.0))?,
+                2 => after = map.next_value_seed(Image(self.0))?,
+                4 => source = Some(map.next_value::<SourceFields<'de>>()?.into_source()),
+                8 => op = Some(map.next_value::<std::borrow::Cow<'de, str>>()?.into_owned()),
+                16 => ts_ms = map.next_value::<Option<i64>>()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match (op, source) {
+            (Some(op), Some(source)) => Ok(RowChangeFields {
+                op,
+                source,
+                before,
+                after,
+                ts_ms,
+            }),
+            _ => Err(A::Error::custom("not a row change")),
+        }
+    }
+}
+
+/// A row image: an object (its selected columns) or null.
+struct Image(Columns);
+
+impl<'de> DeserializeSeed<'de> for Image {
+    type Value = Option<Row>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Row>, D::Error> {
+        let value = match self.0 {
+            Columns::All => Tree::deserialize(d)?.0,
+            Columns::Only(names) => SelectedColumns(names).deserialize(d)?,
+        };
+        match value {
+            Value::Null => Ok(None),
+            Value::Struct(row) => Ok(Some(row)),
+            _ => Err(serde::de::Error::custom("row image is not an object")),
+        }
+    }
+}
+
+/// The `source` block as [`crate::envelope`]'s `source` reads it from a tree.
+#[derive(Deserialize)]
+struct SourceFields<'a> {
+    #[serde(borrow, default)]
+    version: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    connector: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    db: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    table: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+    #[serde(default)]
+    snapshot: Option<SnapshotMarker>,
+    #[serde(borrow, default)]
+    file: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pos: Option<u64>,
+    #[serde(default)]
+    row: Option<u64>,
+    #[serde(borrow, default)]
+    gtid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    server_id: Option<i64>,
+    #[serde(default)]
+    thread: Option<i64>,
+    #[serde(borrow, default)]
+    query: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    schema: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    lsn: Option<u64>,
+    #[serde(default, rename = "txId")]
+    tx_id: Option<i64>,
+    #[serde(borrow, default)]
+    sequence: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl SourceFields<'_> {
+    fn into_source(self) -> Source {
+        let owned = |s: Option<std::borrow::Cow<'_, str>>| s.map(std::borrow::Cow::into_owned);
+        Source {
+            version: owned(self.version).unwrap_or_default(),
+            connector: owned(self.connector).unwrap_or_default(),
+            name: owned(self.name).unwrap_or_default(),
+            db: owned(self.db).unwrap_or_default(),
+            table: owned(self.table),
+            ts_ms: self.ts_ms.unwrap_or(0),
+            snapshot: self.snapshot.map_or(Snapshot::False, |s| s.0),
+            file: owned(self.file),
+            pos: self.pos,
+            row: self.row.map(|r| u32::try_from(r).unwrap_or(u32::MAX)),
+            gtid: owned(self.gtid),
+            server_id: self.server_id,
+            thread: self.thread,
+            query: owned(self.query),
+            schema: owned(self.schema),
+            lsn: self.lsn,
+            tx_id: self.tx_id,
+            sequence: owned(self.sequence),
+        }
+    }
+}
+
+/// `source.snapshot`: a boolean or Debezium's enum text.
+struct SnapshotMarker(Snapshot);
+
+impl<'de> Deserialize<'de> for SnapshotMarker {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Snapshot;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a snapshot marker")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Snapshot, E> {
+                Ok(if v { Snapshot::True } else { Snapshot::False })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Snapshot, E> {
+                Snapshot::parse(v).ok_or_else(|| E::custom("unknown snapshot marker"))
+            }
+        }
+        d.deserialize_any(V).map(SnapshotMarker)
     }
 }
 
@@ -269,7 +453,7 @@ pub(crate) fn decode_with_schema(bytes: &[u8]) -> Result<Value, DecodeErrorKind>
 /// `Format::Auto` on JSON: the wrapper when the text is one, else plain JSON.
 pub(crate) fn decode_auto(bytes: &[u8], columns: Columns) -> Result<Value, DecodeErrorKind> {
     let text = utf8(bytes)?;
-    if text.trim_start().starts_with("{\"schema\"")
+    if starts_schema_wrapper(bytes)
         && let Ok(w) = serde_json::from_str::<Wrapper>(text)
     {
         return apply_schema(w.schema.get(), w.payload.0);
@@ -280,6 +464,11 @@ pub(crate) fn decode_auto(bytes: &[u8], columns: Columns) -> Result<Value, Decod
     } else {
         Ok(root)
     }
+}
+
+/// Whether JSON text begins like Kafka Connect's `{"schema": …, "payload": …}` wrapper.
+pub(crate) fn starts_schema_wrapper(bytes: &[u8]) -> bool {
+    bytes.trim_ascii_start().starts_with(b"{\"schema\"")
 }
 
 fn apply_schema(schema: &str, mut payload: Value) -> Result<Value, DecodeErrorKind> {
@@ -378,5 +567,31 @@ fn to_json(v: &Value) -> serde_json::Value {
         ),
         Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
         other => J::String(other.describe()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row change (or truncate) among the fixtures takes the fast path (the agreement with the tree
+    /// path is `tests/fixtures.rs`).
+    #[test]
+    fn fixture_row_changes_take_the_fast_path() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/debezium/json.jsonl");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut fast = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let record: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}"));
+            let Some(value) = record["value"].as_str() else {
+                continue;
+            };
+            let is_row_change = value.contains(r#""op":"#);
+            let took = plain_row_change(value.as_bytes(), Columns::Only(&[])).is_some();
+            assert_eq!(took, is_row_change, "{value}");
+            fast += usize::from(took);
+        }
+        assert!(fast > 100, "{fast} row changes");
     }
 }

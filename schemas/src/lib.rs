@@ -104,11 +104,48 @@ pub fn decode_columns(
     columns: Columns,
     schemas: &dyn SchemaLookup,
 ) -> Result<ChangeEvent, DecodeError> {
+    decode_with(record, format, columns, schemas, true)
+}
+
+/// [`decode_columns`] without the plain-JSON fast path, which must always agree with it (the
+/// crate's tests and the fuzz targets check that it does).
+#[doc(hidden)]
+pub fn decode_columns_by_tree(
+    record: &RawRecord,
+    format: Format,
+    columns: Columns,
+    schemas: &dyn SchemaLookup,
+) -> Result<ChangeEvent, DecodeError> {
+    decode_with(record, format, columns, schemas, false)
+}
+
+fn decode_with(
+    record: &RawRecord,
+    format: Format,
+    columns: Columns,
+    schemas: &dyn SchemaLookup,
+    fast_path: bool,
+) -> Result<ChangeEvent, DecodeError> {
     let key = record
         .key
         .map(|k| decode_part(k, format, Columns::All, schemas))
         .transpose()
         .map_err(|kind| DecodeError::new(kind, record.topic, Part::Key))?;
+    if let Some(fields) = record
+        .value
+        .filter(|v| fast_path && is_plain_json(v, format))
+        .and_then(|v| json::plain_row_change(v, columns))
+    {
+        let key = key
+            .map(|k| envelope::into_row(k, "key"))
+            .transpose()
+            .map_err(|kind| DecodeError::new(kind, record.topic, Part::Value))?;
+        return envelope::assemble(key, fields, columns).map_err(|(kind, table)| {
+            let mut e = DecodeError::new(kind, record.topic, Part::Value);
+            e.table = table;
+            e
+        });
+    }
     let value = record
         .value
         .map(|v| decode_part(v, format, columns, schemas))
@@ -119,6 +156,15 @@ pub fn decode_columns(
         e.table = table;
         e
     })
+}
+
+/// Whether `bytes` in `format` is JSON without an embedded schema (what the fast path reads).
+fn is_plain_json(bytes: &[u8], format: Format) -> bool {
+    match format {
+        Format::Json => true,
+        Format::Auto => bytes.first() != Some(&0) && !json::starts_schema_wrapper(bytes),
+        Format::JsonSchema | Format::Avro => false,
+    }
 }
 
 /// `columns` is a hint for the plain-JSON parser; [`envelope::classify`] applies it for all.

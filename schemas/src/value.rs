@@ -236,7 +236,8 @@ pub enum Columns {
     /// Every column (what typed rows and tools need).
     #[default]
     All,
-    /// Only the columns of these names, in any table.
+    /// Only the columns of these names. With none, an image is skipped but for its presence
+    /// (an empty row where Debezium sent one).
     Only(&'static [&'static str]),
 }
 

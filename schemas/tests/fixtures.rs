@@ -6,8 +6,8 @@ mod common;
 
 use cdc_schemas::rows::{Friend, Subject, Timeline, TimelineKey};
 use cdc_schemas::{
-    ChangeEvent, Columns, Format, Op, Row, RowChange, Snapshot, Value, decode, decode_columns,
-    schema_ids,
+    ChangeEvent, Columns, Format, Op, RawRecord, Row, RowChange, Snapshot, Value, decode,
+    decode_columns, decode_columns_by_tree, schema_ids,
 };
 use common::{ENCODINGS, Line, load, registry, summary};
 
@@ -61,17 +61,19 @@ fn encodings_are_line_aligned_and_agree() {
 }
 
 /// Decoding with selected columns is decoding everything, then dropping the other columns of
-/// `before`/`after`: in every encoding, configured and auto-detected.
+/// `before`/`after`: in every encoding, configured and auto-detected; an empty selection keeps
+/// the images (so their presence) without a column.
 #[test]
 fn selected_columns_are_the_full_rows_trimmed() {
-    const SELECTED: Columns = Columns::Only(&["uid", "frd_uid", "frd_fid", "gmb_uid", "title"]);
+    const SOME: Columns = Columns::Only(&["uid", "frd_uid", "frd_fid", "gmb_uid", "title"]);
+    const NONE: Columns = Columns::Only(&[]);
     let schemas = registry();
-    let trimmed = |row: &mut Option<Row>| {
+    let trimmed = |row: &mut Option<Row>, selected: Columns| {
         if let Some(r) = row {
             *r = Row::new(
                 r.columns()
                     .iter()
-                    .filter(|(name, _)| SELECTED.keeps(name))
+                    .filter(|(name, _)| selected.keeps(name))
                     .map(|(name, value)| (name.clone(), value.clone())),
             )
             .with_table(r.table().unwrap_or_default().into());
@@ -80,19 +82,85 @@ fn selected_columns_are_the_full_rows_trimmed() {
     let mut kept = 0;
     for (encoding, format) in ENCODINGS {
         for line in load(encoding) {
-            let mut expected = decode(&line.record(), format, &schemas).unwrap();
-            if let ChangeEvent::Row(change) = &mut expected {
-                trimmed(&mut change.before);
-                trimmed(&mut change.after);
-                kept += change.row().map_or(0, Row::len);
-            }
-            for f in [format, Format::Auto] {
-                let selected = decode_columns(&line.record(), f, SELECTED, &schemas).unwrap();
-                assert_eq!(selected, expected, "{encoding} line {} as {f:?}", line.seq);
+            let full = decode(&line.record(), format, &schemas).unwrap();
+            for selected in [SOME, NONE] {
+                let mut expected = full.clone();
+                if let ChangeEvent::Row(change) = &mut expected {
+                    trimmed(&mut change.before, selected);
+                    trimmed(&mut change.after, selected);
+                    kept += change.row().map_or(0, Row::len);
+                }
+                for f in [format, Format::Auto] {
+                    let got = decode_columns(&line.record(), f, selected, &schemas).unwrap();
+                    assert_eq!(got, expected, "{encoding} line {} as {f:?}", line.seq);
+                }
             }
         }
     }
     assert!(kept > 0, "the selection matched no fixture column");
+}
+
+/// The plain-JSON fast path returns exactly what the tree path does, or leaves the record to it:
+/// on every fixture record and on variants that break it in the ways the fast path must notice.
+#[test]
+fn the_plain_json_fast_path_agrees_with_the_tree_path() {
+    const VARIANTS: &[(&str, &str)] = &[
+        ("", ""),
+        (r#""op":""#, r#""op":1,"x":""#),
+        (r#""source":{"#, r#""source":{"pos":-1,"#),
+        (r#""source":{"#, r#""source":{"snapshot":"maybe","#),
+        (r#""source":{"#, r#""source":{"snapshot":true,"#),
+        (r#""source":{"#, r#""source":{"table":null,"table":"x","#),
+        (r#""source":{"#, r#""source":{"ts_ms":1.5,"#),
+        (r#""source":{"#, r#""source":{"row":99999999999,"#),
+        (r#""before":null"#, r#""before":5"#),
+        (r#""before":null"#, r#""before":{"uid":1,"uid":2}"#),
+        (r#""after":null"#, r#""after":[]"#),
+        (r#""op":""#, r#""op":"c","op":""#),
+        (r#""op""#, r#""\u006fp""#),
+        (r#""ts_ms":"#, r#""ts_ms":"1","x":"#),
+        (r#""source":"#, r#""source":null,"y":"#),
+    ];
+    const SOME: Columns = Columns::Only(&["uid", "frd_uid", "title"]);
+    let schemas = registry();
+    let (mut compared, mut fast) = (0, 0);
+    for line in load("json") {
+        let Some(value) = line.value.as_deref() else {
+            continue;
+        };
+        let text = std::str::from_utf8(value).unwrap();
+        let mut variants: Vec<Vec<u8>> = VARIANTS
+            .iter()
+            .filter(|(from, _)| text.contains(from))
+            .map(|(from, to)| text.replacen(from, to, 1).into_bytes())
+            .collect();
+        variants.push(value[..value.len() / 2].to_vec());
+        for bytes in &variants {
+            let record = RawRecord {
+                value: Some(bytes),
+                ..line.record()
+            };
+            for format in [Format::Json, Format::Auto] {
+                for columns in [Columns::All, SOME, Columns::Only(&[])] {
+                    let by_tree = decode_columns_by_tree(&record, format, columns, &schemas);
+                    let got = decode_columns(&record, format, columns, &schemas);
+                    assert_eq!(
+                        got,
+                        by_tree,
+                        "line {} as {format:?}: {}",
+                        line.seq,
+                        String::from_utf8_lossy(bytes)
+                    );
+                    compared += 1;
+                    fast += usize::from(matches!(got, Ok(ChangeEvent::Row(_))));
+                }
+            }
+        }
+    }
+    assert!(
+        compared > 1000 && fast > 100,
+        "{compared} compared, {fast} row changes"
+    );
 }
 
 fn loosely_equal(plain: &ChangeEvent, typed: &ChangeEvent, seq: u64) {

@@ -3,7 +3,9 @@
 
 use std::sync::OnceLock;
 
-use cdc_schemas::{Format, RawRecord, SchemaSet, decode, schema_ids};
+use cdc_schemas::{
+    Columns, Format, RawRecord, SchemaSet, decode, decode_columns, decode_columns_by_tree, schema_ids,
+};
 
 static REGISTRY: &str = include_str!("../../../fixtures/debezium/registry.json");
 
@@ -39,6 +41,15 @@ pub fn run(data: &[u8], format: Format) {
         value,
     };
     let _ = schema_ids(&record);
+    if matches!(format, Format::Json | Format::Auto) {
+        for columns in [Columns::All, Columns::Only(&["uid"]), Columns::Only(&[])] {
+            assert_eq!(
+                decode_columns(&record, format, columns, schemas()),
+                decode_columns_by_tree(&record, format, columns, schemas()),
+                "the plain-JSON fast path disagrees with the tree path"
+            );
+        }
+    }
     if let Ok(cdc_schemas::ChangeEvent::Row(change)) = decode(&record, format, schemas()) {
         let _ = change.position().to_key();
         if let Some(row) = change.row() {

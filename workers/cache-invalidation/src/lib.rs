@@ -22,7 +22,7 @@ use cdc_schemas::{ChangeEvent, Columns, Op, Row, RowChange, Value};
 use redis::aio::ConnectionManager;
 
 use crate::keys::{Ids, render};
-use crate::tables::{IdFrom, ROW_COLUMNS, rule};
+use crate::tables::{IdFrom, rule};
 
 /// The family's name in `topics/`.
 pub const FAMILY: &str = "cache-invalidation";
@@ -67,7 +67,7 @@ pub fn plan(change: &RowChange, prefix: &str) -> Result<Plan, String> {
             Some(id) => Ids::One(id),
             None => return Ok(Plan::Skip("no_id")),
         },
-        IdFrom::RowPair(user, friend) => {
+        IdFrom::RowPair([user, friend]) => {
             match (id_from_rows(change, user), id_from_rows(change, friend)) {
                 (Some(uid), Some(fid)) => Ids::Pair { uid, fid },
                 _ => return Ok(Plan::Skip("no_id")),
@@ -137,8 +137,9 @@ impl CacheInvalidation {
 }
 
 impl Handler for CacheInvalidation {
-    fn row_columns(&self) -> Columns {
-        Columns::Only(ROW_COLUMNS)
+    /// The columns the table's rule reads; none for tables it does not handle.
+    fn row_columns(table: &str) -> Columns {
+        Columns::Only(rule(table).map_or(&[], |r| r.ids.row_columns()))
     }
 
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {

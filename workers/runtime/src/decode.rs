@@ -44,7 +44,8 @@ pub struct DecodeFailure {
 /// Decodes one family's records.
 pub struct Decoder {
     format: Format,
-    columns: Columns,
+    /// The row columns to keep, by table.
+    columns: fn(&str) -> Columns,
     service_topics: HashSet<String>,
     registry: Option<Registry>,
 }
@@ -60,14 +61,15 @@ impl Decoder {
         let registry = registry_url.map(Registry::new).transpose()?;
         Ok(Self {
             format,
-            columns: Columns::All,
+            columns: |_| Columns::All,
             service_topics: service_topics.into_iter().collect(),
             registry,
         })
     }
 
-    /// The same decoder, keeping only the row-image columns `columns` selects.
-    pub fn with_columns(self, columns: Columns) -> Self {
+    /// The same decoder, keeping only the row-image columns `columns` selects for each table
+    /// (see [`crate::Handler::row_columns`]).
+    pub fn with_columns(self, columns: fn(&str) -> Columns) -> Self {
         Self { columns, ..self }
     }
 
@@ -98,11 +100,24 @@ impl Decoder {
                 });
             }
         };
-        let event = cdc_schemas::decode_columns(&record, self.format, self.columns, &schemas)
-            .map_err(|e| DecodeFailure {
-                class: ErrorClass::Permanent,
-                message: e.to_string(),
-            })?;
+        let decode = |columns| {
+            cdc_schemas::decode_columns(&record, self.format, columns, &schemas).map_err(|e| {
+                DecodeFailure {
+                    class: ErrorClass::Permanent,
+                    message: e.to_string(),
+                }
+            })
+        };
+        let topic_table = msg.topic().rsplit('.').next().unwrap_or_default();
+        let columns = (self.columns)(topic_table);
+        let mut event = decode(columns)?;
+        if columns != Columns::All
+            && let ChangeEvent::Row(change) = &event
+            && change.table() != topic_table
+        {
+            // Routed topic: the selection was for another table.
+            event = decode(Columns::All)?;
+        }
         Ok(match event {
             ChangeEvent::Tombstone { .. } => Decoded::Skip("tombstone"),
             ChangeEvent::Heartbeat(..) => Decoded::Skip("heartbeat"),

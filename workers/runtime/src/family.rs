@@ -109,9 +109,13 @@ impl HandlerError {
 /// - A transient error means *nothing* may be assumed applied; a permanent one is followed by
 ///   one-record batches of the same records.
 pub trait Handler: Send + Sync + 'static {
-    /// The row-image columns the handler reads (all by default). Declaring a few makes
-    /// decoding skip the rest: most of a wide row's decoding cost.
-    fn row_columns(&self) -> Columns {
+    /// The row-image columns the handler reads of `table` (all by default). Declaring a few, or
+    /// none, makes decoding skip the rest: most of a wide row's decoding cost.
+    ///
+    /// The runtime asks with the table its topic is named after (`<prefix>.<db>.<table>`); a
+    /// record whose `source.table` turns out different is decoded again with every column.
+    fn row_columns(table: &str) -> Columns {
+        let _ = table;
         Columns::All
     }
 

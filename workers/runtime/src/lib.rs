@@ -42,3 +42,6 @@ pub use config::WorkerConfig;
 pub use error::{ErrorClass, RuntimeError, Stage};
 pub use family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
 pub use worker::{Running, run, start};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -83,7 +83,7 @@ impl<H: Handler> Pipeline<H> {
             name: "SCHEMA_REGISTRY_URL".into(),
             reason,
         })?
-        .with_columns(handler.row_columns());
+        .with_columns(H::row_columns);
         let dead_letters = DeadLetters::new(
             &crate::kafka::base_config(config, client_id),
             &family.dlq,
