@@ -578,7 +578,10 @@ mod tests {
     /// path is `tests/fixtures.rs`).
     #[test]
     fn fixture_row_changes_take_the_fast_path() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/debezium/json.jsonl");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/debezium/json.jsonl"
+        );
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let mut fast = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {

@@ -124,8 +124,7 @@ pub async fn show(
         format_of(family.encoding),
         family.service_topics.iter().cloned(),
         config.schema_registry_url.as_deref(),
-    )
-    .map_err(DlqError::Usage)?;
+    );
     for letter in &letters {
         let event = decoded(&decoder, letter).await;
         if as_json {

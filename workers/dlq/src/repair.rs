@@ -265,10 +265,7 @@ async fn apply_direct<H: Handler>(
     // One record at a time: originals may come from different partitions and topics.
     let mut failed = 0;
     for original in originals {
-        failed += pipeline
-            .process(std::slice::from_ref(&original))
-            .await
-            .dead_lettered as u64;
+        failed += pipeline.process(vec![original]).await.dead_lettered as u64;
     }
     Ok(failed)
 }

@@ -10,6 +10,7 @@
 //! - [`DeadLetters`]: the producer for one family's DLQ.
 //! - [`DeadLetter`]: one failed record and why.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
@@ -86,37 +87,51 @@ pub struct DeadLetter<'a> {
 
 /// Producer for one family's dead-letter topic.
 pub struct DeadLetters {
-    producer: FutureProducer,
+    /// Its settings, checked at start; the producer itself (four librdkafka threads and their
+    /// buffers) is created with the first dead letter: most workers never send one.
+    config: ClientConfig,
+    producer: OnceLock<FutureProducer>,
     topic: String,
     worker: String,
     group: String,
 }
 
 impl DeadLetters {
-    /// An idempotent, `acks=all` producer for `topic` with the shared Kafka properties.
+    /// An idempotent, `acks=all` producer for `topic` with the shared Kafka properties. Fails if
+    /// librdkafka refuses the settings.
     pub fn new(
         kafka: &ClientConfig,
         topic: &str,
         worker: &str,
         group: &str,
     ) -> Result<Self, RuntimeError> {
-        let producer = kafka
-            .clone()
+        let mut config = kafka.clone();
+        config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            .set("message.timeout.ms", "15000")
-            .create()
+            .set("message.timeout.ms", "15000");
+        config
+            .create_native_config()
             .map_err(|source| RuntimeError::KafkaClient {
                 client: "dead-letter producer",
                 source,
             })?;
         Ok(Self {
-            producer,
+            config,
+            producer: OnceLock::new(),
             topic: topic.to_owned(),
             worker: worker.to_owned(),
             group: group.to_owned(),
         })
+    }
+
+    fn producer(&self) -> Result<&FutureProducer, rdkafka::error::KafkaError> {
+        if let Some(producer) = self.producer.get() {
+            return Ok(producer);
+        }
+        let producer = self.config.create()?;
+        Ok(self.producer.get_or_init(|| producer))
     }
 
     /// The DLQ topic.
@@ -150,7 +165,7 @@ impl DeadLetters {
             if let Some(value) = value {
                 record = record.payload(value);
             }
-            match self.producer.send(record, Duration::from_secs(30)).await {
+            match self.producer()?.send(record, Duration::from_secs(30)).await {
                 Ok(_) => {
                     if body != Body::Whole {
                         tracing::warn!(

@@ -11,7 +11,7 @@
 //! - [`DecodeFailure`]: why a record could not be decoded, classified.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use apache_avro::Schema;
@@ -57,14 +57,13 @@ impl Decoder {
         format: Format,
         service_topics: impl IntoIterator<Item = String>,
         registry_url: Option<&str>,
-    ) -> Result<Self, String> {
-        let registry = registry_url.map(Registry::new).transpose()?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             format,
             columns: |_| Columns::All,
             service_topics: service_topics.into_iter().collect(),
-            registry,
-        })
+            registry: registry_url.map(Registry::new),
+        }
     }
 
     /// The same decoder, keeping only the row-image columns `columns` selects for each table
@@ -139,21 +138,38 @@ impl SchemaLookup for Schemas {
 }
 
 /// A Confluent-compatible schema registry with a process-wide cache (schemas are immutable by id).
+///
+/// Its HTTP client is built when the first Avro record needs it: building it loads the TLS
+/// library and the system's CA certificates (≈ 5 MB of a worker's memory), which a JSON-only
+/// deployment never uses.
 struct Registry {
-    settings: SrSettings,
+    url: String,
+    settings: OnceLock<SrSettings>,
     cache: RwLock<HashMap<u32, Arc<Schema>>>,
 }
 
 impl Registry {
-    fn new(url: &str) -> Result<Self, String> {
-        let settings = SrSettings::new_builder(url.to_owned())
+    /// A registry at `url` (checked at start: `WorkerConfig::validate`).
+    fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            settings: OnceLock::new(),
+            cache: RwLock::default(),
+        }
+    }
+
+    fn settings(&self) -> Result<&SrSettings, DecodeFailure> {
+        if let Some(settings) = self.settings.get() {
+            return Ok(settings);
+        }
+        let settings = SrSettings::new_builder(self.url.clone())
             .set_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| format!("schema registry {url}: {e}"))?;
-        Ok(Self {
-            settings,
-            cache: RwLock::default(),
-        })
+            .map_err(|e| DecodeFailure {
+                class: ErrorClass::Transient,
+                message: format!("schema registry {}: {e}", self.url),
+            })?;
+        Ok(self.settings.get_or_init(|| settings))
     }
 
     async fn fetch(&self, ids: &[u32]) -> Result<Schemas, DecodeFailure> {
@@ -176,16 +192,17 @@ impl Registry {
     }
 
     async fn fetch_one(&self, id: u32) -> Result<Schema, DecodeFailure> {
-        let registered = get_schema_by_id(id, &self.settings)
-            .await
-            .map_err(|e| DecodeFailure {
-                class: if e.retriable {
-                    ErrorClass::Transient
-                } else {
-                    ErrorClass::Permanent
-                },
-                message: format!("schema registry, schema id {id}: {e}"),
-            })?;
+        let registered =
+            get_schema_by_id(id, self.settings()?)
+                .await
+                .map_err(|e| DecodeFailure {
+                    class: if e.retriable {
+                        ErrorClass::Transient
+                    } else {
+                        ErrorClass::Permanent
+                    },
+                    message: format!("schema registry, schema id {id}: {e}"),
+                })?;
         Schema::parse_str(&registered.schema).map_err(|e| DecodeFailure {
             class: ErrorClass::Permanent,
             message: format!("schema id {id} is not a valid Avro schema: {e}"),

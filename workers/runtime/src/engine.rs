@@ -39,10 +39,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::family::Handler;
 use crate::observe::{Health, metric};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{DecodedBatch, Pipeline};
 
 /// The consumer type the engine runs.
 pub type EngineConsumer = BaseConsumer<EngineContext>;
@@ -391,22 +392,42 @@ struct PartitionTask {
     health: Arc<Health>,
 }
 
-/// One partition's task: batches in order, processes each, reports its next offset.
+/// One partition's task: reads and decodes batches in order and hands each to the partition's
+/// applier, which applies them in the same order and reports each one's next offset. A batch is
+/// decoded while the one before it is applied (on another thread when one is free); at most one
+/// decoded batch waits between the two.
 async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTask) {
+    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<DecodedBatch>(1);
+    let applier = {
+        let (pipeline, key, done) = (pipeline.clone(), task.key.clone(), task.done.clone());
+        // Aborted with this task (on a drain timeout): nothing applied late after that.
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            while let Some(decoded) = decoded_rx.recv().await {
+                let next_offset = decoded.next_offset();
+                pipeline.apply(decoded).await;
+                if let Some(next_offset) = next_offset {
+                    let _ = done.send(Done {
+                        key: key.clone(),
+                        next_offset,
+                    });
+                }
+            }
+        }))
+    };
     while let Some(batch) = next_batch(&task).await {
         // Records arrived, so the broker is reachable again (the statistics say so too, later).
         task.health.set_broker_down(false);
         task.health
             .dispatched
             .fetch_add(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
-        pipeline.process(&batch).await;
-        if let Some(last) = batch.last() {
-            let _ = task.done.send(Done {
-                key: task.key.clone(),
-                next_offset: last.offset() + 1,
-            });
+        let decoded = pipeline.decode(batch).await;
+        if decoded_tx.send(decoded).await.is_err() {
+            break; // the applier is gone (it panicked); the batch is redelivered
         }
     }
+    // Stopped: the applier finishes what was handed over, then this task ends.
+    drop(decoded_tx);
+    let _ = applier.await;
 }
 
 /// Takes what the queue holds, up to a full batch; waits for the first record, then at most

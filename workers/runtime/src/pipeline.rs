@@ -1,12 +1,14 @@
 //! The path of one batch of one partition: decode → apply → dead-letter, with retries.
 //!
-//! [`Pipeline::process`] is the single entry point the consumer engine *and* the replay tooling
-//! use, so a replayed record meets exactly the same decoding, idempotency rules and dead-letter
-//! handling as a consumed one. It returns only when every record of the batch is applied,
-//! skipped or acknowledged by the DLQ; the caller then stores the offset.
+//! [`Pipeline::decode`] then [`Pipeline::apply`] (together: [`Pipeline::process`]) is the one
+//! path the consumer engine *and* the replay tooling use, so a replayed record meets exactly the
+//! same decoding, idempotency rules and dead-letter handling as a consumed one. `apply` returns
+//! only when every record of the batch is applied, skipped or acknowledged by the DLQ; the caller
+//! then stores the offset. The engine decodes a partition's next batch while `apply` runs.
 //!
 //! # Layout
 //! - [`Pipeline`]: a family's handler, decoder and DLQ producer, with its retry policy.
+//! - [`DecodedBatch`]: a batch between its two halves.
 //! - [`BatchReport`]: what became of a batch.
 //! - `retry_transient`: exponential backoff with jitter (`backon`), pausing readiness.
 
@@ -56,6 +58,21 @@ pub struct BatchReport {
     pub dead_lettered: usize,
 }
 
+/// A batch decoded by [`Pipeline::decode`], for [`Pipeline::apply`].
+pub struct DecodedBatch {
+    batch: Vec<OwnedMessage>,
+    slots: Vec<Slot>,
+    records: Vec<Record>,
+    started: Instant,
+}
+
+impl DecodedBatch {
+    /// The offset after the batch's last record (what to store once it is applied).
+    pub fn next_offset(&self) -> Option<i64> {
+        self.batch.last().map(|m| m.offset() + 1)
+    }
+}
+
 /// A record's place in the batch while it is processed.
 enum Slot {
     /// Waiting for the handler; index into the handler batch.
@@ -79,10 +96,6 @@ impl<H: Handler> Pipeline<H> {
             family.service_topics.iter().cloned(),
             config.schema_registry_url.as_deref(),
         )
-        .map_err(|reason| crate::config::ConfigError::Invalid {
-            name: "SCHEMA_REGISTRY_URL".into(),
-            reason,
-        })?
         .with_columns(H::row_columns);
         let dead_letters = DeadLetters::new(
             &crate::kafka::base_config(config, client_id),
@@ -101,16 +114,25 @@ impl<H: Handler> Pipeline<H> {
         })
     }
 
-    /// Processes `batch` (records of one partition, in offset order).
+    /// Processes `batch` (records of one partition, in offset order): [`Pipeline::decode`],
+    /// then [`Pipeline::apply`].
     ///
     /// Invariant kept for the caller: when this returns, every record's effects are applied (or
     /// it was skipped, or its dead letter is acknowledged), so its offset may be stored. Transient
     /// failures are retried here until they pass; this never returns early.
-    pub async fn process(&self, batch: &[OwnedMessage]) -> BatchReport {
+    pub async fn process(&self, batch: Vec<OwnedMessage>) -> BatchReport {
+        let decoded = self.decode(batch).await;
+        self.apply(decoded).await
+    }
+
+    /// Decodes `batch` (records of one partition, in offset order); transient failures (the
+    /// schema registry) are retried until they pass. The engine decodes a partition's next
+    /// batch while the previous one is applied.
+    pub async fn decode(&self, batch: Vec<OwnedMessage>) -> DecodedBatch {
         let started = Instant::now();
         let mut slots = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
-        for msg in batch {
+        for msg in &batch {
             let decoded = self
                 .retry_transient(
                     Stage::Decode,
@@ -131,8 +153,25 @@ impl<H: Handler> Pipeline<H> {
                 Err(failure) => Slot::Failed(Stage::Decode, failure.message),
             });
         }
+        DecodedBatch {
+            batch,
+            slots,
+            records,
+            started,
+        }
+    }
 
-        let outcomes = self.apply(&records).await;
+    /// Applies a decoded batch: the handler's effects, then the dead letters of what failed.
+    /// When this returns, every record of the batch may have its offset stored (see
+    /// [`Pipeline::process`]).
+    pub async fn apply(&self, decoded: DecodedBatch) -> BatchReport {
+        let DecodedBatch {
+            batch,
+            slots,
+            records,
+            started,
+        } = decoded;
+        let outcomes = self.apply_handler(&records).await;
         histogram!(metric::BATCH_SIZE, "family" => self.family.clone()).record(batch.len() as f64);
 
         let mut report = BatchReport::default();
@@ -180,7 +219,7 @@ impl<H: Handler> Pipeline<H> {
 
     /// Applies the handler batch; on a permanent batch failure, isolates the culprit by applying
     /// records one by one. Returns one outcome per record.
-    async fn apply(&self, records: &[Record]) -> Vec<Outcome> {
+    async fn apply_handler(&self, records: &[Record]) -> Vec<Outcome> {
         if records.is_empty() {
             return Vec::new();
         }
