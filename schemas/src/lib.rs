@@ -131,6 +131,11 @@ fn decode_with(
         .map(|k| decode_part(k, format, Columns::All, schemas))
         .transpose()
         .map_err(|kind| DecodeError::new(kind, record.topic, Part::Key))?;
+    let value_error = |(kind, table): envelope::Failure| {
+        let mut e = DecodeError::new(kind, record.topic, Part::Value);
+        e.table = table;
+        e
+    };
     if let Some(fields) = record
         .value
         .filter(|v| fast_path && is_plain_json(v, format))
@@ -139,23 +144,15 @@ fn decode_with(
         let key = key
             .map(|k| envelope::into_row(k, "key"))
             .transpose()
-            .map_err(|kind| DecodeError::new(kind, record.topic, Part::Value))?;
-        return envelope::assemble(key, fields, columns).map_err(|(kind, table)| {
-            let mut e = DecodeError::new(kind, record.topic, Part::Value);
-            e.table = table;
-            e
-        });
+            .map_err(|kind| value_error((kind, None)))?;
+        return envelope::assemble(key, fields, columns).map_err(value_error);
     }
     let value = record
         .value
         .map(|v| decode_part(v, format, columns, schemas))
         .transpose()
-        .map_err(|kind| DecodeError::new(kind, record.topic, Part::Value))?;
-    envelope::classify(record.topic, key, value, columns).map_err(|(kind, table)| {
-        let mut e = DecodeError::new(kind, record.topic, Part::Value);
-        e.table = table;
-        e
-    })
+        .map_err(|kind| value_error((kind, None)))?;
+    envelope::classify(record.topic, key, value, columns).map_err(value_error)
 }
 
 /// Whether `bytes` in `format` is JSON without an embedded schema (what the fast path reads).

@@ -120,6 +120,10 @@ fn the_plain_json_fast_path_agrees_with_the_tree_path() {
         (r#""op""#, r#""\u006fp""#),
         (r#""ts_ms":"#, r#""ts_ms":"1","x":"#),
         (r#""source":"#, r#""source":null,"y":"#),
+        // Found by fuzzing: a lone surrogate in a field no one reads fails the tree path too.
+        (r#""op":""#, r#""x":"\uD83C","op":""#),
+        (r#""source":{"#, r#""source":{"x":"\uD83C","#),
+        (r#""source":{"#, r#""source":{"ts_us":"1","#),
     ];
     const SOME: Columns = Columns::Only(&["uid", "frd_uid", "title"]);
     let schemas = registry();
