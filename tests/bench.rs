@@ -1681,11 +1681,24 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
         if let Some(rss) = &ci.rss {
             let _ = writeln!(
                 m,
-                "| cache-invalidation RSS | {} under load, {} idle, {} peak | – | – | ≤ 20 MB steady |",
+                "| cache-invalidation RSS, draining | {} under load, {} idle after, {} peak | – | – | – |",
                 mib(rss.loaded_kb),
                 mib(rss.idle_kb),
                 mib(rss.peak_kb)
             );
+        }
+        for l in &r.latency {
+            if let Some(rss) = &l.worker_rss {
+                let _ = writeln!(
+                    m,
+                    "| cache-invalidation RSS, steady at {}/s for {} s, fetch.wait.max.ms={} | {} peak (VmHWM, start included), {} at the end | – | – | ≤ 20 MB steady |",
+                    l.target_rate,
+                    l.seconds,
+                    l.fetch_wait_max_ms,
+                    mib(rss.peak_kb),
+                    mib(rss.loaded_kb)
+                );
+            }
         }
         let _ = writeln!(
             m,
