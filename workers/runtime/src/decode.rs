@@ -209,3 +209,49 @@ impl Registry {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    /// A record of `chii_friends` on a topic named after another table (as a topic router
+    /// would leave it) keeps its columns: the selection for the topic's table is not applied.
+    #[tokio::test]
+    async fn a_routed_record_is_decoded_with_every_column() {
+        let value = br#"{"before":null,"after":{"frd_uid":1,"frd_fid":2,"frd_grade":1},"source":{"version":"3.6.3.Final","connector":"mysql","name":"debezium.chii","db":"bangumi","table":"chii_friends","ts_ms":1},"op":"c","ts_ms":1}"#;
+        let decoder = Decoder::new(Format::Json, [], None).with_columns(|table| match table {
+            "chii_members" => Columns::Only(&[]),
+            _ => Columns::Only(&["frd_uid"]),
+        });
+        let decoder = &decoder;
+        let decode = |topic: &str| {
+            let msg = OwnedMessage::new(
+                Some(value.to_vec()),
+                None,
+                topic.to_owned(),
+                Timestamp::NotAvailable,
+                0,
+                0,
+                None,
+            );
+            async move { decoder.decode(&msg).await }
+        };
+        let columns = |decoded: Result<Decoded, DecodeFailure>| match decoded {
+            Ok(Decoded::Event(Event::Change(event))) => match *event {
+                ChangeEvent::Row(change) => change.row().map_or(0, |r| r.len()),
+                other => panic!("not a row change: {other:?}"),
+            },
+            other => panic!("not an event: {other:?}"),
+        };
+        assert_eq!(
+            columns(decode("debezium.chii.bangumi.chii_friends").await),
+            1
+        );
+        assert_eq!(
+            columns(decode("debezium.chii.bangumi.chii_members").await),
+            3
+        );
+    }
+}
