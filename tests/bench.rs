@@ -820,31 +820,7 @@ async fn cache_drain(
 // Redis helpers
 
 async fn delete_prefix(prefix: &str) -> anyhow::Result<u64> {
-    let mut conn = redis().await?;
-    let mut cursor = 0u64;
-    let mut deleted = 0u64;
-    let pattern = format!("{}*", timeline::keys::glob_escape(prefix));
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            deleted += keys.len() as u64;
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(deleted);
-        }
-    }
+    fleet_harness::delete_prefix_at(&redis_uri(), prefix).await
 }
 
 async fn command_stats() -> anyhow::Result<BTreeMap<String, u64>> {

@@ -12,10 +12,12 @@ use cache_invalidation::{CacheInvalidation, FAMILY};
 use cdc_topics::Family;
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
-use fleet_harness::process::{KillOnDrop, PrivateRegistry, signal, wait_exit, worker_binary};
+use fleet_harness::process::{
+    DlqLane, KillOnDrop, PrivateRegistry, dlq_command, dlq_output, signal, wait_exit,
+};
 use fleet_harness::{
-    Out, brokers, committed, end_offsets, keys_under, produce, producer, provisioned_family,
-    redis_uri, seed_keys, unique, wait_drained, worker_config,
+    Out, committed, end_offsets, keys_under, produce, producer, provisioned_family, redis_uri,
+    seed_keys, unique, wait_drained, worker_config,
 };
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
@@ -126,31 +128,20 @@ async fn dead_lettered_run(name: &str) -> Setup {
 
 impl Setup {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(worker_binary("dlq").expect("dlq binary"));
-        cmd.args(args)
-            .env("KAFKA_BROKERS", brokers())
-            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
-            .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
-            .env("KAFKA_GROUP_ID", &self.group)
-            .env("REDIS_URI", redis_uri())
-            .env("REDIS_KEY_PREFIX", &self.key_prefix)
-            .env("SCHEMA_REGISTRY_URL", self.registry.url())
-            .env("DLQ_AUDIT_LOG", &self.audit)
-            .env("LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn");
-        cmd
+        let (redis_uri, registry_url) = (redis_uri(), self.registry.url());
+        let lane = DlqLane {
+            topic_prefix: &self.topic_prefix,
+            group: &self.group,
+            redis_uri: &redis_uri,
+            key_prefix: &self.key_prefix,
+            registry_url: &registry_url,
+            audit: &self.audit,
+        };
+        dlq_command(args, &lane).expect("dlq binary")
     }
 
     fn dlq(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run dlq");
-        eprintln!(
-            "$ dlq {}\n{}{}exit {:?}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            out.status.code()
-        );
-        out
+        dlq_output(self.command(args), args)
     }
 
     fn replay_offsets(&self) -> Vec<i64> {

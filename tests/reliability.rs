@@ -51,7 +51,6 @@ use fleet_harness::{
     Consumed, Out, brokers, client_config, existing, produce, producer, redis_uri, unique,
     worker_config,
 };
-use rand::Rng;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_points() {
@@ -82,34 +81,16 @@ async fn kill_9_at_random_points() {
     let ends: i64 = lane.ends()[0].iter().sum();
     for round in 1..=rounds {
         let before = remaining().await.len();
-        let mut child = lane.spawn(&[("BATCH_MAX_MESSAGES", "50")]);
-        let mut checked = Instant::now();
-        wait_for("a first effect", Duration::from_secs(60), async || {
-            if remaining().await.len() < before {
-                return true;
-            }
-            // Only duplicates left: no key goes; a commit shows progress (slower to read).
-            checked.elapsed() > Duration::from_secs(1) && {
-                checked = Instant::now();
-                lane.committed()[0] > previous[0]
-            }
-        })
-        .await;
         // A random point: a batch of 50 takes a few ms, so these land mid-batch.
-        let delay = rand::rng().random_range(0..100);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        signal(&child, "KILL").expect("kill -9");
-        wait_exit(&mut child, Duration::from_secs(10))
-            .await
-            .expect("wait");
+        let (delay, committed) = lane
+            .kill_9_after_first_effect(
+                &[("BATCH_MAX_MESSAGES", "50")],
+                Duration::from_millis(100),
+                &previous,
+                async || remaining().await.len() < before,
+            )
+            .await;
         kills += 1;
-        let committed = lane.committed();
-        for (now, then) in committed[0].iter().zip(&previous[0]) {
-            assert!(
-                now >= then,
-                "committed offsets went back: {previous:?} → {committed:?}"
-            );
-        }
         let left = remaining().await;
         for (uid, (_, partition, offset)) in uids.iter().zip(&landed) {
             if *offset < committed[0][*partition as usize] {
@@ -120,7 +101,7 @@ async fn kill_9_at_random_points() {
             }
         }
         eprintln!(
-            "round {round}: killed {delay} ms after its first effect; committed {:?} of {ends}; {} of {} seeded keys left ({untouched} untouched by the stream)",
+            "round {round}: killed {delay:?} after its first effect; committed {:?} of {ends}; {} of {} seeded keys left ({untouched} untouched by the stream)",
             committed[0],
             left.len(),
             seeded.len()
@@ -132,17 +113,7 @@ async fn kill_9_at_random_points() {
     }
 
     assert!(kills >= 3, "killed {kills} times");
-    let mut child = lane.spawn(&[]);
-    lane.drained().await;
-    signal(&child, "TERM").expect("term");
-    wait_exit(&mut child, Duration::from_secs(20))
-        .await
-        .expect("wait");
-    assert_eq!(
-        lane.committed(),
-        lane.ends(),
-        "committed up to every partition's end"
-    );
+    lane.finish_with_binary().await;
     assert_eq!(lane.dlq_depth(), 0);
     assert_same_state("kill -9", &lane.state().await, &expected);
     lane.clean_up().await;
@@ -219,35 +190,17 @@ async fn kill_9_the_timeline_at_random_points() {
     for round in 1..=6 * scale() {
         let fenced = async || existing(&lane.key_prefix, &fences).await.expect("fences");
         let before = fenced().await.len();
-        let mut child = lane.spawn(&[("BATCH_MAX_MESSAGES", "10")]);
-        let mut checked = Instant::now();
-        wait_for("a first effect", Duration::from_secs(60), async || {
-            if fenced().await.len() > before {
-                return true;
-            }
-            // Only deletes and writer messages left: a commit shows progress (slower to read).
-            checked.elapsed() > Duration::from_secs(1) && {
-                checked = Instant::now();
-                lane.committed() > previous
-            }
-        })
-        .await;
         // A random point: a batch of 10 takes a few ms, so these land mid-batch; the window is
         // short so that the stream lasts several rounds (a round of 100 ms did half of it).
-        let delay = rand::rng().random_range(0..25);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        signal(&child, "KILL").expect("kill -9");
-        wait_exit(&mut child, Duration::from_secs(10))
-            .await
-            .expect("wait");
+        let (delay, committed) = lane
+            .kill_9_after_first_effect(
+                &[("BATCH_MAX_MESSAGES", "10")],
+                Duration::from_millis(25),
+                &previous,
+                async || fenced().await.len() > before,
+            )
+            .await;
         kills += 1;
-        let committed = lane.committed();
-        for (now, then) in committed.iter().flatten().zip(previous.iter().flatten()) {
-            assert!(
-                now >= then,
-                "committed offsets went back: {previous:?} → {committed:?}"
-            );
-        }
         let fenced = fenced().await;
         for (fence, (_, partition, offset)) in &creates {
             if *offset < committed[topic_index][*partition as usize] {
@@ -273,7 +226,7 @@ async fn kill_9_the_timeline_at_random_points() {
         }
         let done: i64 = committed.iter().flatten().sum();
         eprintln!(
-            "round {round}: killed {delay} ms after its first effect; committed {done} of {total}"
+            "round {round}: killed {delay:?} after its first effect; committed {done} of {total}"
         );
         previous = committed;
         if done >= total {
@@ -283,13 +236,7 @@ async fn kill_9_the_timeline_at_random_points() {
     // Each kill lands mid-stream (the loop ends once everything is committed); the timeline
     // worker drains this stream in 3 rounds or so, so at least 2 kills are always mid-stream.
     assert!(kills >= 2, "killed {kills} times");
-    let mut child = lane.spawn(&[]);
-    lane.drained().await;
-    signal(&child, "TERM").expect("term");
-    wait_exit(&mut child, Duration::from_secs(20))
-        .await
-        .expect("wait");
-    assert_eq!(lane.committed(), lane.ends(), "committed to every end");
+    lane.finish_with_binary().await;
     assert_eq!(lane.dlq_depth(), 0);
     let state = lane.state().await;
     assert_same_state("kill -9 of the timeline", &state, &expected);

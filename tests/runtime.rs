@@ -15,6 +15,7 @@ use cache_invalidation::{CacheInvalidation, FAMILY};
 use cdc_topics::Family;
 use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_command};
+use fleet_harness::scenario::wait_for;
 use fleet_harness::{
     Out, committed, existing, http_get, produce, producer, provisioned_family, redis_uri,
     seed_keys, unique, wait_drained, worker_config,
@@ -151,17 +152,6 @@ impl Setup {
                 );
             }
         }
-    }
-}
-
-async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -320,26 +320,47 @@ pub async fn seed_keys(prefix: &str, keys: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every key under `prefix`, without the prefix, sorted.
-pub async fn keys_under(prefix: &str) -> anyhow::Result<Vec<String>> {
-    let mut conn = redis().await?;
+/// Every key under `prefix` (matched literally: glob characters escaped), by `SCAN`.
+pub async fn scan_prefix(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let pattern = format!("{}*", timeline::keys::glob_escape(prefix));
     let mut found: Vec<String> = Vec::new();
     let mut cursor = 0u64;
     loop {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{prefix}*"))
+            .arg(&pattern)
             .arg("COUNT")
             .arg(10_000)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await?;
         found.extend(batch);
         cursor = next;
         if cursor == 0 {
-            break;
+            return Ok(found);
         }
     }
+}
+
+/// Deletes every key under `prefix` in the Redis at `uri`; how many there were.
+pub async fn delete_prefix_at(uri: &str, prefix: &str) -> anyhow::Result<u64> {
+    let mut conn = redis_at(uri).await?;
+    let keys = scan_prefix(&mut conn, prefix).await?;
+    for chunk in keys.chunks(10_000) {
+        redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(keys.len() as u64)
+}
+
+/// Every key under `prefix`, without the prefix, sorted.
+pub async fn keys_under(prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut found = scan_prefix(&mut redis().await?, prefix).await?;
     for k in &mut found {
         k.drain(..prefix.len());
     }

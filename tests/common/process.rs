@@ -50,6 +50,48 @@ pub fn worker_command(
     Ok(cmd)
 }
 
+/// Where the `dlq` tool runs in a test: a family's topics, group,
+/// Redis and key prefix, its schema registry, an audit log at `audit`; text logs, warnings only.
+pub struct DlqLane<'a> {
+    pub topic_prefix: &'a str,
+    pub group: &'a str,
+    pub redis_uri: &'a str,
+    pub key_prefix: &'a str,
+    pub registry_url: &'a str,
+    pub audit: &'a std::path::Path,
+}
+
+/// The `dlq` tool with `args`, configured for `lane` (see [`DlqLane`]).
+pub fn dlq_command(args: &[&str], lane: &DlqLane) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(worker_binary("dlq")?);
+    cmd.args(args)
+        .env("KAFKA_BROKERS", crate::brokers())
+        .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
+        .env("KAFKA_TOPIC_PREFIX", lane.topic_prefix)
+        .env("KAFKA_GROUP_ID", lane.group)
+        .env("REDIS_URI", lane.redis_uri)
+        .env("REDIS_KEY_PREFIX", lane.key_prefix)
+        .env("SCHEMA_REGISTRY_URL", lane.registry_url)
+        .env("DLQ_AUDIT_LOG", lane.audit)
+        .env("LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn");
+    Ok(cmd)
+}
+
+/// Runs `cmd` (the `dlq` tool with `args`) to completion and echoes what it printed, for the
+/// test's output.
+pub fn dlq_output(mut cmd: Command, args: &[&str]) -> std::process::Output {
+    let out = cmd.output().expect("run dlq");
+    eprintln!(
+        "$ dlq {}\n{}{}exit {:?}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
+}
+
 /// Sends `signal` (e.g. "TERM", "KILL") to `child`.
 pub fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")

@@ -4,7 +4,6 @@
 //! reproduce, and the per-scenario result line ([`report`]).
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_invalidation::CacheInvalidation;
@@ -14,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{MemberUpdates, TimelineItems, member_key};
 use crate::mysql::{PrivateMariaDb, TestDatabase};
-use crate::process::{KillOnDrop, worker_binary, worker_command};
+use crate::process::{KillOnDrop, signal, wait_exit, worker_command};
 use crate::state::{State, dump_redis};
 use crate::{
-    Consumed, Out, brokers, committed, end_offsets, http_get, produce, producer,
-    provisioned_family, read_all, redis_at, redis_uri, unique, wait_drained, worker_config,
+    Consumed, Out, committed, end_offsets, http_get, produce, producer, provisioned_family,
+    read_all, redis_at, redis_uri, unique, wait_drained, worker_config,
 };
 
 pub const MEMBERS: &str = "debezium.chii.bangumi.chii_members";
@@ -393,31 +392,9 @@ impl Lane {
     /// Deletes what a passing run left: its Redis keys and its database (a failing run keeps
     /// them for inspection). Its topics stay (the broker's storage is memory).
     pub async fn clean_up(self) {
-        let mut conn = redis_at(&self.redis_uri).await.expect("redis");
-        let pattern = format!("{}*", crate::state::glob_escape(&self.key_prefix));
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(10_000)
-                .query_async(&mut conn)
-                .await
-                .expect("scan");
-            if !keys.is_empty() {
-                redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .expect("unlink");
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        crate::delete_prefix_at(&self.redis_uri, &self.key_prefix)
+            .await
+            .expect("delete the lane's keys");
         if let Some(db) = self.db {
             db.drop_now().await.expect("drop database");
         }
@@ -426,34 +403,81 @@ impl Lane {
     /// Runs the `dlq` tool on the lane with `args`; prints and returns its output.
     pub fn dlq(&self, args: &[&str]) -> std::process::Output {
         let audit = std::env::temp_dir().join(format!("{}.audit.jsonl", unique("rel-dlq")));
-        let mut cmd = Command::new(worker_binary("dlq").expect("dlq binary"));
-        cmd.args(args)
-            .env("KAFKA_BROKERS", brokers())
-            .env("KAFKA_CONFIG__BATCH_NUM_MESSAGES", "1")
-            .env("KAFKA_TOPIC_PREFIX", &self.topic_prefix)
-            .env("KAFKA_GROUP_ID", &self.group)
-            .env("REDIS_URI", &self.redis_uri)
-            .env("REDIS_KEY_PREFIX", &self.key_prefix)
-            .env("SCHEMA_REGISTRY_URL", crate::registry_url())
-            .env("DLQ_AUDIT_LOG", &audit)
-            .env("LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn");
+        let registry_url = crate::registry_url();
+        let lane = crate::process::DlqLane {
+            topic_prefix: &self.topic_prefix,
+            group: &self.group,
+            redis_uri: &self.redis_uri,
+            key_prefix: &self.key_prefix,
+            registry_url: &registry_url,
+            audit: &audit,
+        };
+        let mut cmd = crate::process::dlq_command(args, &lane).expect("dlq binary");
         if let Some(db) = &self.db {
             cmd.env("MYSQL_DB", &db.name);
         }
         if let Some(port) = self.mysql_port {
             cmd.env("MYSQL_PORT", port.to_string());
         }
-        let out = cmd.output().expect("run dlq");
+        let out = crate::process::dlq_output(cmd, args);
         let _ = std::fs::remove_file(&audit);
-        eprintln!(
-            "$ dlq {}\n{}{}exit {:?}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            out.status.code()
-        );
         out
+    }
+
+    /// Starts the real binary with `env`, waits for `first_effect` (or, checked every second,
+    /// a commit past `previous`), then `kill -9`s it at a random point up to `max_delay`
+    /// later. Checks that no committed offset went back; returns them, and the delay.
+    pub async fn kill_9_after_first_effect(
+        &self,
+        env: &[(&str, &str)],
+        max_delay: Duration,
+        previous: &[Vec<i64>],
+        mut first_effect: impl AsyncFnMut() -> bool,
+    ) -> (Duration, Vec<Vec<i64>>) {
+        let mut child = self.spawn(env);
+        let mut checked = Instant::now();
+        wait_for("a first effect", Duration::from_secs(60), async || {
+            if first_effect().await {
+                return true;
+            }
+            // No effect to see (only duplicates or deletes left): a commit shows progress
+            // (slower to read).
+            checked.elapsed() > Duration::from_secs(1) && {
+                checked = Instant::now();
+                self.committed().as_slice() > previous
+            }
+        })
+        .await;
+        let delay = rand::Rng::random_range(&mut rand::rng(), Duration::ZERO..max_delay);
+        tokio::time::sleep(delay).await;
+        signal(&child, "KILL").expect("kill -9");
+        wait_exit(&mut child, Duration::from_secs(10))
+            .await
+            .expect("wait");
+        let committed = self.committed();
+        for (now, then) in committed.iter().flatten().zip(previous.iter().flatten()) {
+            assert!(
+                now >= then,
+                "committed offsets went back: {previous:?} → {committed:?}"
+            );
+        }
+        (delay, committed)
+    }
+
+    /// Runs the real binary until the lane is drained, stops it with SIGTERM and checks that
+    /// it committed up to every partition's end.
+    pub async fn finish_with_binary(&self) {
+        let mut child = self.spawn(&[]);
+        self.drained().await;
+        signal(&child, "TERM").expect("term");
+        wait_exit(&mut child, Duration::from_secs(20))
+            .await
+            .expect("wait");
+        assert_eq!(
+            self.committed(),
+            self.ends(),
+            "committed up to every partition's end"
+        );
     }
 
     /// The real worker binary, as a child process.

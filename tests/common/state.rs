@@ -79,23 +79,7 @@ impl State {
 /// Dumps every key under `prefix` in the Redis at `uri`.
 pub async fn dump_redis(uri: &str, prefix: &str) -> anyhow::Result<BTreeMap<String, Entry>> {
     let mut conn = crate::redis_at(uri).await?;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", glob_escape(prefix)))
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut conn)
-            .await?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
+    let mut keys = crate::scan_prefix(&mut conn, prefix).await?;
     keys.sort();
     keys.dedup();
     let mut dump = BTreeMap::new();
@@ -169,18 +153,6 @@ pub async fn dump_redis(uri: &str, prefix: &str) -> anyhow::Result<BTreeMap<Stri
         }
     }
     Ok(dump)
-}
-
-/// `prefix` with the glob characters SCAN MATCH would interpret escaped.
-pub(crate) fn glob_escape(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len());
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Every row of `table`, minus `skip_columns` (e.g. an auto-increment id, or Kafka coordinates
