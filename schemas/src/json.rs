@@ -159,7 +159,20 @@ struct SelectedColumns(&'static [&'static str]);
 impl<'de> DeserializeSeed<'de> for SelectedColumns {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
+        if !self.0.is_empty() {
+            return d.deserialize_any(self);
+        }
+        // Nothing selected: serde_json skips the image in one tight loop (keys included, which
+        // a map visitor would parse one by one). Only an image that is neither an object nor
+        // null (an error further up) is parsed after all, as the visitor would.
+        let raw = <&serde_json::value::RawValue>::deserialize(d)?;
+        match raw.get().as_bytes().first() {
+            Some(b'{') => Ok(Value::Struct(Row::default())),
+            Some(b'n') => Ok(Value::Null),
+            _ => serde_json::from_str::<Tree>(raw.get())
+                .map(|tree| tree.0)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -171,11 +184,6 @@ impl<'de> Visitor<'de> for SelectedColumns {
     }
     other_kinds_as_tree!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        if self.0.is_empty() {
-            // Nothing selected: skip the image at the speed of `IgnoredAny`.
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            return Ok(Value::Struct(Row::default()));
-        }
         let mut columns = Vec::with_capacity(self.0.len());
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if self.0.contains(&key.as_ref()) {

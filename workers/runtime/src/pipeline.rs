@@ -298,7 +298,7 @@ impl<H: Handler> Pipeline<H> {
     async fn retry_transient<T, E, F, Fut>(
         &self,
         stage: Stage,
-        op: F,
+        mut op: F,
         is_transient: impl Fn(&E) -> bool,
     ) -> Result<T, E>
     where
@@ -306,6 +306,12 @@ impl<H: Handler> Pipeline<H> {
         Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
+        // The common case, once per record on the decode path: one try, no retry machinery.
+        // After a transient failure the loop below tries again at once, then backs off.
+        match op().await {
+            Err(error) if is_transient(&error) => {}
+            done => return done,
+        }
         // backon's jitter adds up to 100 % to each delay: cap the delay at half the policy's
         // maximum so that a wait never exceeds `retry.max` (the design's bound on how long a
         // partition stays idle after its dependency is back).
