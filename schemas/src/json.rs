@@ -185,7 +185,7 @@ impl<'de> Visitor<'de> for SelectedColumns {
     other_kinds_as_tree!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut columns = Vec::with_capacity(self.0.len());
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key()? {
             if self.0.contains(&key.as_ref()) {
                 columns.push((Name::new(&key), map.next_value::<Tree>()?.0));
             } else {
@@ -230,7 +230,7 @@ impl<'de> Visitor<'de> for RowChangeRoot {
         use serde::de::Error;
         let (mut op, mut source, mut before, mut after, mut ts_ms) = (None, None, None, None, None);
         let mut seen = 0u8;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key()? {
             let field = match key.as_ref() {
                 "before" => 1,
                 "after" => 2,
@@ -247,7 +247,7 @@ impl<'de> Visitor<'de> for RowChangeRoot {
                 1 => before = map.next_value_seed(Image(self.0))?,
                 2 => after = map.next_value_seed(Image(self.0))?,
                 4 => source = Some(map.next_value::<SourceFields<'de>>()?.into_source()),
-                8 => op = Some(map.next_value::<std::borrow::Cow<'de, str>>()?.into_owned()),
+                8 => op = Some(map.next_value::<Text<'de>>()?.0.into_owned()),
                 16 => ts_ms = map.next_value::<Option<i64>>()?,
                 // Read whole, as the tree path reads it (a bad escape fails here too).
                 _ => drop(map.next_value::<Tree>()?),
@@ -400,6 +400,31 @@ impl<'de> Deserialize<'de> for NameKey {
             }
         }
         d.deserialize_str(V).map(NameKey)
+    }
+}
+
+/// A string borrowed from the input where it can be (serde's own `Cow<str>` always copies).
+struct Text<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(v.to_owned().into()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(v.into()))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -51,13 +51,56 @@ pub enum Ids {
     },
 }
 
+impl Ids {
+    /// The id a placeholder (`id`, `uid`, `fid`) stands for, if these ids have it.
+    fn named(self, placeholder: &str) -> Option<u64> {
+        match (self, placeholder) {
+            (Self::One(id), "id") | (Self::Pair { uid: id, .. }, "uid") => Some(id),
+            (Self::Pair { fid, .. }, "fid") => Some(fid),
+            _ => None,
+        }
+    }
+}
+
 /// Fills `format`'s placeholders with `ids`, after `prefix`.
 pub fn render(prefix: &str, format: &str, ids: Ids) -> String {
-    let key = match ids {
-        Ids::One(id) => format.replace("{id}", &id.to_string()),
-        Ids::Pair { uid, fid } => format
-            .replace("{uid}", &uid.to_string())
-            .replace("{fid}", &fid.to_string()),
-    };
-    format!("{prefix}{key}")
+    use std::fmt::Write;
+    // One allocation per key: this runs for every record of a batch.
+    let mut key = String::with_capacity(prefix.len() + format.len() + 20);
+    key.push_str(prefix);
+    let mut rest = format;
+    while let Some((text, after)) = rest.split_once('{') {
+        key.push_str(text);
+        let Some((name, after)) = after.split_once('}') else {
+            key.push('{');
+            rest = after;
+            break;
+        };
+        // Writing to a String cannot fail.
+        let _ = match ids.named(name) {
+            Some(id) => write!(key, "{id}"),
+            None => write!(key, "{{{name}}}"),
+        };
+        rest = after;
+    }
+    key.push_str(rest);
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_the_placeholders_its_ids_have_and_leaves_the_rest() {
+        assert_eq!(render("t:", USER_SLIM, Ids::One(7)), "t:user:v2:slim:7");
+        assert_eq!(render("", SUBJECT_ITEM, Ids::One(0)), "sbj:v2:item:0");
+        let pair = Ids::Pair { uid: 1, fid: 2 };
+        assert_eq!(render("", USER_FRIENDS, pair), "user:v2:friends:1");
+        assert_eq!(render("", USER_FOLLOWERS, pair), "user:followers:2");
+        assert_eq!(render("", USER_FRIEND_STATS, pair), "user:stats:1:friend");
+        assert_eq!(render("", "a:{uid}:{id}", Ids::One(3)), "a:{uid}:3");
+        assert_eq!(render("", "a:{id", Ids::One(3)), "a:{id");
+        assert_eq!(render("", "{id}{id}", Ids::One(u64::MAX)), "1844674407370955161518446744073709551615");
+    }
 }
