@@ -101,6 +101,9 @@ mod tests {
         assert_eq!(render("", USER_FRIEND_STATS, pair), "user:stats:1:friend");
         assert_eq!(render("", "a:{uid}:{id}", Ids::One(3)), "a:{uid}:3");
         assert_eq!(render("", "a:{id", Ids::One(3)), "a:{id");
-        assert_eq!(render("", "{id}{id}", Ids::One(u64::MAX)), "1844674407370955161518446744073709551615");
+        assert_eq!(
+            render("", "{id}{id}", Ids::One(u64::MAX)),
+            "1844674407370955161518446744073709551615"
+        );
     }
 }
