@@ -45,8 +45,7 @@ fn every_fixture_record_plans_exactly_the_expected_deletions_in_every_encoding()
                 value: f.record.value.as_deref(),
             };
             // decoded as the worker decodes: only the row columns its table's rule reads
-            let table = f.topic.rsplit('.').next().unwrap_or_default();
-            let columns = CacheInvalidation::row_columns(table);
+            let columns = CacheInvalidation::row_columns(cdc_schemas::topic_table(&f.topic));
             let event = cdc_schemas::decode_columns(&record, Format::Auto, columns, &schemas)
                 .unwrap_or_else(|e| panic!("{encoding:?} seq {}: {e}", f.seq));
             let ChangeEvent::Row(change) = event else {

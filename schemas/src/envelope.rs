@@ -38,7 +38,7 @@ pub(crate) fn classify(
         .transpose()
         .map_err(|e| (e, None))?;
     let Some(value) = value else {
-        let table = topic.rsplit('.').next().map(Arc::from);
+        let table = Some(Arc::from(crate::topic_table(topic)));
         let key = key.map(|mut k| {
             k.set_table(table);
             k

@@ -203,7 +203,7 @@ impl<'de> Visitor<'de> for SelectedColumns {
 /// returns, it returns what the tree path would (checked by `tests/fixtures.rs` and the fuzz
 /// targets).
 pub(crate) fn plain_row_change(bytes: &[u8], columns: Columns) -> Option<RowChangeFields> {
-    let text = std::str::from_utf8(bytes).ok()?;
+    let text = utf8(bytes).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
     let fields = RowChangeRoot(columns).deserialize(&mut de).ok()?;
     de.end().ok()?;

@@ -71,6 +71,11 @@ pub struct RawRecord<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// The table a Debezium topic (`<prefix>.<db>.<table>`) is named after: its last segment.
+pub fn topic_table(topic: &str) -> &str {
+    topic.rsplit('.').next().unwrap_or(topic)
+}
+
 /// The registry schema ids a record references (key first, then value; deduplicated).
 /// Empty for JSON: JSON text never starts with the Confluent magic byte 0.
 pub fn schema_ids(record: &RawRecord) -> Vec<u32> {

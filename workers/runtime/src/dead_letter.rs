@@ -127,11 +127,7 @@ impl DeadLetters {
     }
 
     fn producer(&self) -> Result<&FutureProducer, rdkafka::error::KafkaError> {
-        if let Some(producer) = self.producer.get() {
-            return Ok(producer);
-        }
-        let producer = self.config.create()?;
-        Ok(self.producer.get_or_init(|| producer))
+        crate::get_or_try_init(&self.producer, || self.config.create())
     }
 
     /// The DLQ topic.

@@ -107,7 +107,7 @@ impl Decoder {
                 }
             })
         };
-        let topic_table = msg.topic().rsplit('.').next().unwrap_or_default();
+        let topic_table = cdc_schemas::topic_table(msg.topic());
         let columns = (self.columns)(topic_table);
         let mut event = decode(columns)?;
         if columns != Columns::All
@@ -159,17 +159,15 @@ impl Registry {
     }
 
     fn settings(&self) -> Result<&SrSettings, DecodeFailure> {
-        if let Some(settings) = self.settings.get() {
-            return Ok(settings);
-        }
-        let settings = SrSettings::new_builder(self.url.clone())
-            .set_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| DecodeFailure {
-                class: ErrorClass::Transient,
-                message: format!("schema registry {}: {e}", self.url),
-            })?;
-        Ok(self.settings.get_or_init(|| settings))
+        crate::get_or_try_init(&self.settings, || {
+            SrSettings::new_builder(self.url.clone())
+                .set_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| DecodeFailure {
+                    class: ErrorClass::Transient,
+                    message: format!("schema registry {}: {e}", self.url),
+                })
+        })
     }
 
     async fn fetch(&self, ids: &[u32]) -> Result<Schemas, DecodeFailure> {

@@ -43,5 +43,18 @@ pub use error::{ErrorClass, RuntimeError, Stage};
 pub use family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
 pub use worker::{Running, run, start};
 
+/// `cell`'s value, made by `init` on first use (a client most workers never need); a failed
+/// `init` leaves the cell empty for the next try. std's `OnceLock::get_or_try_init` is unstable.
+pub(crate) fn get_or_try_init<T, E>(
+    cell: &std::sync::OnceLock<T>,
+    init: impl FnOnce() -> Result<T, E>,
+) -> Result<&T, E> {
+    if let Some(value) = cell.get() {
+        return Ok(value);
+    }
+    let value = init()?;
+    Ok(cell.get_or_init(|| value))
+}
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
