@@ -142,6 +142,9 @@ impl Handler for CacheInvalidation {
         Columns::Only(rule(table).map_or(&[], |r| r.ids.row_columns()))
     }
 
+    /// Deleting keys is idempotent by itself: which delivery a record is does not matter.
+    const READS_IDENTITY: bool = false;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         let mut keys = BTreeSet::new();
         let outcomes = batch.iter().map(|r| self.outcome(r, &mut keys)).collect();

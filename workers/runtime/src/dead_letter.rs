@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::error::{ErrorClass, RuntimeError, Stage};
@@ -74,9 +74,9 @@ pub mod header {
 
 /// One failed record and why it failed.
 #[derive(Debug)]
-pub struct DeadLetter<'a> {
+pub struct DeadLetter<'a, M> {
     /// The record as consumed.
-    pub original: &'a OwnedMessage,
+    pub original: &'a M,
     /// Why (always [`ErrorClass::Permanent`] today).
     pub class: ErrorClass,
     /// Where.
@@ -139,7 +139,10 @@ impl DeadLetters {
     ///
     /// A letter too large for the DLQ is produced without its value, then also without its key
     /// (see the module docs), so an oversize record never blocks its partition.
-    pub async fn send(&self, letter: &DeadLetter<'_>) -> Result<(), rdkafka::error::KafkaError> {
+    pub async fn send<M: Message>(
+        &self,
+        letter: &DeadLetter<'_, M>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
         let headers = dead_letter_headers(letter, &self.worker, &self.group, now_ms());
         let original = letter.original;
         let mut last = None;
@@ -215,7 +218,7 @@ fn is_too_large(error: &rdkafka::error::KafkaError) -> bool {
 }
 
 /// `headers` plus the headers saying what was dropped from the letter of `original`.
-fn with_dropped(headers: OwnedHeaders, original: &OwnedMessage, body: Body) -> OwnedHeaders {
+fn with_dropped(headers: OwnedHeaders, original: &impl Message, body: Body) -> OwnedHeaders {
     let mut headers = headers.insert(Header {
         key: header::DROPPED,
         value: Some(body.dropped()),
@@ -236,8 +239,8 @@ fn with_dropped(headers: OwnedHeaders, original: &OwnedMessage, body: Body) -> O
 }
 
 /// The original headers (minus earlier DLQ headers), then the DLQ headers for this failure.
-pub fn dead_letter_headers(
-    letter: &DeadLetter<'_>,
+pub fn dead_letter_headers<M: Message>(
+    letter: &DeadLetter<'_, M>,
     worker: &str,
     group: &str,
     failed_at_ms: i64,
@@ -299,7 +302,7 @@ pub fn dead_letter_headers(
 }
 
 /// The first-delivery coordinates a dead letter carries in its `cdc.dlq.original.*` headers.
-pub fn origin(msg: &OwnedMessage) -> Option<Coordinates> {
+pub fn origin(msg: &impl Message) -> Option<Coordinates> {
     let headers = msg.headers()?;
     let get = |name: &str| {
         headers
@@ -339,6 +342,7 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
 
     use super::*;
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use cdc_schemas::{ChangeEvent, Columns, Format, RawRecord, SchemaLookup};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id};
 
 use crate::error::ErrorClass;
@@ -73,7 +73,7 @@ impl Decoder {
     }
 
     /// Decodes `msg`. Avro schemas not yet cached are fetched first.
-    pub async fn decode(&self, msg: &OwnedMessage) -> Result<Decoded, DecodeFailure> {
+    pub async fn decode(&self, msg: &(impl Message + Sync)) -> Result<Decoded, DecodeFailure> {
         if self.service_topics.contains(msg.topic()) {
             return Ok(Decoded::Event(Event::Service {
                 key: msg.key().map(<[u8]>::to_vec),
@@ -211,6 +211,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
 
     use super::*;
 

@@ -33,13 +33,12 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, base_consumer::PartitionQueue,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 use crate::family::Handler;
 use crate::observe::{Health, metric};
@@ -392,54 +391,52 @@ struct PartitionTask {
     health: Arc<Health>,
 }
 
-/// One partition's task: reads and decodes batches in order and hands each to the partition's
-/// applier, which applies them in the same order and reports each one's next offset. A batch is
-/// decoded while the one before it is applied (on another thread when one is free); at most one
-/// decoded batch waits between the two.
+/// One partition's task: reads and decodes batches in order and applies them in the same order,
+/// reporting each one's next offset. A batch is read and decoded while the one before it is
+/// applied (both in this task: the records are borrowed from the partition's queue, never
+/// copied, so they cannot leave it).
 async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTask) {
-    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<DecodedBatch>(1);
-    let applier = {
-        let (pipeline, key, done) = (pipeline.clone(), task.key.clone(), task.done.clone());
-        // Aborted with this task (on a drain timeout): nothing applied late after that.
-        AbortOnDropHandle::new(tokio::spawn(async move {
-            while let Some(decoded) = decoded_rx.recv().await {
-                let next_offset = decoded.next_offset();
-                pipeline.apply(decoded).await;
-                if let Some(next_offset) = next_offset {
-                    let _ = done.send(Done {
-                        key: key.clone(),
-                        next_offset,
-                    });
-                }
+    let mut applying: Option<DecodedBatch<BorrowedMessage<'_>>> = None;
+    loop {
+        let previous = applying.take();
+        let apply = async {
+            let Some(decoded) = previous else { return };
+            let next_offset = decoded.next_offset();
+            pipeline.apply(decoded).await;
+            if let Some(next_offset) = next_offset {
+                let _ = task.done.send(Done {
+                    key: task.key.clone(),
+                    next_offset,
+                });
             }
-        }))
-    };
-    while let Some(batch) = next_batch(&task).await {
-        // Records arrived, so the broker is reachable again (the statistics say so too, later).
-        task.health.set_broker_down(false);
-        task.health
-            .dispatched
-            .fetch_add(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
-        let decoded = pipeline.decode(batch).await;
-        if decoded_tx.send(decoded).await.is_err() {
-            break; // the applier is gone (it panicked); the batch is redelivered
-        }
+        };
+        let next = async {
+            let batch = next_batch(&task).await?;
+            // Records arrived, so the broker is reachable again (the statistics say so too, later).
+            task.health.set_broker_down(false);
+            task.health
+                .dispatched
+                .fetch_add(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
+            Some(pipeline.decode(batch).await)
+        };
+        let ((), next) = tokio::join!(apply, next);
+        // Stopped: the batch handed over is applied (above); records not yet read stay
+        // uncommitted and go to the partition's next owner.
+        let Some(decoded) = next else { break };
+        applying = Some(decoded);
     }
-    // Stopped: the applier finishes what was handed over, then this task ends.
-    drop(decoded_tx);
-    let _ = applier.await;
 }
 
 /// Takes what the queue holds, up to a full batch; waits for the first record, then at most
 /// `max_wait` for the batch to fill. `None` once stopped (records not yet processed stay
 /// uncommitted and go to the partition's next owner).
-async fn next_batch(task: &PartitionTask) -> Option<Vec<OwnedMessage>> {
+async fn next_batch(task: &PartitionTask) -> Option<Vec<BorrowedMessage<'_>>> {
     let mut batch = Vec::new();
     let mut deadline = None;
     loop {
         while batch.len() < task.limits.max_messages {
             match task.queue.poll(Duration::ZERO) {
-                Some(Ok(msg)) => batch.push(msg.detach()),
+                Some(Ok(msg)) => batch.push(msg),
                 Some(Err(error)) => {
                     counter!(metric::ERRORS, "family" => task.family.clone(), "stage" => "consume", "error_class" => "transient").increment(1);
                     tracing::warn!(family = %task.family, topic = task.key.0, partition = task.key.1, %error, "consume error");

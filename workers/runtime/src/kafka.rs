@@ -17,10 +17,15 @@ use crate::config::WorkerConfig;
 ///   timeout, assigns quickly); long enough for production brokers' minimum (6 s).
 /// - `fetch.wait.max.ms`: the broker may hold a fetch this long when no data is ready; it bounds
 ///   latency on brokers that always wait it out (tansu).
+/// - `max.partition.fetch.bytes`: the most one fetch returns per partition. A family subscribes
+///   to many topics (cache-invalidation: 14 × 3 partitions), and a broker's work per fetch grows
+///   with the partitions it lists, empty ones included; fewer, larger fetches spend less of it
+///   per record. On tansu, draining one partition of 14 topics: 1 MiB (librdkafka's default)
+///   ≈ 230k records/s, 4 MiB ≈ 300k, 8 MiB no better (`bench/profile.md`, session 5).
 /// - `queued.max.messages.kbytes`: records prefetched per partition (each partition has its own
-///   queue, see `engine`), so a catching-up worker holds at most this much per assigned
-///   partition. librdkafka's 64 MiB default is far more than batches need; 16 MiB kept the
-///   drain at full speed on tansu, whose fetches are slow (4 MiB: 3× slower; BENCHMARKS.md).
+///   queue, see `engine`), so a catching-up worker holds at most this much (plus one fetch) per
+///   assigned partition. Two fetches' worth keeps a partition's next fetch in flight while its
+///   task works through the last one; librdkafka's 64 MiB default is far more than batches need.
 /// - `fetch.queue.backoff.ms`: how long librdkafka waits to fetch again after a partition's
 ///   queue was full. Its 1 s default stalls a partition whose task just took a batch.
 /// - `statistics.interval.ms`: consumer lag metrics.
@@ -28,7 +33,8 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1500"),
     ("fetch.wait.max.ms", "100"),
-    ("queued.max.messages.kbytes", "16384"),
+    ("max.partition.fetch.bytes", "4194304"),
+    ("queued.max.messages.kbytes", "8192"),
     ("fetch.queue.backoff.ms", "1"),
     ("statistics.interval.ms", "5000"),
     ("auto.offset.reset", "earliest"),

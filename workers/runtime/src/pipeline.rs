@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backon::{ExponentialBuilder, Retryable};
 use cdc_schemas::ChangeEvent;
 use metrics::{counter, histogram};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::{DecodeFailure, Decoded, Decoder};
@@ -58,15 +58,17 @@ pub struct BatchReport {
     pub dead_lettered: usize,
 }
 
-/// A batch decoded by [`Pipeline::decode`], for [`Pipeline::apply`].
-pub struct DecodedBatch {
-    batch: Vec<OwnedMessage>,
+/// A batch decoded by [`Pipeline::decode`], for [`Pipeline::apply`]. The records stay as
+/// consumed (`M`: the engine's are borrowed from librdkafka, not copied) until the batch is
+/// applied: a dead letter carries its record's bytes and headers.
+pub struct DecodedBatch<M> {
+    batch: Vec<M>,
     slots: Vec<Slot>,
     records: Vec<Record>,
     started: Instant,
 }
 
-impl DecodedBatch {
+impl<M: Message> DecodedBatch<M> {
     /// The offset after the batch's last record (what to store once it is applied).
     pub fn next_offset(&self) -> Option<i64> {
         self.batch.last().map(|m| m.offset() + 1)
@@ -120,7 +122,7 @@ impl<H: Handler> Pipeline<H> {
     /// Invariant kept for the caller: when this returns, every record's effects are applied (or
     /// it was skipped, or its dead letter is acknowledged), so its offset may be stored. Transient
     /// failures are retried here until they pass; this never returns early.
-    pub async fn process(&self, batch: Vec<OwnedMessage>) -> BatchReport {
+    pub async fn process<M: Message + Sync>(&self, batch: Vec<M>) -> BatchReport {
         let decoded = self.decode(batch).await;
         self.apply(decoded).await
     }
@@ -128,7 +130,7 @@ impl<H: Handler> Pipeline<H> {
     /// Decodes `batch` (records of one partition, in offset order); transient failures (the
     /// schema registry) are retried until they pass. The engine decodes a partition's next
     /// batch while the previous one is applied.
-    pub async fn decode(&self, batch: Vec<OwnedMessage>) -> DecodedBatch {
+    pub async fn decode<M: Message + Sync>(&self, batch: Vec<M>) -> DecodedBatch<M> {
         let started = Instant::now();
         let mut slots = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
@@ -144,7 +146,11 @@ impl<H: Handler> Pipeline<H> {
                 Ok(Decoded::Event(event)) => {
                     records.push(Record {
                         at: coordinates(msg),
-                        origin: crate::dead_letter::origin(msg),
+                        origin: if H::READS_IDENTITY {
+                            crate::dead_letter::origin(msg)
+                        } else {
+                            None
+                        },
                         event,
                     });
                     Slot::Handler(records.len() - 1)
@@ -164,7 +170,7 @@ impl<H: Handler> Pipeline<H> {
     /// Applies a decoded batch: the handler's effects, then the dead letters of what failed.
     /// When this returns, every record of the batch may have its offset stored (see
     /// [`Pipeline::process`]).
-    pub async fn apply(&self, decoded: DecodedBatch) -> BatchReport {
+    pub async fn apply<M: Message + Sync>(&self, decoded: DecodedBatch<M>) -> BatchReport {
         let DecodedBatch {
             batch,
             slots,
@@ -267,7 +273,7 @@ impl<H: Handler> Pipeline<H> {
     }
 
     /// Produces a dead letter, retrying until the DLQ acknowledges it.
-    async fn dead_letter(&self, msg: &OwnedMessage, stage: Stage, error: &str) {
+    async fn dead_letter<M: Message + Sync>(&self, msg: &M, stage: Stage, error: &str) {
         counter!(metric::ERRORS, "family" => self.family.clone(), "stage" => stage.as_str(), "error_class" => "permanent").increment(1);
         if self.log_payloads {
             tracing::warn!(family = %self.family, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), stage = stage.as_str(), %error, payload = %String::from_utf8_lossy(msg.payload().unwrap_or_default()), "dead-lettering record");
@@ -345,7 +351,7 @@ impl<H: Handler> Pipeline<H> {
         result
     }
 
-    fn count(&self, msg: &OwnedMessage, outcome: &'static str) {
+    fn count(&self, msg: &impl Message, outcome: &'static str) {
         counter!(metric::MESSAGES, "family" => self.family.clone(), "topic" => msg.topic().to_owned(), "outcome" => outcome).increment(1);
     }
 
@@ -391,11 +397,85 @@ impl DecodeFailure {
     }
 }
 
-fn coordinates(msg: &OwnedMessage) -> Coordinates {
+fn coordinates(msg: &impl Message) -> Coordinates {
     Coordinates {
         topic: msg.topic().to_owned(),
         partition: msg.partition(),
         offset: msg.offset(),
         timestamp_ms: msg.timestamp().to_millis(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::ClientConfig;
+    use rdkafka::Timestamp;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+    use super::*;
+    use crate::dead_letter::header;
+
+    /// Applies everything; reads identities or not, as `IDENTITY` says.
+    struct Reads<const IDENTITY: bool>;
+
+    impl<const IDENTITY: bool> Handler for Reads<IDENTITY> {
+        const READS_IDENTITY: bool = IDENTITY;
+
+        async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
+            Ok(vec![Outcome::Applied; batch.len()])
+        }
+    }
+
+    fn pipeline<H: Handler>(handler: H) -> Pipeline<H> {
+        Pipeline {
+            family: "test".into(),
+            handler,
+            decoder: Decoder::new(cdc_schemas::Format::Json, [], None),
+            dead_letters: DeadLetters::new(&ClientConfig::new(), "dlq", "test", "group")
+                .unwrap_or_else(|e| panic!("{e}")),
+            retry: cdc_topics::Retry {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+            },
+            health: Arc::default(),
+            log_payloads: false,
+        }
+    }
+
+    /// A dead letter put back on its topic: a row change whose headers name its first delivery.
+    fn put_back() -> OwnedMessage {
+        let value = br#"{"before":null,"after":{"uid":1},"source":{"version":"3.6.3.Final","connector":"mysql","name":"debezium.chii","db":"bangumi","table":"chii_members","ts_ms":1},"op":"c","ts_ms":1}"#;
+        let headers = [
+            (header::ORIGINAL_TOPIC, "debezium.chii.bangumi.chii_members"),
+            (header::ORIGINAL_PARTITION, "2"),
+            (header::ORIGINAL_OFFSET, "42"),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+        OwnedMessage::new(
+            Some(value.to_vec()),
+            None,
+            "debezium.chii.bangumi.chii_members".into(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            Some(headers),
+        )
+    }
+
+    #[tokio::test]
+    async fn first_delivery_is_read_only_for_a_handler_that_reads_identities() {
+        let reads = pipeline(Reads::<true>).decode(vec![put_back()]).await;
+        let identity = reads.records[0].identity();
+        assert_eq!((identity.partition, identity.offset), (2, 42));
+
+        let skips = pipeline(Reads::<false>).decode(vec![put_back()]).await;
+        assert_eq!(skips.records[0].origin, None);
+        assert_eq!(skips.records[0].identity().offset, 7);
     }
 }
