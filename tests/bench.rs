@@ -395,10 +395,10 @@ fn worker_consumer_config(
     ))
 }
 
-/// Subscribes a do-nothing consumer to `topic` and polls until `events` records arrived.
+/// Subscribes a do-nothing consumer to `topics` and polls until `events` records arrived.
 fn do_nothing_drain(
     label: &str,
-    topic: &str,
+    topics: &[&str],
     events: u64,
     kafka_config: &[(&str, String)],
     timeout: Duration,
@@ -406,7 +406,7 @@ fn do_nothing_drain(
     let started = Instant::now();
     let consumer: BaseConsumer =
         worker_consumer_config(&unique("bench-ceiling"), kafka_config)?.create()?;
-    consumer.subscribe(&[topic])?;
+    consumer.subscribe(topics)?;
     let mut count = 0u64;
     let mut samples: Vec<(f64, u64)> = Vec::new();
     let mut last_sample = Instant::now();
@@ -1492,6 +1492,8 @@ struct Results {
     options: Value,
     fill: Option<Fill>,
     ceiling: Option<Drain>,
+    /// The do-nothing consumer subscribed to every topic of the family, as the worker is.
+    ceiling_subscription: Option<Drain>,
     kcat: Option<Drain>,
     redis_del: Option<RedisBench>,
     redis_zadd: Option<RedisBench>,
@@ -1654,6 +1656,14 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
                 ratio(ci.per_s_mid, k.per_s)
             );
         }
+        if let Some(c) = &r.ceiling_subscription {
+            let _ = writeln!(
+                m,
+                "| | | do-nothing consumer on the worker's topics {} msg/s | {} | – |",
+                fmt_rate(c.per_s_mid),
+                ratio(ci.per_s_mid, c.per_s_mid)
+            );
+        }
         if let Some(rss) = &ci.rss {
             let _ = writeln!(
                 m,
@@ -1737,9 +1747,14 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
         "| consumer | events/s (5–95%) | events/s (first→last) | first record after |"
     );
     let _ = writeln!(m, "|---|---|---|---|");
-    for d in [&r.ceiling, &r.kcat, &r.cache_invalidation]
-        .into_iter()
-        .flatten()
+    for d in [
+        &r.ceiling,
+        &r.ceiling_subscription,
+        &r.kcat,
+        &r.cache_invalidation,
+    ]
+    .into_iter()
+    .flatten()
     {
         let _ = writeln!(
             m,
@@ -2125,7 +2140,7 @@ async fn main() -> anyhow::Result<()> {
             let d = tokio::task::spawn_blocking(move || {
                 do_nothing_drain(
                     "do-nothing rdkafka consumer (worker settings)",
-                    &t,
+                    &[&t],
                     n,
                     &[],
                     timeout,
@@ -2137,6 +2152,35 @@ async fn main() -> anyhow::Result<()> {
                 d.per_s_mid, d.per_s
             ));
             r.ceiling = Some(d);
+            say(
+                "ceiling: the same consumer subscribed like the worker (every topic of its family)",
+            );
+            let topics: Vec<String> = cdc_topics::by_name(cache_invalidation::FAMILY)?
+                .context("no cache-invalidation family")?
+                .with_topic_prefix(&prefix)
+                .all_topics()
+                .map(str::to_owned)
+                .collect();
+            let n = o.events;
+            let d = tokio::task::spawn_blocking(move || {
+                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                do_nothing_drain(
+                    &format!(
+                        "do-nothing rdkafka consumer (worker settings), the worker's {} topics",
+                        topics.len()
+                    ),
+                    &topics,
+                    n,
+                    &[],
+                    timeout,
+                )
+            })
+            .await??;
+            say(format!(
+                "  {:.0} msg/s (5–95%), {:.0} overall",
+                d.per_s_mid, d.per_s
+            ));
+            r.ceiling_subscription = Some(d);
             say("ceiling: kcat");
             let (t, n) = (topic.clone(), o.events);
             r.kcat = tokio::task::spawn_blocking(move || kcat_drain(&t, n)).await??;
@@ -2245,7 +2289,7 @@ async fn main() -> anyhow::Result<()> {
             let t = filled.topic.clone();
             let timeout = Duration::from_secs(120 + n / 2_000);
             let ceiling = tokio::task::spawn_blocking(move || {
-                do_nothing_drain("do-nothing consumer", &t, n, &[], timeout)
+                do_nothing_drain("do-nothing consumer", &[&t], n, &[], timeout)
             })
             .await??;
             say(format!(
