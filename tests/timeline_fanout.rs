@@ -289,7 +289,7 @@ fn record(f: &Fixture, offset: i64) -> Record {
     Record {
         origin: None,
         at: Coordinates {
-            topic: f.topic.clone(),
+            topic: f.topic.as_str().into(),
             partition: 0,
             offset,
             timestamp_ms: None,

@@ -270,7 +270,7 @@ pub fn dead_letter_headers<M: Message>(
     };
     // A dead letter put back and failing again keeps the coordinates of its first delivery.
     let first = origin(original).unwrap_or_else(|| Coordinates {
-        topic: original.topic().to_owned(),
+        topic: original.topic().into(),
         partition: original.partition(),
         offset: original.offset(),
         timestamp_ms: original.timestamp().to_millis(),
@@ -312,7 +312,7 @@ pub fn origin(msg: &impl Message) -> Option<Coordinates> {
             .and_then(|v| std::str::from_utf8(v).ok())
     };
     Some(Coordinates {
-        topic: get(header::ORIGINAL_TOPIC)?.to_owned(),
+        topic: get(header::ORIGINAL_TOPIC)?.into(),
         partition: get(header::ORIGINAL_PARTITION)?.parse().ok()?,
         offset: get(header::ORIGINAL_OFFSET)?.parse().ok()?,
         timestamp_ms: get(header::ORIGINAL_TIMESTAMP).and_then(|t| t.parse().ok()),
@@ -456,7 +456,7 @@ mod tests {
         );
         let first = origin(&msg).expect("origin");
         assert_eq!(
-            (first.topic.as_str(), first.partition, first.offset),
+            (&*first.topic, first.partition, first.offset),
             ("first", 1, 7)
         );
         let letter = DeadLetter {

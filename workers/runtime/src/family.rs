@@ -13,6 +13,7 @@
 //! - [`HandlerError`]: a failure of the whole batch, classified.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use cdc_schemas::{ChangeEvent, Columns};
 
@@ -21,8 +22,8 @@ use crate::error::ErrorClass;
 /// Where a record came from in Kafka.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coordinates {
-    /// Topic (with any configured prefix).
-    pub topic: String,
+    /// Topic (with any configured prefix); shared by the records of a batch.
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.

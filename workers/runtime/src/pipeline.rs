@@ -134,6 +134,7 @@ impl<H: Handler> Pipeline<H> {
         let started = Instant::now();
         let mut slots = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
+        let mut topic = None;
         for msg in &batch {
             let decoded = self
                 .retry_transient(
@@ -145,7 +146,7 @@ impl<H: Handler> Pipeline<H> {
             slots.push(match decoded {
                 Ok(Decoded::Event(event)) => {
                     records.push(Record {
-                        at: coordinates(msg),
+                        at: coordinates(msg, &mut topic),
                         origin: if H::READS_IDENTITY {
                             crate::dead_letter::origin(msg)
                         } else {
@@ -386,7 +387,7 @@ impl<H: Handler> Pipeline<H> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        histogram!(metric::EVENT_AGE_SECONDS, "family" => self.family.clone(), "topic" => record.at.topic.clone())
+        histogram!(metric::EVENT_AGE_SECONDS, "family" => self.family.clone(), "topic" => record.at.topic.to_string())
             .record((now_ms - ts_ms).max(0) as f64 / 1000.0);
     }
 }
@@ -397,9 +398,15 @@ impl DecodeFailure {
     }
 }
 
-fn coordinates(msg: &impl Message) -> Coordinates {
+/// `msg`'s coordinates; `topic` keeps the last topic name, which the records of a batch share.
+fn coordinates(msg: &impl Message, topic: &mut Option<Arc<str>>) -> Coordinates {
+    let name = msg.topic();
+    let topic = match topic {
+        Some(shared) if **shared == *name => shared.clone(),
+        _ => topic.insert(name.into()).clone(),
+    };
     Coordinates {
-        topic: msg.topic().to_owned(),
+        topic,
         partition: msg.partition(),
         offset: msg.offset(),
         timestamp_ms: msg.timestamp().to_millis(),

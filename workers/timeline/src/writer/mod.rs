@@ -131,7 +131,7 @@ impl Writer {
             let seen: Option<i64> = sqlx::query_scalar(
                 "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? FOR UPDATE",
             )
-            .bind(&id.topic)
+            .bind(&*id.topic)
             .bind(id.partition)
             .bind(id.offset)
             .fetch_optional(&mut *tx)
@@ -146,7 +146,7 @@ impl Writer {
                 sqlx::query(
                     "INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, consumer_group) VALUES (?, ?, ?, ?)",
                 )
-                .bind(&id.topic)
+                .bind(&*id.topic)
                 .bind(id.partition)
                 .bind(id.offset)
                 .bind(&self.group)
