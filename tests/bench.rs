@@ -72,6 +72,8 @@ struct Options {
     big_followers: u64,
     latency_seconds: u64,
     latency_rate: u64,
+    /// Rounds of the ceiling and cache-invalidation drains (each consumer once per round).
+    rounds: u64,
     #[serde(skip)]
     sections: HashSet<String>,
     #[serde(skip)]
@@ -122,6 +124,9 @@ impl Options {
                 60
             }),
             latency_rate: 1_000,
+            rounds: env_u64("BENCH_ROUNDS")?
+                .unwrap_or(if quick { 1 } else { 3 })
+                .max(1),
             sections,
             out: std::env::var("BENCH_OUT")
                 .map(PathBuf::from)
@@ -816,6 +821,83 @@ async fn cache_drain(
     Ok(drain)
 }
 
+/// The pre-filled members topic and what each drain round runs on it.
+struct Drains {
+    topic: String,
+    /// Every topic of the cache-invalidation family under the run's prefix (the worker's
+    /// subscription).
+    family_topics: Vec<String>,
+    prefix: String,
+    events: u64,
+    timeout: Duration,
+}
+
+/// One round of drains of the same topic, one consumer after the other.
+#[derive(Debug, Clone, Serialize, Default)]
+struct DrainRound {
+    ceiling: Option<Drain>,
+    /// The do-nothing consumer subscribed to every topic of the family, as the worker is.
+    ceiling_subscription: Option<Drain>,
+    kcat: Option<Drain>,
+    cache_invalidation: Option<Drain>,
+}
+
+impl Drains {
+    /// The baselines (section "ceiling") then the worker (section "cache"); `perf` records the
+    /// worker.
+    async fn round(&self, o: &Options, perf: Option<&str>) -> anyhow::Result<DrainRound> {
+        let mut round = DrainRound::default();
+        if o.wants("ceiling") {
+            say("ceiling: do-nothing rdkafka consumer (the worker's consumer settings)");
+            round.ceiling = Some(self.do_nothing(vec![self.topic.clone()]).await?);
+            say(
+                "ceiling: the same consumer subscribed like the worker (every topic of its family)",
+            );
+            round.ceiling_subscription = Some(self.do_nothing(self.family_topics.clone()).await?);
+            say("ceiling: kcat");
+            let (t, n) = (self.topic.clone(), self.events);
+            round.kcat = tokio::task::spawn_blocking(move || kcat_drain(&t, n)).await??;
+            if let Some(k) = &round.kcat {
+                say(format!("  {:.0} msg/s", k.per_s));
+            }
+        }
+        if o.wants("cache") {
+            say("cache-invalidation: draining the same topic");
+            round.cache_invalidation = Some(
+                cache_drain(
+                    "cache-invalidation worker",
+                    &self.prefix,
+                    self.events,
+                    1,
+                    &[],
+                    perf,
+                    None,
+                )
+                .await?,
+            );
+        }
+        Ok(round)
+    }
+
+    async fn do_nothing(&self, topics: Vec<String>) -> anyhow::Result<Drain> {
+        let label = match topics.len() {
+            1 => "do-nothing rdkafka consumer (worker settings)".to_owned(),
+            n => format!("do-nothing rdkafka consumer (worker settings), the worker's {n} topics"),
+        };
+        let (n, timeout) = (self.events, self.timeout);
+        let d = tokio::task::spawn_blocking(move || {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            do_nothing_drain(&label, &topics, n, &[], timeout)
+        })
+        .await??;
+        say(format!(
+            "  {:.0} msg/s (5–95%), {:.0} overall",
+            d.per_s_mid, d.per_s
+        ));
+        Ok(d)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis helpers
 
@@ -1495,6 +1577,8 @@ struct Results {
     /// The do-nothing consumer subscribed to every topic of the family, as the worker is.
     ceiling_subscription: Option<Drain>,
     kcat: Option<Drain>,
+    /// Every round of the drains above; each of those is its consumer's median round.
+    drain_rounds: Vec<DrainRound>,
     redis_del: Option<RedisBench>,
     redis_zadd: Option<RedisBench>,
     cache_invalidation: Option<Drain>,
@@ -1764,6 +1848,36 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
             fmt_rate(d.per_s),
             d.first_event_s
         );
+    }
+    if r.drain_rounds.len() > 1 {
+        let _ = writeln!(
+            m,
+            "\nEach row above is its consumer's median of {} rounds; a round drains the topic with each \
+             consumer in turn (events/s, 5–95%):\n",
+            r.drain_rounds.len()
+        );
+        let _ = writeln!(
+            m,
+            "| round | do-nothing | do-nothing, the worker's topics | kcat | worker | worker ÷ kcat |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---|");
+        let rate =
+            |d: &Option<Drain>| d.as_ref().map_or("–".to_owned(), |d| fmt_rate(d.per_s_mid));
+        for (i, d) in r.drain_rounds.iter().enumerate() {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} |",
+                i + 1,
+                rate(&d.ceiling),
+                rate(&d.ceiling_subscription),
+                rate(&d.kcat),
+                rate(&d.cache_invalidation),
+                match (&d.cache_invalidation, &d.kcat) {
+                    (Some(w), Some(k)) => ratio(w.per_s_mid, k.per_s_mid),
+                    _ => "–".to_owned(),
+                }
+            );
+        }
     }
     for b in [&r.redis_del, &r.redis_zadd].into_iter().flatten() {
         let _ = writeln!(
@@ -2128,65 +2242,44 @@ async fn main() -> anyhow::Result<()> {
     };
     let updates = Arc::new(MemberUpdates::load()?);
 
-    // 1 + 2: ceiling and cache-invalidation on one pre-filled topic.
+    // 1 + 2: ceiling and cache-invalidation on one pre-filled topic, in interleaved rounds.
     if o.wants("ceiling") || o.wants("cache") {
         let (prefix, filled) = members_topic(&updates, 1, o.events).await?;
-        let topic = filled.topic.clone();
-        r.fill = Some(filled);
-        let timeout = Duration::from_secs(120 + o.events / 2_000);
-        if o.wants("ceiling") {
-            say("ceiling: do-nothing rdkafka consumer (the worker's consumer settings)");
-            let (t, n) = (topic.clone(), o.events);
-            let d = tokio::task::spawn_blocking(move || {
-                do_nothing_drain(
-                    "do-nothing rdkafka consumer (worker settings)",
-                    &[&t],
-                    n,
-                    &[],
-                    timeout,
-                )
-            })
-            .await??;
-            say(format!(
-                "  {:.0} msg/s (5–95%), {:.0} overall",
-                d.per_s_mid, d.per_s
-            ));
-            r.ceiling = Some(d);
-            say(
-                "ceiling: the same consumer subscribed like the worker (every topic of its family)",
-            );
-            let topics: Vec<String> = cdc_topics::by_name(cache_invalidation::FAMILY)?
+        let drains = Drains {
+            topic: filled.topic.clone(),
+            family_topics: cdc_topics::by_name(cache_invalidation::FAMILY)?
                 .context("no cache-invalidation family")?
                 .with_topic_prefix(&prefix)
                 .all_topics()
                 .map(str::to_owned)
+                .collect(),
+            prefix,
+            events: o.events,
+            timeout: Duration::from_secs(120 + o.events / 2_000),
+        };
+        r.fill = Some(filled);
+        let perf = std::env::var("BENCH_PERF_OUT").ok();
+        for round in 0..o.rounds {
+            say(format!("drain round {} of {}", round + 1, o.rounds));
+            let perf = perf.as_deref().filter(|_| round == 0);
+            r.drain_rounds.push(drains.round(&o, perf).await?);
+        }
+        let median = |pick: fn(&DrainRound) -> &Option<Drain>| {
+            let mut all: Vec<&Drain> = r
+                .drain_rounds
+                .iter()
+                .filter_map(|d| pick(d).as_ref())
                 .collect();
-            let n = o.events;
-            let d = tokio::task::spawn_blocking(move || {
-                let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-                do_nothing_drain(
-                    &format!(
-                        "do-nothing rdkafka consumer (worker settings), the worker's {} topics",
-                        topics.len()
-                    ),
-                    &topics,
-                    n,
-                    &[],
-                    timeout,
-                )
-            })
-            .await??;
-            say(format!(
-                "  {:.0} msg/s (5–95%), {:.0} overall",
-                d.per_s_mid, d.per_s
-            ));
-            r.ceiling_subscription = Some(d);
-            say("ceiling: kcat");
-            let (t, n) = (topic.clone(), o.events);
-            r.kcat = tokio::task::spawn_blocking(move || kcat_drain(&t, n)).await??;
-            if let Some(k) = &r.kcat {
-                say(format!("  {:.0} msg/s", k.per_s));
-            } else {
+            all.sort_by(|a, b| a.per_s_mid.total_cmp(&b.per_s_mid));
+            all.get(all.len().saturating_sub(1) / 2)
+                .map(|d| (*d).clone())
+        };
+        r.ceiling = median(|d| &d.ceiling);
+        r.ceiling_subscription = median(|d| &d.ceiling_subscription);
+        r.kcat = median(|d| &d.kcat);
+        r.cache_invalidation = median(|d| &d.cache_invalidation);
+        if o.wants("ceiling") {
+            if r.kcat.is_none() {
                 r.notes
                     .push("kcat was not available or failed; see the run's output".into());
             }
@@ -2202,21 +2295,6 @@ async fn main() -> anyhow::Result<()> {
             for b in [&r.redis_del, &r.redis_zadd].into_iter().flatten() {
                 say(format!("  {}: {:.0}/s", b.command, b.per_s));
             }
-        }
-        if o.wants("cache") {
-            say("cache-invalidation: draining the same topic");
-            let perf = std::env::var("BENCH_PERF_OUT").ok();
-            let d = cache_drain(
-                "cache-invalidation worker",
-                &prefix,
-                o.events,
-                1,
-                &[],
-                perf.as_deref(),
-                None,
-            )
-            .await?;
-            r.cache_invalidation = Some(d);
         }
     }
 
