@@ -74,14 +74,16 @@ impl Decoder {
 
     /// Decodes `msg`. Avro schemas not yet cached are fetched first.
     pub async fn decode(&self, msg: &(impl Message + Sync)) -> Result<Decoded, DecodeFailure> {
-        if self.service_topics.contains(msg.topic()) {
+        // Read once: a borrowed record's topic name is measured and checked on every call.
+        let topic = msg.topic();
+        if self.service_topics.contains(topic) {
             return Ok(Decoded::Event(Event::Service {
                 key: msg.key().map(<[u8]>::to_vec),
                 value: msg.payload().map(<[u8]>::to_vec),
             }));
         }
         let record = RawRecord {
-            topic: msg.topic(),
+            topic,
             key: msg.key(),
             value: msg.payload(),
         };
@@ -93,8 +95,7 @@ impl Decoder {
                 return Err(DecodeFailure {
                     class: ErrorClass::Permanent,
                     message: format!(
-                        "{}: Avro record (schema ids {ids:?}) but no SCHEMA_REGISTRY_URL is configured",
-                        msg.topic()
+                        "{topic}: Avro record (schema ids {ids:?}) but no SCHEMA_REGISTRY_URL is configured"
                     ),
                 });
             }
@@ -107,7 +108,7 @@ impl Decoder {
                 }
             })
         };
-        let topic_table = cdc_schemas::topic_table(msg.topic());
+        let topic_table = cdc_schemas::topic_table(topic);
         let columns = (self.columns)(topic_table);
         let mut event = decode(columns)?;
         if columns != Columns::All
