@@ -31,10 +31,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use fleet_harness::bulk::{Fill, fill};
 use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::mysql::TestDatabase;
@@ -43,14 +44,9 @@ use futures::StreamExt;
 use rand::Rng;
 use rand::seq::index::sample;
 use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext,
-    ThreadedProducer,
-};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -150,138 +146,6 @@ impl Options {
 
 fn say(msg: impl AsRef<str>) {
     eprintln!("\x1b[1m==>\x1b[0m {}", msg.as_ref());
-}
-
-// ---------------------------------------------------------------------------------------------
-// Filling topics fast (large batches; expected ends from delivery reports)
-
-struct FillContext {
-    max_offset: Vec<AtomicI64>,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl ClientContext for FillContext {}
-
-impl ProducerContext for FillContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                if let Some(slot) = self.max_offset.get(m.partition() as usize) {
-                    slot.fetch_max(m.offset(), Ordering::Relaxed);
-                }
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct Fill {
-    topic: String,
-    partitions: i32,
-    events: u64,
-    bytes: u64,
-    seconds: f64,
-    per_s: f64,
-    /// The next offset of each partition, from the delivery reports.
-    ends: Vec<i64>,
-}
-
-/// Creates `topic` with `partitions` and produces `n` records made by `make(i)` in large
-/// batches; fails unless every record is acknowledged.
-fn fill(
-    topic: &str,
-    partitions: i32,
-    n: u64,
-    make: &(dyn Fn(u64) -> Out + Sync),
-) -> anyhow::Result<Fill> {
-    let context = FillContext {
-        max_offset: (0..partitions).map(|_| AtomicI64::new(-1)).collect(),
-        delivered: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    };
-    let producer: ThreadedProducer<FillContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        // tansu serves idempotent producers several times slower (seen: 16k vs 118k msg/s).
-        .set("enable.idempotence", "false")
-        .set("linger.ms", "50")
-        .set("batch.num.messages", "10000")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "200000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("message.timeout.ms", "120000")
-        .create_with_context(context)?;
-    let started = Instant::now();
-    let mut bytes = 0u64;
-    for i in 0..n {
-        let out = make(i);
-        bytes += out.value.as_ref().map_or(0, |v| v.len() as u64)
-            + out.key.as_ref().map_or(0, |k| k.len() as u64);
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &out.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
-        if let Some(p) = out.partition {
-            record = record.partition(p);
-        }
-        if let Some(k) = &out.key {
-            record = record.key(k);
-        }
-        if let Some(v) = &out.value {
-            record = record.payload(v);
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => bail!("producing to {topic}: {e}"),
-            }
-        }
-        if i > 0 && i % 200_000 == 0 {
-            say(format!("  {topic}: {i} of {n} queued"));
-        }
-    }
-    producer
-        .flush(Duration::from_secs(300))
-        .context("flushing the fill producer")?;
-    let seconds = started.elapsed().as_secs_f64();
-    let ctx = producer.context();
-    let failed = ctx.failed.load(Ordering::Relaxed);
-    let delivered = ctx.delivered.load(Ordering::Relaxed);
-    if failed > 0 || delivered != n {
-        bail!("{topic}: {delivered} of {n} delivered, {failed} failed");
-    }
-    let ends: Vec<i64> = ctx
-        .max_offset
-        .iter()
-        .map(|o| o.load(Ordering::Relaxed) + 1)
-        .collect();
-    let total: i64 = ends.iter().sum();
-    if total as u64 != n {
-        bail!("{topic}: delivery reports end at {ends:?} (sum {total}), expected {n}");
-    }
-    Ok(Fill {
-        topic: topic.to_owned(),
-        partitions,
-        events: n,
-        bytes,
-        seconds,
-        per_s: n as f64 / seconds,
-        ends,
-    })
 }
 
 /// Varied uids: a permutation of a large range, so keys (and partitions) spread.

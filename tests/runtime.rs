@@ -2,7 +2,11 @@
 //! cache-invalidation family: each event `u chii_members {uid}` deletes `user:v2:slim:{uid}`, so
 //! "applied" is observable as "key gone".
 //!
-//! - SIGTERM: commits and exits 0 within the drain timeout.
+//! - SIGTERM during a million-event catch-up: stops after the batch in hand, exits 0, and
+//!   commits exactly what it applied.
+//! - gzip, snappy, lz4 and zstd topics decode.
+//! - A revoked partition's lag series leaves `/metrics`; a revocation while retrying leaves
+//!   the worker ready once the dependency is back.
 //! - `/metrics`, `/healthz`, `/readyz` after a run.
 //!
 //! The fault scenarios (kill -9, Redis/MariaDB/broker outages, poison, rebalances, duplicates)
@@ -13,13 +17,15 @@ use std::time::Duration;
 
 use cache_invalidation::{CacheInvalidation, FAMILY};
 use cdc_topics::Family;
+use fleet_harness::bulk::fill;
 use fleet_harness::events::{MemberUpdates, member_key};
-use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_command};
+use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_command};
 use fleet_harness::scenario::wait_for;
 use fleet_harness::{
-    Out, committed, existing, http_get, produce, producer, provisioned_family, redis_uri,
-    seed_keys, unique, wait_drained, worker_config,
+    Out, client_config, committed, end_offsets, existing, http_get, produce, producer,
+    provisioned_family, redis_uri, seed_keys, unique, wait_drained, worker_config,
 };
+use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 /// One scenario's isolated names.
@@ -138,47 +144,222 @@ impl Setup {
         .await
         .expect("drained");
     }
-
-    /// Every event below its partition's committed offset has its effect in Redis.
-    async fn assert_committed_were_applied(&self, uids: &[u64], positions: &[(i32, i64)]) {
-        let committed =
-            committed(&self.group, &self.topic, self.family.partitions).expect("committed");
-        let remaining = self.remaining().await;
-        for (uid, (partition, offset)) in uids.iter().zip(positions) {
-            if *offset < committed[*partition as usize] {
-                assert!(
-                    !remaining.contains(&member_key(*uid)),
-                    "offset {offset} of partition {partition} is committed ({committed:?}) but uid {uid} was not applied"
-                );
-            }
-        }
-    }
 }
 
+/// A backlog of a million events (a first deploy starting at `earliest`): SIGTERM takes effect
+/// after the batch in hand, though every partition's prefetch queue stays full, and what is
+/// committed is exactly what was applied.
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_commits_and_exits_zero_within_the_drain_timeout() {
-    let s = setup("sigterm").await;
-    let uids: Vec<u64> = (1..=20_000).collect();
-    s.seed(uids.iter().copied()).await;
-    let positions = s.produce(&s.events.events(uids.iter().copied())).await;
-    let mut child = s.spawn(&[("DRAIN_TIMEOUT", "5s"), ("COMMIT_INTERVAL", "1h")]);
-    wait_for("progress", Duration::from_secs(60), async || {
-        s.remaining().await.len() <= 18_000
+async fn sigterm_during_a_catch_up_stops_after_the_batch_in_hand() {
+    const EVENTS: u64 = 1_000_000;
+    let s = setup("catch-up").await;
+    let partitions = s.family.partitions;
+    s.seed(1..=EVENTS).await;
+    // Event i (uid i + 1) goes to partition i % P, at offset i / P.
+    let filled = fill(&s.topic, partitions, EVENTS, &|i| Out {
+        partition: Some((i % partitions as u64) as i32),
+        ..s.events.slim_event(i + 1, 1_000 + i)
     })
+    .expect("fill");
+    let at = |i: u64| {
+        (
+            (i % partitions as u64) as usize,
+            (i / partitions as u64) as i64,
+        )
+    };
+    let expected_ends: Vec<i64> = (0..partitions as u64)
+        .map(|p| ((EVENTS - p).div_ceil(partitions as u64)) as i64)
+        .collect();
+    assert_eq!(filled.ends, expected_ends, "every event where it was sent");
+
+    // The drain timeout is far longer than the whole catch-up: only a stop that is honoured
+    // mid-stream leaves part of the backlog unconsumed.
+    let mut child = s.spawn(&[("DRAIN_TIMEOUT", "600s"), ("COMMIT_INTERVAL", "1h")]);
+    let first: Vec<String> = (1..=3_000).map(member_key).collect();
+    wait_for(
+        "the first events applied",
+        Duration::from_secs(120),
+        async || {
+            existing(&s.key_prefix, &first)
+                .await
+                .is_ok_and(|left| left.len() < first.len())
+        },
+    )
     .await;
     signal(&child, "TERM").expect("term");
-    let status = wait_exit(&mut child, Duration::from_secs(5 + 5))
+    let status = wait_exit(&mut child, Duration::from_secs(700))
         .await
-        .expect("wait");
-    let status = status.expect("exited within the drain timeout (plus process start/stop slack)");
+        .expect("wait")
+        .expect("exited");
     assert_eq!(status.code(), Some(0), "clean exit");
+
     // The interval commit is an hour away: whatever is committed was committed on shutdown.
-    let committed = committed(&s.group, &s.topic, s.family.partitions).expect("committed");
+    let committed = committed(&s.group, &s.topic, partitions).expect("committed");
+    let total: i64 = committed.iter().sum();
     assert!(
-        committed.iter().sum::<i64>() > 0,
-        "shutdown committed: {committed:?}"
+        total > 0 && (total as u64) < EVENTS,
+        "stopped mid-catch-up with progress committed: {committed:?} of {expected_ends:?}"
     );
-    s.assert_committed_were_applied(&uids, &positions).await;
+    let remaining = s.remaining().await;
+    let wrong: Vec<String> = (0..EVENTS)
+        .filter(|&i| {
+            let (p, offset) = at(i);
+            let applied = !remaining.contains(&member_key(i + 1));
+            applied != (offset < committed[p])
+        })
+        .take(5)
+        .map(|i| format!("event {i} at {:?} (committed {committed:?})", at(i)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "applied must be exactly what is committed: {wrong:?}"
+    );
+}
+
+/// gzip, snappy, lz4 and zstd batches all decode.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_compression_codec_decodes() {
+    const CODECS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+    let s = setup("codecs").await;
+    let uids: Vec<u64> = (1..=CODECS.len() as u64 * 100).collect();
+    s.seed(uids.iter().copied()).await;
+    for (codec, chunk) in CODECS.iter().zip(uids.chunks(100)) {
+        let producer: FutureProducer = client_config()
+            .set("compression.type", *codec)
+            .set("linger.ms", "20")
+            .create()
+            .unwrap_or_else(|e| panic!("a {codec} producer: {e}"));
+        produce(&producer, &s.topic, &s.events.events(chunk.iter().copied()))
+            .await
+            .unwrap_or_else(|e| panic!("producing {codec}: {e}"));
+    }
+    let (running, shutdown) = s.start(&[], &redis_uri()).await;
+    s.drained().await;
+    shutdown.cancel();
+    running.wait().await.expect("shutdown");
+    assert_eq!(
+        s.remaining().await,
+        BTreeSet::new(),
+        "every event of every codec applied"
+    );
+    assert_eq!(
+        end_offsets(&s.family.dlq, s.family.partitions)
+            .expect("dlq")
+            .iter()
+            .sum::<i64>(),
+        0,
+        "nothing dead-lettered"
+    );
+}
+
+/// After a revocation, `/metrics` has no lag series of the partitions the worker gave away.
+/// Two workers of one group in this process: each one's `/metrics` must list only its own
+/// partitions (a stale series of the partition it gave away would also be the other's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_partition_leaves_no_lag_series() {
+    let s = setup("lag").await;
+    s.seed(1..=600).await;
+    s.produce(&s.events.events(1..=300)).await;
+    let stats = ["--kafka-config", "statistics.interval.ms=200"];
+    let (first, stop_first) = s.start(&stats, &redis_uri()).await;
+    s.drained().await;
+    wait_for(
+        "lag of every partition",
+        Duration::from_secs(30),
+        async || first.health.partition_lag.partitions().len() == 3,
+    )
+    .await;
+    let (second, stop_second) = s.start(&stats, &redis_uri()).await;
+    wait_for(
+        "the second worker's lag",
+        Duration::from_secs(60),
+        async || !second.health.partition_lag.partitions().is_empty(),
+    )
+    .await;
+    // More statistics of both, marked by a second drain.
+    s.produce(&s.events.events(301..=600)).await;
+    s.drained().await;
+    let first_lag = lag_partitions(
+        &http_get(&format!("http://{}/metrics", first.http_addr))
+            .await
+            .expect("metrics"),
+    );
+    let second_lag = lag_partitions(
+        &http_get(&format!("http://{}/metrics", second.http_addr))
+            .await
+            .expect("metrics"),
+    );
+    assert!(
+        !second_lag.is_empty() && first_lag.is_disjoint(&second_lag) && first_lag.len() < 3,
+        "each worker exports the lag of its own partitions only: first {first_lag:?}, second {second_lag:?}"
+    );
+    stop_second.cancel();
+    stop_first.cancel();
+    second.wait().await.expect("shutdown");
+    first.wait().await.expect("shutdown");
+}
+
+/// A revocation while a partition retries a Redis outage (its task aborted at the drain
+/// timeout), then recovery: readiness comes back and no partition counts as paused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_during_a_retry_leaves_the_worker_ready() {
+    let s = setup("revoke-retry").await;
+    let mut redis = PrivateRedis::start().await.expect("private redis");
+    let (first, stop_first) = s.start(&["--drain-timeout", "1s"], &redis.uri()).await;
+    s.produce(&s.events.events(1..=300)).await;
+    s.drained().await;
+    redis.stop().await.expect("stop redis");
+    s.produce(&s.events.events(301..=600)).await;
+    wait_for(
+        "every partition retrying",
+        Duration::from_secs(60),
+        async || first.health.paused() == 3,
+    )
+    .await;
+    // The second worker (on the machine's Redis) takes partitions the first was retrying.
+    let (second, stop_second) = s.start(&[], &redis_uri()).await;
+    wait_for(
+        "the second worker applying",
+        Duration::from_secs(60),
+        async || {
+            second
+                .health
+                .dispatched
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        },
+    )
+    .await;
+    redis.restart().await.expect("restart redis");
+    s.drained().await;
+    assert_eq!(first.health.paused(), 0, "no partition left paused");
+    assert!(first.health.is_ready(), "ready again");
+    let metrics = http_get(&format!("http://{}/metrics", first.http_addr))
+        .await
+        .expect("metrics");
+    assert_eq!(
+        metric_value(&metrics, "cdc_paused_partitions", ""),
+        0.0,
+        "{metrics}"
+    );
+    stop_second.cancel();
+    stop_first.cancel();
+    second.wait().await.expect("shutdown");
+    first.wait().await.expect("shutdown");
+}
+
+/// The partitions (`topic[partition]`) with a `cdc_consumer_lag` series.
+fn lag_partitions(text: &str) -> BTreeSet<String> {
+    let label = |line: &str, name: &str| {
+        line.split_once(&format!("{name}=\""))
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(value, _)| value.to_owned())
+            .unwrap_or_default()
+    };
+    text.lines()
+        .filter(|l| l.starts_with("cdc_consumer_lag{"))
+        .map(|l| format!("{}[{}]", label(l, "topic"), label(l, "partition")))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,9 +380,13 @@ async fn metrics_and_probes_after_a_run() {
         )
         .await;
     s.drained().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let base = format!("http://{}", running.http_addr);
-    let metrics = http_get(&format!("{base}/metrics")).await.expect("metrics");
+    let mut metrics = String::new();
+    wait_for("statistics exported", Duration::from_secs(30), async || {
+        metrics = http_get(&format!("{base}/metrics")).await.expect("metrics");
+        metrics.contains("cdc_consumer_lag{")
+    })
+    .await;
     for (name, labels) in [
         ("cdc_messages_total", r#"outcome="applied""#),
         ("cdc_messages_total", r#"outcome="dead_lettered""#),

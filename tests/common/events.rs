@@ -34,11 +34,24 @@ impl MemberUpdates {
         let mut v = self.template.clone();
         v["before"]["uid"] = uid.into();
         v["after"]["uid"] = uid.into();
-        v["source"]["pos"] = pos.into();
+        self.record(uid, pos, v)
+    }
+
+    /// [`MemberUpdates::event`] with row images of only the uid (≈ 0.6 KB instead of ≈ 3 KB):
+    /// the same effect, for backlogs of a million records.
+    pub fn slim_event(&self, uid: u64, pos: u64) -> Out {
+        let mut v = self.template.clone();
+        v["before"] = serde_json::json!({ "uid": uid });
+        v["after"] = serde_json::json!({ "uid": uid });
+        self.record(uid, pos, v)
+    }
+
+    fn record(&self, uid: u64, pos: u64, mut value: Value) -> Out {
+        value["source"]["pos"] = pos.into();
         Out {
             partition: None,
             key: Some(format!("{{\"uid\":{uid}}}").into_bytes()),
-            value: Some(v.to_string().into_bytes()),
+            value: Some(value.to_string().into_bytes()),
             headers: self.headers.clone(),
         }
     }

@@ -6,6 +6,7 @@
 //! 127.0.0.1:9092; Redis on `REDIS_URI`). A missing service fails the test with a message saying
 //! how to start it, never a hang.
 
+pub mod bulk;
 pub mod events;
 pub mod expected;
 pub mod fixtures;
@@ -312,11 +313,13 @@ pub async fn redis_at(uri: &str) -> anyhow::Result<redis::aio::MultiplexedConnec
 /// Sets every key of `keys` (after `prefix`) to a marker value.
 pub async fn seed_keys(prefix: &str, keys: &[String]) -> anyhow::Result<()> {
     let mut conn = redis().await?;
-    let mut pipe = redis::pipe();
-    for k in keys {
-        pipe.set(format!("{prefix}{k}"), "cached").ignore();
+    for chunk in keys.chunks(10_000) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.set(format!("{prefix}{k}"), "cached").ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
     }
-    pipe.query_async::<()>(&mut conn).await?;
     Ok(())
 }
 

@@ -152,6 +152,11 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Its working directory, where it writes its snapshots.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Starts it again (after [`PrivateRedis::stop`]), with the data it had.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let child = Command::new("redis-server")

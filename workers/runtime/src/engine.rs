@@ -50,7 +50,7 @@ pub type EngineConsumer = BaseConsumer<EngineContext>;
 /// One partition's own queue of fetched records.
 type Queue = PartitionQueue<EngineContext>;
 
-type PartitionKey = (String, i32);
+pub(crate) type PartitionKey = (String, i32);
 
 /// Batch limits of a partition task.
 #[derive(Debug, Clone, Copy)]
@@ -174,13 +174,15 @@ impl EngineContext {
     fn stop_partitions(&self, consumer: &EngineConsumer, keys: Option<&[PartitionKey]>) {
         self.assigned()
             .retain(|(k, _)| keys.is_some_and(|keys| !keys.contains(k)));
-        let stopped: Vec<PartitionSlot> = {
+        let (stopped_keys, stopped): (Vec<PartitionKey>, Vec<PartitionSlot>) = {
             let mut partitions = self.partitions();
             let keys: Vec<PartitionKey> = match keys {
                 Some(keys) => keys.to_vec(),
                 None => partitions.keys().cloned().collect(),
             };
-            keys.iter().filter_map(|k| partitions.remove(k)).collect()
+            keys.into_iter()
+                .filter_map(|k| partitions.remove(&k).map(|slot| (k, slot)))
+                .unzip()
         };
         if stopped.is_empty() {
             return;
@@ -199,6 +201,9 @@ impl EngineContext {
         if drained.is_err() {
             tracing::warn!(family = %self.family, timeout = ?self.drain_timeout, "partition tasks did not drain in time; aborting them (their records will be redelivered)");
             aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        }
+        for key in &stopped_keys {
+            self.health.partition_lag.remove(key);
         }
         gauge!(metric::ACTIVE_PARTITIONS, "family" => self.family.clone())
             .set(self.partitions().len() as f64);
@@ -228,11 +233,13 @@ impl ClientContext for EngineContext {
         if statistics.brokers.values().any(|b| b.state == "UP") {
             self.health.set_broker_down(false);
         }
+        // Only partitions this worker owns: librdkafka keeps reporting a revoked one for a while.
+        let owned = self.partitions();
         for (topic, t) in &statistics.topics {
             for (id, p) in &t.partitions {
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    gauge!(metric::CONSUMER_LAG, "family" => self.family.clone(), "topic" => topic.clone(), "partition" => id.to_string())
-                        .set(p.consumer_lag as f64);
+                let key = (topic.clone(), *id);
+                if p.consumer_lag >= 0 && owned.contains_key(&key) {
+                    self.health.partition_lag.set(key, p.consumer_lag);
                 }
             }
         }
@@ -428,12 +435,16 @@ async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTa
 }
 
 /// Takes what the queue holds, up to a full batch; waits for the first record, then at most
-/// `max_wait` for the batch to fill. `None` once stopped (records not yet processed stay
-/// uncommitted and go to the partition's next owner).
+/// `max_wait` for the batch to fill. `None` once stopped, checked before every read: a task
+/// catching up always finds a full queue, and must still stop after the batch in hand (records
+/// not yet processed stay uncommitted and go to the partition's next owner).
 async fn next_batch(task: &PartitionTask) -> Option<Vec<BorrowedMessage<'_>>> {
     let mut batch = Vec::new();
     let mut deadline = None;
     loop {
+        if task.stop.is_cancelled() {
+            return None;
+        }
         while batch.len() < task.limits.max_messages {
             match task.queue.poll(Duration::ZERO) {
                 Some(Ok(msg)) => batch.push(msg),

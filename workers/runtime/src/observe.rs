@@ -10,9 +10,10 @@
 //! - [`install_recorder`], [`serve`]: the exporter and the HTTP server.
 //! - [`init_tracing`]: JSON (or text) logs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +24,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::PartitionKey;
 use crate::error::RuntimeError;
 
 /// Metric names (Prometheus conventions; labels in the doc of each).
@@ -40,7 +42,8 @@ pub mod metric {
     /// Histogram `{family, topic}`: seconds from the source change (`source.ts_ms`) to applied,
     /// of each batch's newest applied change (once per batch: the clock read is not free).
     pub const EVENT_AGE_SECONDS: &str = "cdc_event_age_seconds";
-    /// Gauge `{family, topic, partition}`: consumer lag from librdkafka statistics.
+    /// Gauge `{family, topic, partition}`: consumer lag from librdkafka statistics, of the
+    /// partitions the worker owns ([`super::PartitionGauge`]: removed with the partition).
     pub const CONSUMER_LAG: &str = "cdc_consumer_lag";
     /// Counter `{family, stage}`: transient failures retried.
     pub const RETRIES: &str = "cdc_retries_total";
@@ -67,6 +70,65 @@ pub struct Health {
     paused: AtomicUsize,
     /// Messages dispatched so far (for tests and the demo summary).
     pub dispatched: AtomicI64,
+    /// Consumer lag of each partition the worker owns (`cdc_consumer_lag`).
+    pub partition_lag: PartitionGauge,
+}
+
+/// A per-partition gauge whose series leave `/metrics` with their partition: the `metrics`
+/// facade cannot remove a series, so a revoked partition's lag would stay behind, frozen at its
+/// last value. Rendered by [`serve`] after the recorder's metrics, with the worker's family.
+#[derive(Debug, Default)]
+pub struct PartitionGauge {
+    values: Mutex<BTreeMap<PartitionKey, i64>>,
+}
+
+impl PartitionGauge {
+    fn values(&self) -> MutexGuard<'_, BTreeMap<PartitionKey, i64>> {
+        self.values
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets the value of a partition.
+    pub fn set(&self, partition: PartitionKey, value: i64) {
+        self.values().insert(partition, value);
+    }
+
+    /// Removes a partition's series.
+    pub fn remove(&self, partition: &PartitionKey) {
+        self.values().remove(partition);
+    }
+
+    /// The partitions with a value.
+    pub fn partitions(&self) -> Vec<PartitionKey> {
+        self.values().keys().cloned().collect()
+    }
+
+    /// Appends the series in Prometheus text format as `name`, labelled with `family`.
+    fn render(&self, name: &str, family: &str, out: &mut String) {
+        use std::fmt::Write;
+        let values = self.values();
+        if values.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for ((topic, partition), value) in values.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{family=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {value}",
+                label(family),
+                label(topic)
+            );
+        }
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Health {
@@ -134,11 +196,23 @@ pub fn install_recorder() -> PrometheusHandle {
 struct HttpState {
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    family: Arc<str>,
 }
 
-/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` until `shutdown`. Returns the bound
-/// address (useful with port 0).
+impl HttpState {
+    fn render(&self) -> String {
+        let mut out = self.metrics.render();
+        self.health
+            .partition_lag
+            .render(metric::CONSUMER_LAG, &self.family, &mut out);
+        out
+    }
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` of `family`'s worker until
+/// `shutdown`. Returns the bound address (useful with port 0).
 pub async fn serve(
+    family: &str,
     addr: SocketAddr,
     health: Arc<Health>,
     shutdown: CancellationToken,
@@ -163,11 +237,15 @@ pub async fn serve(
             upkeep.run_upkeep();
         }
     });
-    let state = HttpState { metrics, health };
+    let state = HttpState {
+        metrics,
+        health,
+        family: family.into(),
+    };
     let app = Router::new()
         .route(
             "/metrics",
-            get(|State(s): State<HttpState>| async move { s.metrics.render() }),
+            get(|State(s): State<HttpState>| async move { s.render() }),
         )
         .route(
             "/healthz",

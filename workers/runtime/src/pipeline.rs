@@ -327,28 +327,21 @@ impl<H: Handler> Pipeline<H> {
             .with_max_delay((self.retry.max / 2).max(self.retry.initial))
             .with_jitter()
             .without_max_times();
-        let mut paused = false;
+        // Dropped when the retries end, and also when the task is aborted mid-retry (a drain
+        // timeout on revocation or shutdown): readiness never sticks at paused.
+        let mut paused: Option<Paused<'_>> = None;
         let result = op
             .retry(policy)
             .sleep(tokio::time::sleep)
             .when(|e| is_transient(e))
             .notify(|error, delay: Duration| {
-                if !paused {
-                    paused = true;
-                    self.health.pause();
-                    metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => self.family.clone()).increment(1.0);
-                }
+                paused.get_or_insert_with(|| Paused::new(&self.health, &self.family, stage));
                 counter!(metric::RETRIES, "family" => self.family.clone(), "stage" => stage.as_str()).increment(1);
                 counter!(metric::ERRORS, "family" => self.family.clone(), "stage" => stage.as_str(), "error_class" => "transient").increment(1);
                 tracing::warn!(family = %self.family, stage = stage.as_str(), %error, retry_in = ?delay, "transient failure; partition paused");
             })
             .await;
-        if paused {
-            self.health.resume();
-            metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => self.family.clone())
-                .decrement(1.0);
-            tracing::info!(family = %self.family, stage = stage.as_str(), "transient failure over; partition resumed");
-        }
+        drop(paused);
         result
     }
 
@@ -389,6 +382,35 @@ impl<H: Handler> Pipeline<H> {
             .map_or(0, |d| d.as_millis() as i64);
         histogram!(metric::EVENT_AGE_SECONDS, "family" => self.family.clone(), "topic" => record.at.topic.to_string())
             .record((now_ms - ts_ms).max(0) as f64 / 1000.0);
+    }
+}
+
+/// A partition waiting on a transient failure: counted in readiness and
+/// `cdc_paused_partitions` from creation until dropped.
+struct Paused<'a> {
+    health: &'a Health,
+    family: &'a str,
+    stage: Stage,
+}
+
+impl<'a> Paused<'a> {
+    fn new(health: &'a Health, family: &'a str, stage: Stage) -> Self {
+        health.pause();
+        metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => family.to_owned()).increment(1.0);
+        Self {
+            health,
+            family,
+            stage,
+        }
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.health.resume();
+        metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => self.family.to_owned())
+            .decrement(1.0);
+        tracing::info!(family = %self.family, stage = self.stage.as_str(), "no longer waiting on the transient failure; partition resumed");
     }
 }
 

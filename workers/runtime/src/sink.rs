@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RetryMethod};
 
 use crate::family::HandlerError;
 
@@ -23,11 +23,37 @@ pub fn redis(uri: &str) -> anyhow::Result<ConnectionManager> {
     Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
-/// Unreachable, timed out, loading, failing over: transient. A command Redis refuses
-/// (`WRONGTYPE`, a script error): permanent.
+/// Messages of an `ERR` reply that reject a value the record carried (an argument no valid
+/// record produces), as opposed to the server's state.
+const VALUE_REFUSALS: &[&str] = &[
+    "not an integer",
+    "not a valid float",
+    "out of range",
+    "invalid expire time",
+];
+
+/// Permanent only when Redis refused the command because of what the record carries: the key
+/// it touches holds another type (`WRONGTYPE`), or an argument made from it is invalid. Every
+/// other failure is the server's state and passes: unreachable, timed out, and every refusal of
+/// a healthy command — `OOM`, `MISCONF`, `NOAUTH`/`WRONGPASS`, `NOPERM`, `BUSY`, `LOADING`,
+/// `READONLY`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`, `NOSCRIPT` after a flush, `ERR max
+/// number of clients`, and codes this list does not know. Dead-lettering those would send every
+/// record to the DLQ at full speed; retrying pauses the partition (readiness false) until the
+/// operator fixes the server.
 pub fn redis_error(error: RedisError) -> HandlerError {
-    match error.retry_method() {
-        RetryMethod::NoRetry => HandlerError::Permanent(error.into()),
-        _ => HandlerError::Transient(error.into()),
+    if refuses_the_record(&error) {
+        HandlerError::Permanent(error.into())
+    } else {
+        HandlerError::Transient(error.into())
+    }
+}
+
+fn refuses_the_record(error: &RedisError) -> bool {
+    match error.code() {
+        Some("WRONGTYPE") => true,
+        Some("ERR") => error
+            .detail()
+            .is_some_and(|detail| VALUE_REFUSALS.iter().any(|m| detail.contains(m))),
+        _ => false,
     }
 }

@@ -61,8 +61,13 @@ pub async fn start<H: Handler>(
     let group = config.group_id(family).to_owned();
     let client_id = format!("{}@{}", family.family, hostname());
     let health = Arc::new(Health::default());
-    let http_addr =
-        observe::serve(config.http_addr, health.clone(), shutdown.child_token()).await?;
+    let http_addr = observe::serve(
+        &family.family,
+        config.http_addr,
+        health.clone(),
+        shutdown.child_token(),
+    )
+    .await?;
 
     let pipeline = Arc::new(Pipeline::for_family(
         family,
