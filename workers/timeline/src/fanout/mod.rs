@@ -118,9 +118,15 @@ impl Fanout {
             self.push(&mut round_trips, *index, plan, &followers)
                 .await?;
         }
-        for (index, applied) in round_trips.finish().await? {
-            if !applied {
-                outcomes[index] = Outcome::Stale;
+        // A record is applied if any of its calls was (a redelivery of a fan-out cut short
+        // applies only the calls not done), stale if none was.
+        let calls = round_trips.finish().await?;
+        for &(index, _) in &calls {
+            outcomes[index] = Outcome::Stale;
+        }
+        for &(index, applied) in &calls {
+            if applied {
+                outcomes[index] = Outcome::Applied;
             }
         }
         Ok(outcomes)
@@ -155,15 +161,15 @@ impl Fanout {
                         k.push(keys::inbox(p, *uid));
                         k.push(keys::inbox_visit(p, *uid));
                     }
-                    let first = if n == 0 { "1" } else { "0" };
                     let (channel, payload) = if n == last {
                         (channel.as_str(), payload.as_str())
                     } else {
                         ("", "")
                     };
-                    let args = [item.position.as_str(), &ttl, &id, first, channel, payload];
+                    let call = n.to_string();
+                    let args = [item.position.as_str(), &ttl, &id, &call, channel, payload];
                     let cmd = evalsha(&self.scripts.create, &k, &args);
-                    out.push(cmd, k.len(), (n == 0).then_some(index)).await?;
+                    out.push(cmd, k.len(), Some(index)).await?;
                 }
                 Ok(())
             }
@@ -178,9 +184,10 @@ impl Fanout {
                     let mut k = common_keys(p, item);
                     k.push(keys::item(p, *item_key_id));
                     k.extend(chunk.iter().map(|uid| keys::inbox(p, *uid)));
-                    let args = [item.position.as_str(), &ttl, &id];
+                    let call = n.to_string();
+                    let args = [item.position.as_str(), &ttl, &id, &call];
                     let cmd = evalsha(&self.scripts.delete, &k, &args);
-                    out.push(cmd, k.len(), (n == 0).then_some(index)).await?;
+                    out.push(cmd, k.len(), Some(index)).await?;
                 }
                 Ok(())
             }
@@ -222,7 +229,7 @@ fn chunks(inboxes: &[u64], size: usize) -> Vec<&[u64]> {
 }
 
 /// Script calls queued into pipelines, flushed when their keys exceed the budget; remembers
-/// which reply belongs to which record's first call.
+/// which record each reply belongs to.
 struct RoundTrips<'a> {
     fanout: &'a Fanout,
     redis: ConnectionManager,
@@ -244,7 +251,7 @@ impl<'a> RoundTrips<'a> {
         }
     }
 
-    /// Queues `cmd` (with `keys` keys); `owner` = the record whose outcome its reply decides.
+    /// Queues `cmd` (with `keys` keys); `owner` = the record whose outcome its reply counts for.
     async fn push(
         &mut self,
         cmd: redis::Cmd,

@@ -1,10 +1,13 @@
 //! The two Lua scripts that apply a timeline item's mutations atomically behind its fence,
 //! and the `EVALSHA` commands that call them.
 //!
-//! Each call first compares the event's position with the item's fence (`tml:fence:{id}`):
-//! lower ⇒ stale, return 0, change nothing; otherwise set the fence (refreshing its TTL) and
-//! apply, return 1. An equal position is the same event again (a redelivery, or the next chunk
-//! of a large fan-out) and re-applies harmlessly: `ZADD`/`ZREM`/`DEL` are idempotent.
+//! Each call first claims the item's fence (`tml:fence:{id}`): its value is the position of the
+//! last event applied and how many of that event's calls (chunks of a large fan-out) are done,
+//! `{position}#{calls}`. A call applies only when its event is newer than the fence, or is the
+//! fence's event and the next call of it; otherwise it changes nothing and returns 0. So an
+//! older event is stale, and a redelivery of an applied event (a retry, a crash before the
+//! commit, a replay) has no effect at all — no `PUBLISH` either — while a fan-out cut short
+//! by a crash resumes at its first call not done.
 //!
 //! Positions are `SourcePosition::to_key()` strings: fixed-width ASCII digits, so Lua's string
 //! comparison is the position order.
@@ -15,13 +18,24 @@
 
 use redis::{Cmd, Script};
 
-/// op `c`. KEYS: fence, global inbox, user timeline, user visit, then (inbox, inbox visit)
-/// pairs. ARGV: position, fence TTL seconds, tml_id, "1" on the first chunk (global inbox and
-/// user timeline), channel ("" except on the last chunk), payload.
-pub const CREATE: &str = r#"
+/// The fence claim both scripts open with. KEYS[1]: fence. ARGV[1]: position, ARGV[2]: fence
+/// TTL seconds, ARGV[4]: the call's index among its event's calls (0, 1, …).
+const CLAIM: &str = r#"
 local fence = redis.call('GET', KEYS[1])
-if fence and fence > ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local call = tonumber(ARGV[4])
+if fence then
+  local at, done = string.match(fence, '^(.*)#(%d+)$')
+  if not at then at, done = fence, call + 1 end
+  if at > ARGV[1] or (at == ARGV[1] and tonumber(done) > call) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '#' .. (call + 1), 'EX', ARGV[2])
+"#;
+
+/// op `c`, after [`CLAIM`]. KEYS: fence, global inbox, user timeline, user visit, then (inbox,
+/// inbox visit) pairs. ARGV: position, fence TTL seconds, tml_id, call index (the first call
+/// adds to the global inbox and the user timeline), channel ("" except on the last call),
+/// payload.
+const CREATE: &str = r#"
 local now = tonumber(redis.call('TIME')[1])
 local id = ARGV[3]
 local function add_if_visited(key, expiry)
@@ -30,7 +44,7 @@ local function add_if_visited(key, expiry)
     redis.call('EXPIRE', key, math.ceil(expiry - now))
   end
 end
-if ARGV[4] == '1' then
+if call == 0 then
   redis.call('ZADD', KEYS[2], id, id)
   add_if_visited(KEYS[3], tonumber(redis.call('GET', KEYS[4])))
 end
@@ -44,12 +58,9 @@ if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return 1
 "#;
 
-/// op `d`. KEYS: fence, global inbox, user timeline, item cache, then inboxes.
-/// ARGV: position, fence TTL seconds, tml_id.
-pub const DELETE: &str = r#"
-local fence = redis.call('GET', KEYS[1])
-if fence and fence > ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+/// op `d`, after [`CLAIM`]. KEYS: fence, global inbox, user timeline, item cache, then inboxes.
+/// ARGV: position, fence TTL seconds, tml_id, call index.
+const DELETE: &str = r#"
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
 for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
@@ -59,17 +70,17 @@ return 1
 
 /// The loaded scripts.
 pub struct Scripts {
-    /// [`CREATE`].
+    /// [`CLAIM`], then [`CREATE`].
     pub create: Script,
-    /// [`DELETE`].
+    /// [`CLAIM`], then [`DELETE`].
     pub delete: Script,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
         Self {
-            create: Script::new(CREATE),
-            delete: Script::new(DELETE),
+            create: Script::new(&format!("{CLAIM}{CREATE}")),
+            delete: Script::new(&format!("{CLAIM}{DELETE}")),
         }
     }
 }
