@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
+use cdc_runtime::dead_letter::header;
 use fleet_harness::mysql::TestDatabase;
 use fleet_harness::{
-    Out, end_offsets, produce, producer, provisioned_family, unique, wait_drained, worker_config,
+    Out, committed, end_offsets, produce, producer, provisioned_family, read_all, unique,
+    wait_drained, worker_config,
 };
 use serde_json::json;
 use timeline::{FAMILY, Settings, Timeline};
@@ -310,5 +312,91 @@ async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_n
     // Every message again: a new group starts from the earliest offset.
     run_until_drained(&family, &topic_prefix, &db, &unique("it.tml.writer.b")).await;
     assert_eq!(rows(&db).await, want, "after a second delivery");
+    db.drop_now().await.expect("drop database");
+}
+
+/// A value the column cannot hold (`tml_source` is a `TINYINT UNSIGNED`): on a strict-mode
+/// session MariaDB refuses the row (error 1264, SQLSTATE 22003). That is the record's fault
+/// alone: it is dead-lettered, the rest of its batch is written and every offset is committed
+/// (not the batch retried for ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_out_of_range_dead_letters_its_message_and_the_rest_of_the_batch_is_written() {
+    let topic_prefix = format!("{}.", unique("it.tml.writer.range"));
+    let db = TestDatabase::create().await.expect("database");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let topic = format!("{topic_prefix}timeline");
+    let batch = [
+        message(
+            1,
+            "statusSign",
+            json!({"uid":1,"sign":"before","createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "statusSign",
+            json!({"uid":1,"sign":"out of range","createdAt":T,"source":300}),
+        ),
+        message(
+            1,
+            "statusSign",
+            json!({"uid":1,"sign":"after","createdAt":T,"source":6}),
+        ),
+    ];
+    produce(&producer().expect("producer"), &topic, &batch)
+        .await
+        .expect("produce");
+
+    let group = unique("it.tml.writer.range");
+    // The worker's sessions are strict whatever the server's default (a non-strict server
+    // would store 255 in silence).
+    let args = db.worker_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = worker_config(&family, &topic_prefix, "unused:", &group, &args).expect("config");
+    let sql_mode: String = sqlx::query_scalar("SELECT @@SESSION.sql_mode")
+        .fetch_one(&timeline::sql::pool(&config))
+        .await
+        .expect("the worker's sql_mode");
+    assert!(
+        sql_mode.split(',').any(|m| m == "STRICT_ALL_TABLES"),
+        "the worker's session is strict: {sql_mode}"
+    );
+    run_until_drained(&family, &topic_prefix, &db, &group).await;
+
+    let written: Vec<(String, u64)> = sqlx::query_as(
+        "SELECT tml_memo, CAST(tml_source AS UNSIGNED) FROM chii_timeline ORDER BY tml_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        written,
+        [("before".to_owned(), 5), ("after".to_owned(), 6)],
+        "the good messages of the batch are written, the bad one is not"
+    );
+    let letters = read_all(&family.dlq, family.partitions).expect("dlq");
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.value, batch[1].value, "the out-of-range message");
+    assert_eq!(
+        letter.header(header::ORIGINAL_TOPIC).as_deref(),
+        Some(&*topic)
+    );
+    assert_eq!(letter.header(header::ORIGINAL_OFFSET).as_deref(), Some("1"));
+    assert_eq!(
+        letter.header(header::ERROR_CLASS).as_deref(),
+        Some("permanent")
+    );
+    let error = letter.header(header::ERROR_MESSAGE).unwrap_or_default();
+    assert!(
+        error.contains("1264") && error.contains("tml_source"),
+        "the letter names the server's error and the column: {error}"
+    );
+    assert_eq!(
+        committed(&group, &topic, family.partitions).expect("committed")[0],
+        3,
+        "every offset of the batch is committed"
+    );
     db.drop_now().await.expect("drop database");
 }
