@@ -7,12 +7,15 @@
 use std::time::Duration;
 
 use cdc_runtime::dead_letter::header;
+use cdc_runtime::{Coordinates, Event, HandlerError, Outcome, Record};
 use fleet_harness::mysql::TestDatabase;
+use fleet_harness::process::worker_command;
 use fleet_harness::{
     Out, committed, end_offsets, produce, producer, provisioned_family, read_all, unique,
     wait_drained, worker_config,
 };
 use serde_json::json;
+use timeline::writer::Writer;
 use timeline::{FAMILY, Settings, Timeline};
 use tokio_util::sync::CancellationToken;
 
@@ -117,6 +120,52 @@ fn messages() -> Vec<Out> {
             json!({"uid":2,"type":2,"mid":9,"createdAt":T + 5,"source":5}),
         ),
     ]
+}
+
+/// A `timeline` record as the runtime hands it to the writer, at `offset` of partition 0 of
+/// `topic`, produced at `timestamp_ms`.
+fn record(
+    topic: &str,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    op: &str,
+    message: serde_json::Value,
+) -> Record {
+    Record {
+        at: Coordinates {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            timestamp_ms,
+        },
+        origin: None,
+        event: Event::Service {
+            key: None,
+            value: Some(
+                json!({ "op": op, "message": message })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        },
+    }
+}
+
+/// `timeline migrate` on `db`, as the Helm hook runs it; its output.
+fn timeline_migrate(db: &TestDatabase) -> String {
+    let output = worker_command("timeline", "unused.", "unused", "redis://unused", "unused:")
+        .expect("the timeline binary")
+        .arg("migrate")
+        .env("MYSQL_DB", &db.name)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running timeline migrate");
+    assert!(
+        output.status.success(),
+        "timeline migrate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 type Row = (
@@ -397,6 +446,54 @@ async fn a_value_out_of_range_dead_letters_its_message_and_the_rest_of_the_batch
         committed(&group, &topic, family.partitions).expect("committed")[0],
         3,
         "every offset of the batch is committed"
+    );
+    db.drop_now().await.expect("drop database");
+}
+
+/// The writer's table is made by `timeline migrate`, not by the worker: before it runs, a batch
+/// fails transiently (the partition waits, nothing written) with an error naming the table and
+/// the command; after it, the batch is applied. A second `migrate` changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn before_timeline_migrate_the_writer_waits_with_an_error_naming_the_table_and_the_command() {
+    let db = TestDatabase::create_unmigrated().await.expect("database");
+    let writer = Writer::new(db.pool.clone(), "it", Duration::from_secs(86_400));
+    let batch = [record(
+        &unique("it.tml.migrate"),
+        0,
+        Some(T * 1000),
+        "statusSign",
+        json!({"uid":1,"sign":"hi","createdAt":T,"source":5}),
+    )];
+
+    let error = writer
+        .apply(&batch)
+        .await
+        .expect_err("no cdc_applied_messages before timeline migrate");
+    let text = error.to_string();
+    assert!(
+        matches!(error, HandlerError::Transient(_)),
+        "transient, so the partition waits: {text}"
+    );
+    assert!(
+        text.contains("cdc_applied_messages") && text.contains("timeline migrate"),
+        "the error names the table and the command: {text}"
+    );
+    assert!(rows(&db).await.is_empty(), "nothing written");
+
+    let migrated = timeline_migrate(&db);
+    assert!(
+        migrated.contains("applied 0001"),
+        "the first migrate applies the migrations: {migrated}"
+    );
+    assert_eq!(
+        writer.apply(&batch).await.expect("apply after migrate"),
+        [Outcome::Applied]
+    );
+    assert_eq!(rows(&db).await.len(), 1);
+    let again = timeline_migrate(&db);
+    assert!(
+        again.contains("up to date"),
+        "a second migrate changes nothing: {again}"
     );
     db.drop_now().await.expect("drop database");
 }

@@ -25,7 +25,6 @@ pub mod message;
 pub mod php;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
@@ -35,19 +34,13 @@ use crate::sql::classify;
 use merge::{Previous, Update};
 use message::{Merge, Write};
 
-/// The table of applied messages' identities.
+/// The table of applied messages' identities; created and changed only by the migrations
+/// ([`crate::migrate`], `timeline migrate`).
 pub const APPLIED_TABLE: &str = "cdc_applied_messages";
 
-/// Its definition; created on the writer's first batch if missing.
-pub const APPLIED_DDL: &str = "CREATE TABLE IF NOT EXISTS cdc_applied_messages (
-  topic VARCHAR(249) NOT NULL,
-  kafka_partition INT NOT NULL,
-  kafka_offset BIGINT NOT NULL,
-  consumer_group VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'who applied it, informational',
-  applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  PRIMARY KEY (topic, kafka_partition, kafka_offset),
-  KEY applied_at (applied_at)
-) ENGINE=InnoDB DEFAULT CHARSET=ascii";
+/// Server error numbers that say [`APPLIED_TABLE`] is missing or not in the shape this version
+/// expects: `ER_NO_SUCH_TABLE`, `ER_BAD_FIELD_ERROR`.
+const SCHEMA_ERRORS: &[u16] = &[1146, 1054];
 
 /// How often identities older than the retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -57,7 +50,6 @@ pub struct Writer {
     mysql: MySqlPool,
     group: String,
     retention: Duration,
-    table_ready: AtomicBool,
     last_prune: Mutex<Option<Instant>>,
 }
 
@@ -69,7 +61,6 @@ impl Writer {
             mysql,
             group: group.into(),
             retention,
-            table_ready: AtomicBool::new(false),
             last_prune: Mutex::new(None),
         }
     }
@@ -93,7 +84,7 @@ impl Writer {
             .bind(self.retention.as_secs())
             .execute(&self.mysql)
             .await
-            .map_err(|e| classify("pruning cdc_applied_messages", e))?;
+            .map_err(|e| applied_table_error("pruning cdc_applied_messages", e))?;
             if pruned.rows_affected() < 1000 {
                 return Ok(());
             }
@@ -104,13 +95,6 @@ impl Writer {
     pub async fn apply(&self, records: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         if records.is_empty() {
             return Ok(Vec::new());
-        }
-        if !self.table_ready.load(Ordering::Relaxed) {
-            sqlx::query(APPLIED_DDL)
-                .execute(&self.mysql)
-                .await
-                .map_err(|e| classify("creating cdc_applied_messages", e))?;
-            self.table_ready.store(true, Ordering::Relaxed);
         }
         self.prune().await?;
         let mut tx = self
@@ -136,7 +120,7 @@ impl Writer {
             .bind(id.offset)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| classify("reading cdc_applied_messages", e))?;
+            .map_err(|e| applied_table_error("reading cdc_applied_messages", e))?;
             if seen.is_some() {
                 outcomes.push(Outcome::Stale);
                 continue;
@@ -152,13 +136,25 @@ impl Writer {
                 .bind(&self.group)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| classify("recording the applied message", e))?;
+                .map_err(|e| applied_table_error("recording the applied message", e))?;
             }
             outcomes.push(outcome);
         }
         tx.commit().await.map_err(|e| classify("committing", e))?;
         Ok(outcomes)
     }
+}
+
+/// An error of `what` on [`APPLIED_TABLE`]: if the table is missing or has an older shape, a
+/// transient error saying so and to run `timeline migrate` (the partition waits, `/readyz` is
+/// false, until it is run); else as [`classify`]d.
+fn applied_table_error(what: &str, error: sqlx::Error) -> HandlerError {
+    if crate::sql::server_error(&error).is_some_and(|n| SCHEMA_ERRORS.contains(&n)) {
+        return HandlerError::Transient(anyhow::anyhow!(
+            "{what}: table {APPLIED_TABLE} is missing or older than this worker ({error}); run `timeline migrate` on the database"
+        ));
+    }
+    classify(what, error)
 }
 
 /// A record's write, or its outcome if it has none (invalid: rejected whether or not stale,
