@@ -11,8 +11,8 @@ use cdc_runtime::{Coordinates, Event, HandlerError, Outcome, Record};
 use fleet_harness::mysql::TestDatabase;
 use fleet_harness::process::worker_command;
 use fleet_harness::{
-    Out, committed, end_offsets, produce, producer, provisioned_family, read_all, unique,
-    wait_drained, worker_config,
+    Out, client_config, committed, create_topic, end_offsets, produce, producer,
+    provisioned_family, read_all, unique, wait_drained, worker_config,
 };
 use serde_json::json;
 use timeline::writer::Writer;
@@ -494,6 +494,94 @@ async fn before_timeline_migrate_the_writer_waits_with_an_error_naming_the_table
     assert!(
         again.contains("up to date"),
         "a second migrate changes nothing: {again}"
+    );
+    db.drop_now().await.expect("drop database");
+}
+
+/// Deletes `topic` from the broker.
+async fn delete_topic(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin");
+    for result in admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .expect("delete topics")
+    {
+        if let Err((topic, error)) = result {
+            panic!("deleting {topic}: {error}");
+        }
+    }
+}
+
+fn signs(texts: &[&str]) -> Vec<Out> {
+    texts
+        .iter()
+        .map(|text| {
+            message(
+                1,
+                "statusSign",
+                json!({"uid":1,"sign":text,"createdAt":T,"source":5}),
+            )
+        })
+        .collect()
+}
+
+/// A message's identity survives the topic being recreated: the messages of a new incarnation of
+/// the `timeline` topic, at the offsets the deleted one used, are new messages, applied (not
+/// counted stale as copies of the old ones).
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_of_a_recreated_topic_at_reused_offsets_are_applied() {
+    let topic_prefix = format!("{}.", unique("it.tml.writer.recreate"));
+    let db = TestDatabase::create().await.expect("database");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let topic = format!("{topic_prefix}timeline");
+    let first = produce(
+        &producer().expect("producer"),
+        &topic,
+        &signs(&["a0", "a1"]),
+    )
+    .await
+    .expect("produce");
+    run_until_drained(
+        &family,
+        &topic_prefix,
+        &db,
+        &unique("it.tml.writer.recreate.a"),
+    )
+    .await;
+
+    delete_topic(&topic).await;
+    create_topic(&topic, family.partitions)
+        .await
+        .expect("the topic again");
+    let second = produce(
+        &producer().expect("producer"),
+        &topic,
+        &signs(&["b0", "b1"]),
+    )
+    .await
+    .expect("produce");
+    assert_eq!(first, second, "the new incarnation reuses the offsets");
+    run_until_drained(
+        &family,
+        &topic_prefix,
+        &db,
+        &unique("it.tml.writer.recreate.b"),
+    )
+    .await;
+
+    let memos: Vec<String> =
+        sqlx::query_scalar("SELECT tml_memo FROM chii_timeline ORDER BY tml_id")
+            .fetch_all(&db.pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        memos,
+        ["a0", "a1", "b0", "b1"],
+        "both incarnations' messages are written"
     );
     db.drop_now().await.expect("drop database");
 }

@@ -9,9 +9,14 @@
 //! together, so a redelivery (retry, crash, rewind, new consumer group, replay) is a no-op, while
 //! a message that was dead-lettered — never recorded — can still be applied by a later replay.
 //!
-//! Identities are keyed by topic, partition and offset, not by consumer group: the effect is on
-//! the database, whoever consumes. They are pruned after the retention given to
-//! [`Writer::new`] (keep it ≥ the topic's retention).
+//! An identity is the topic, partition, offset *and record timestamp* (ms; for a replayed dead
+//! letter, its `cdc.dlq.original.timestamp` header), not the consumer group: the effect is on
+//! the database, whoever consumes. The timestamp tells a topic's incarnations apart: a topic
+//! deleted and created again reuses offsets from 0, and its messages are new ones, applied.
+//! A message without a timestamp, and rows recorded before the column existed, have -1 and
+//! match their coordinates alone. Identities are pruned after the retention given to
+//! [`Writer::new`] (keep it ≥ the topic's retention). The table and its changes are migrations
+//! ([`crate::migrate`]): this module runs no DDL.
 //!
 //! # Layout
 //! - [`message`]: parsing and per-op rules (pure).
@@ -37,6 +42,10 @@ use message::{Merge, Write};
 /// The table of applied messages' identities; created and changed only by the migrations
 /// ([`crate::migrate`], `timeline migrate`).
 pub const APPLIED_TABLE: &str = "cdc_applied_messages";
+
+/// `kafka_timestamp` of a message the broker gave no timestamp (and of rows recorded before the
+/// column existed): it matches its coordinates whatever the timestamp.
+const UNKNOWN_TIMESTAMP: i64 = -1;
 
 /// Server error numbers that say [`APPLIED_TABLE`] is missing or not in the shape this version
 /// expects: `ER_NO_SUCH_TABLE`, `ER_BAD_FIELD_ERROR`.
@@ -112,12 +121,14 @@ impl Writer {
                 }
             };
             let id = record.identity();
+            let timestamp = id.timestamp_ms.unwrap_or(UNKNOWN_TIMESTAMP);
             let seen: Option<i64> = sqlx::query_scalar(
-                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? FOR UPDATE",
+                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? AND kafka_timestamp IN (?, -1) LIMIT 1 FOR UPDATE",
             )
             .bind(&*id.topic)
             .bind(id.partition)
             .bind(id.offset)
+            .bind(timestamp)
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| applied_table_error("reading cdc_applied_messages", e))?;
@@ -128,11 +139,12 @@ impl Writer {
             let outcome = write_one(&mut tx, &write).await?;
             if outcome == Outcome::Applied {
                 sqlx::query(
-                    "INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, consumer_group) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, kafka_timestamp, consumer_group) VALUES (?, ?, ?, ?, ?)",
                 )
                 .bind(&*id.topic)
                 .bind(id.partition)
                 .bind(id.offset)
+                .bind(timestamp)
                 .bind(&self.group)
                 .execute(&mut *tx)
                 .await
