@@ -236,7 +236,16 @@ async fn write_one(
     Ok(Outcome::Applied)
 }
 
-/// The latest row of `uid` in `cat` (and of `kind`, if set).
+/// The latest row of `uid` in `cat` (and of `kind`, if set), locked until the transaction ends.
+///
+/// A merge is read-modify-write: two transactions merging into the same row (a `dlq replay
+/// --direct` beside the live worker; two consumers of a partition after a lost assignment) must
+/// not both read the same memo. The locking read goes through the `tml_uid` index, so under
+/// REPEATABLE READ it holds next-key locks on every row of `uid` it scans and the gap after
+/// them (also scanning `ORDER BY … DESC`): a second merge for the uid waits for the first to
+/// commit, then reads its row; and when there is no previous row yet, the gap locks make the
+/// second insert a deadlock (1213, transient: the batch is retried, and finds the row) instead
+/// of a second row.
 async fn previous(
     tx: &mut Transaction<'_, MySql>,
     uid: u64,
@@ -246,9 +255,11 @@ async fn previous(
     let columns = "SELECT CAST(tml_id AS UNSIGNED), CAST(tml_type AS UNSIGNED), tml_related, tml_memo, CAST(tml_batch AS UNSIGNED), CAST(tml_dateline AS SIGNED) FROM chii_timeline";
     let query = match kind {
         Some(_) => format!(
-            "{columns} WHERE tml_uid = ? AND tml_cat = ? AND tml_type = ? ORDER BY tml_id DESC LIMIT 1"
+            "{columns} WHERE tml_uid = ? AND tml_cat = ? AND tml_type = ? ORDER BY tml_id DESC LIMIT 1 FOR UPDATE"
         ),
-        None => format!("{columns} WHERE tml_uid = ? AND tml_cat = ? ORDER BY tml_id DESC LIMIT 1"),
+        None => format!(
+            "{columns} WHERE tml_uid = ? AND tml_cat = ? ORDER BY tml_id DESC LIMIT 1 FOR UPDATE"
+        ),
     };
     let mut q = sqlx::query_as::<_, (u64, u64, String, String, u64, i64)>(&query)
         .bind(uid)
