@@ -2,7 +2,11 @@
 //! each op's row (memo formats, type mappings, escapes), merges within 10 minutes (JSON and
 //! PHP-serialised previous memos), rejects to the DLQ, and exactly-once effect: delivering
 //! every message a second time (a new consumer group reads the topic from the start) leaves
-//! the table unchanged.
+//! the table unchanged. Also: a value the column cannot hold dead-letters its message alone
+//! (strict mode, errors by server number); a recreated topic's messages at reused offsets are
+//! applied (identity = coordinates + timestamp); two writers merging into one row lose no
+//! update (row locks); the writer's table comes from `timeline migrate`, which adopts the table
+//! earlier workers created.
 
 use std::time::Duration;
 
@@ -689,5 +693,55 @@ async fn two_writers_merging_into_one_row_at_once_lose_no_update() {
             "uid {uid}: one row with both updates"
         );
     }
+    db.drop_now().await.expect("drop database");
+}
+
+/// An upgrade keeps what earlier workers recorded: `timeline migrate` adopts the table they
+/// created at run time (identities without a timestamp), and those identities still make a
+/// redelivery of their messages stale, while other messages are applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeline_migrate_adopts_the_table_earlier_workers_created_and_keeps_its_identities() {
+    let db = TestDatabase::create_unmigrated().await.expect("database");
+    // What workers before `timeline migrate` created on their first batch, and recorded.
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS cdc_applied_messages (
+          topic VARCHAR(249) NOT NULL,
+          kafka_partition INT NOT NULL,
+          kafka_offset BIGINT NOT NULL,
+          consumer_group VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'who applied it, informational',
+          applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+          PRIMARY KEY (topic, kafka_partition, kafka_offset),
+          KEY applied_at (applied_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=ascii;
+        INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, consumer_group)
+          VALUES ('timeline', 0, 7, 'cdc-timeline')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("the table of earlier workers");
+    let db = db.migrated().await.expect("timeline migrate");
+
+    let writer = Writer::new(db.pool.clone(), "it", Duration::from_secs(86_400));
+    let sign = |offset, text: &str| {
+        record(
+            "timeline",
+            offset,
+            Some(T * 1000),
+            "statusSign",
+            json!({"uid":1,"sign":text,"createdAt":T,"source":5}),
+        )
+    };
+    assert_eq!(
+        writer
+            .apply(&[sign(7, "applied before the upgrade"), sign(8, "new")])
+            .await
+            .expect("apply"),
+        [Outcome::Stale, Outcome::Applied]
+    );
+    let memos: Vec<String> = sqlx::query_scalar("SELECT tml_memo FROM chii_timeline")
+        .fetch_all(&db.pool)
+        .await
+        .expect("rows");
+    assert_eq!(memos, ["new"]);
     db.drop_now().await.expect("drop database");
 }
