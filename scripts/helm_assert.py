@@ -336,7 +336,12 @@ def main() -> int:
 
     # --- DLQ replay Job: only when asked for ------------------------------------------------
     replay = values.get("dlqReplay") or {}
-    jobs = by_kind.get("Job", [])
+    all_jobs = by_kind.get("Job", [])
+    component = lambda job: job["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+    jobs = [j for j in all_jobs if component(j) == "dlq-replay"]
+    others = [j["metadata"]["name"] for j in all_jobs if component(j) not in ("dlq-replay", "migrate")]
+    if others:
+        fail(f"unexpected Jobs {others}")
     if not replay.get("enabled"):
         if jobs:
             fail(f"a Job is rendered ({jobs[0]['metadata']['name']}) although dlqReplay is off")
@@ -362,6 +367,37 @@ def main() -> int:
                 fail(f"Job {job['metadata']['name']}: container security context is not locked down")
             if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
                 fail(f"Job {job['metadata']['name']}: token mounted or restartPolicy is not Never")
+
+    # --- timeline migrate: a pre-install/pre-upgrade hook while the timeline family runs -------
+    migrate_on = (values.get("timelineMigrate") or {}).get("enabled", True) and "timeline" in expected
+    migrates = [j for j in all_jobs if component(j) == "migrate"]
+    if len(migrates) != (1 if migrate_on else 0):
+        fail(f"timeline migrate hook: expected {1 if migrate_on else 0} Job, got {len(migrates)}")
+    mysql = values.get("mysql") or {}
+    for job in migrates:
+        name = job["metadata"]["name"]
+        hooks = set((job["metadata"].get("annotations") or {}).get("helm.sh/hook", "").split(","))
+        if not {"pre-install", "pre-upgrade"} <= hooks:
+            fail(f"Job {name}: not a pre-install,pre-upgrade hook ({sorted(hooks)})")
+        pod = job["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        if c.get("command") != ["timeline"] or c.get("args") != ["migrate"]:
+            fail(f"Job {name}: runs {c.get('command')} {c.get('args')}, expected timeline migrate")
+        if c.get("envFrom"):
+            fail(f"Job {name}: envFrom refers to objects a pre-install hook runs before")
+        if pod.get("serviceAccountName"):
+            fail(f"Job {name}: ServiceAccount {pod['serviceAccountName']} may not exist before install")
+        env = {e["name"]: e for e in c.get("env", [])}
+        if (env.get("MYSQL_DB") or {}).get("value") != str(mysql.get("database")) \
+                or (env.get("MYSQL_HOST") or {}).get("value") != str(mysql.get("host")):
+            fail(f"Job {name}: MYSQL_HOST/MYSQL_DB are not mysql.host/mysql.database")
+        if mysql.get("existingSecret") and "secretKeyRef" not in (env.get("MYSQL_PASS") or {}).get("valueFrom", {}):
+            fail(f"Job {name}: MYSQL_PASS not from mysql.existingSecret")
+        csc = c.get("securityContext") or {}
+        if csc.get("readOnlyRootFilesystem") is not True or "ALL" not in (csc.get("capabilities") or {}).get("drop", []):
+            fail(f"Job {name}: container security context is not locked down")
+        if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
+            fail(f"Job {name}: token mounted or restartPolicy is not Never")
 
     # --- Grafana dashboard ------------------------------------------------------------------
     dash_on = (values.get("dashboard") or {}).get("enabled")

@@ -2,15 +2,24 @@
 //! each op's row (memo formats, type mappings, escapes), merges within 10 minutes (JSON and
 //! PHP-serialised previous memos), rejects to the DLQ, and exactly-once effect: delivering
 //! every message a second time (a new consumer group reads the topic from the start) leaves
-//! the table unchanged.
+//! the table unchanged. Also: a value the column cannot hold dead-letters its message alone
+//! (strict mode, errors by server number); a recreated topic's messages at reused offsets are
+//! applied (identity = coordinates + timestamp); two writers merging into one row lose no
+//! update (row locks); the writer's table comes from `timeline migrate`, which adopts the table
+//! earlier workers created.
 
 use std::time::Duration;
 
+use cdc_runtime::dead_letter::header;
+use cdc_runtime::{Coordinates, Event, HandlerError, Outcome, Record};
 use fleet_harness::mysql::TestDatabase;
+use fleet_harness::process::worker_command;
 use fleet_harness::{
-    Out, end_offsets, produce, producer, provisioned_family, unique, wait_drained, worker_config,
+    Out, client_config, committed, create_topic, end_offsets, produce, producer,
+    provisioned_family, read_all, unique, wait_drained, worker_config,
 };
 use serde_json::json;
+use timeline::writer::Writer;
 use timeline::{FAMILY, Settings, Timeline};
 use tokio_util::sync::CancellationToken;
 
@@ -115,6 +124,52 @@ fn messages() -> Vec<Out> {
             json!({"uid":2,"type":2,"mid":9,"createdAt":T + 5,"source":5}),
         ),
     ]
+}
+
+/// A `timeline` record as the runtime hands it to the writer, at `offset` of partition 0 of
+/// `topic`, produced at `timestamp_ms`.
+fn record(
+    topic: &str,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    op: &str,
+    message: serde_json::Value,
+) -> Record {
+    Record {
+        at: Coordinates {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            timestamp_ms,
+        },
+        origin: None,
+        event: Event::Service {
+            key: None,
+            value: Some(
+                json!({ "op": op, "message": message })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        },
+    }
+}
+
+/// `timeline migrate` on `db`, as the Helm hook runs it; its output.
+fn timeline_migrate(db: &TestDatabase) -> String {
+    let output = worker_command("timeline", "unused.", "unused", "redis://unused", "unused:")
+        .expect("the timeline binary")
+        .arg("migrate")
+        .env("MYSQL_DB", &db.name)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running timeline migrate");
+    assert!(
+        output.status.success(),
+        "timeline migrate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 type Row = (
@@ -310,5 +365,383 @@ async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_n
     // Every message again: a new group starts from the earliest offset.
     run_until_drained(&family, &topic_prefix, &db, &unique("it.tml.writer.b")).await;
     assert_eq!(rows(&db).await, want, "after a second delivery");
+    db.drop_now().await.expect("drop database");
+}
+
+/// A value the column cannot hold (`tml_source` is a `TINYINT UNSIGNED`): on a strict-mode
+/// session MariaDB refuses the row (error 1264, SQLSTATE 22003). That is the record's fault
+/// alone: it is dead-lettered, the rest of its batch is written and every offset is committed
+/// (not the batch retried for ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_out_of_range_dead_letters_its_message_and_the_rest_of_the_batch_is_written() {
+    let topic_prefix = format!("{}.", unique("it.tml.writer.range"));
+    let db = TestDatabase::create().await.expect("database");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let topic = format!("{topic_prefix}timeline");
+    let batch = [
+        message(
+            1,
+            "statusSign",
+            json!({"uid":1,"sign":"before","createdAt":T,"source":5}),
+        ),
+        message(
+            1,
+            "statusSign",
+            json!({"uid":1,"sign":"out of range","createdAt":T,"source":300}),
+        ),
+        message(
+            1,
+            "statusSign",
+            json!({"uid":1,"sign":"after","createdAt":T,"source":6}),
+        ),
+    ];
+    produce(&producer().expect("producer"), &topic, &batch)
+        .await
+        .expect("produce");
+
+    let group = unique("it.tml.writer.range");
+    // The worker's sessions are strict whatever the server's default (a non-strict server
+    // would store 255 in silence).
+    let args = db.worker_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = worker_config(&family, &topic_prefix, "unused:", &group, &args).expect("config");
+    let sql_mode: String = sqlx::query_scalar("SELECT @@SESSION.sql_mode")
+        .fetch_one(&timeline::sql::pool(&config))
+        .await
+        .expect("the worker's sql_mode");
+    assert!(
+        sql_mode.split(',').any(|m| m == "STRICT_ALL_TABLES"),
+        "the worker's session is strict: {sql_mode}"
+    );
+    run_until_drained(&family, &topic_prefix, &db, &group).await;
+
+    let written: Vec<(String, u64)> = sqlx::query_as(
+        "SELECT tml_memo, CAST(tml_source AS UNSIGNED) FROM chii_timeline ORDER BY tml_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        written,
+        [("before".to_owned(), 5), ("after".to_owned(), 6)],
+        "the good messages of the batch are written, the bad one is not"
+    );
+    let letters = read_all(&family.dlq, family.partitions).expect("dlq");
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.value, batch[1].value, "the out-of-range message");
+    assert_eq!(
+        letter.header(header::ORIGINAL_TOPIC).as_deref(),
+        Some(&*topic)
+    );
+    assert_eq!(letter.header(header::ORIGINAL_OFFSET).as_deref(), Some("1"));
+    assert_eq!(
+        letter.header(header::ERROR_CLASS).as_deref(),
+        Some("permanent")
+    );
+    let error = letter.header(header::ERROR_MESSAGE).unwrap_or_default();
+    assert!(
+        error.contains("1264") && error.contains("tml_source"),
+        "the letter names the server's error and the column: {error}"
+    );
+    assert_eq!(
+        committed(&group, &topic, family.partitions).expect("committed")[0],
+        3,
+        "every offset of the batch is committed"
+    );
+    db.drop_now().await.expect("drop database");
+}
+
+/// The writer's table is made by `timeline migrate`, not by the worker: before it runs, a batch
+/// fails transiently (the partition waits, nothing written) with an error naming the table and
+/// the command; after it, the batch is applied. A second `migrate` changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn before_timeline_migrate_the_writer_waits_with_an_error_naming_the_table_and_the_command() {
+    let db = TestDatabase::create_unmigrated().await.expect("database");
+    let writer = Writer::new(db.pool.clone(), "it", Duration::from_secs(86_400));
+    let batch = [record(
+        &unique("it.tml.migrate"),
+        0,
+        Some(T * 1000),
+        "statusSign",
+        json!({"uid":1,"sign":"hi","createdAt":T,"source":5}),
+    )];
+
+    let error = writer
+        .apply(&batch)
+        .await
+        .expect_err("no cdc_applied_messages before timeline migrate");
+    let text = error.to_string();
+    assert!(
+        matches!(error, HandlerError::Transient(_)),
+        "transient, so the partition waits: {text}"
+    );
+    assert!(
+        text.contains("cdc_applied_messages") && text.contains("timeline migrate"),
+        "the error names the table and the command: {text}"
+    );
+    assert!(rows(&db).await.is_empty(), "nothing written");
+
+    let migrated = timeline_migrate(&db);
+    assert!(
+        migrated.contains("applied 0001"),
+        "the first migrate applies the migrations: {migrated}"
+    );
+    assert_eq!(
+        writer.apply(&batch).await.expect("apply after migrate"),
+        [Outcome::Applied]
+    );
+    assert_eq!(rows(&db).await.len(), 1);
+    let again = timeline_migrate(&db);
+    assert!(
+        again.contains("up to date"),
+        "a second migrate changes nothing: {again}"
+    );
+    db.drop_now().await.expect("drop database");
+}
+
+/// Deletes `topic` from the broker.
+async fn delete_topic(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin");
+    for result in admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .expect("delete topics")
+    {
+        if let Err((topic, error)) = result {
+            panic!("deleting {topic}: {error}");
+        }
+    }
+}
+
+fn signs(texts: &[&str]) -> Vec<Out> {
+    texts
+        .iter()
+        .map(|text| {
+            message(
+                1,
+                "statusSign",
+                json!({"uid":1,"sign":text,"createdAt":T,"source":5}),
+            )
+        })
+        .collect()
+}
+
+/// A message's identity survives the topic being recreated: the messages of a new incarnation of
+/// the `timeline` topic, at the offsets the deleted one used, are new messages, applied (not
+/// counted stale as copies of the old ones).
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_of_a_recreated_topic_at_reused_offsets_are_applied() {
+    let topic_prefix = format!("{}.", unique("it.tml.writer.recreate"));
+    let db = TestDatabase::create().await.expect("database");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let topic = format!("{topic_prefix}timeline");
+    let first = produce(
+        &producer().expect("producer"),
+        &topic,
+        &signs(&["a0", "a1"]),
+    )
+    .await
+    .expect("produce");
+    run_until_drained(
+        &family,
+        &topic_prefix,
+        &db,
+        &unique("it.tml.writer.recreate.a"),
+    )
+    .await;
+
+    delete_topic(&topic).await;
+    create_topic(&topic, family.partitions)
+        .await
+        .expect("the topic again");
+    let second = produce(
+        &producer().expect("producer"),
+        &topic,
+        &signs(&["b0", "b1"]),
+    )
+    .await
+    .expect("produce");
+    assert_eq!(first, second, "the new incarnation reuses the offsets");
+    run_until_drained(
+        &family,
+        &topic_prefix,
+        &db,
+        &unique("it.tml.writer.recreate.b"),
+    )
+    .await;
+
+    let memos: Vec<String> =
+        sqlx::query_scalar("SELECT tml_memo FROM chii_timeline ORDER BY tml_id")
+            .fetch_all(&db.pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        memos,
+        ["a0", "a1", "b0", "b1"],
+        "both incarnations' messages are written"
+    );
+    db.drop_now().await.expect("drop database");
+}
+
+/// Applies `records` one per transaction as the runtime would: a transient failure (deadlock,
+/// lock wait) is retried; anything else fails the test.
+async fn apply_each(writer: &Writer, records: &[Record]) {
+    for record in records {
+        let batch = std::slice::from_ref(record);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match writer.apply(batch).await {
+                Ok(outcomes) => {
+                    assert_eq!(outcomes, [Outcome::Applied], "offset {}", record.at.offset);
+                    break;
+                }
+                Err(HandlerError::Transient(error)) if tries < 100 => {
+                    let _ = error;
+                }
+                Err(error) => panic!("offset {} after {tries} tries: {error}", record.at.offset),
+            }
+        }
+    }
+}
+
+/// A `daily` "added a friend" message of `uid` (merges into the previous row of `(uid, 1)`).
+fn friend(topic: &str, offset: u64, uid: u64, mid: u64) -> Record {
+    record(
+        topic,
+        offset as i64,
+        Some(T * 1000),
+        "daily",
+        json!({"uid":uid,"type":2,"mid":mid,"createdAt":T,"source":5}),
+    )
+}
+
+/// The `daily` rows of `uid`: the mids of each row's memo.
+async fn friend_rows(db: &TestDatabase, uid: u64) -> Vec<std::collections::BTreeSet<u64>> {
+    let memos: Vec<String> = sqlx::query_scalar(
+        "SELECT tml_memo FROM chii_timeline WHERE tml_uid = ? AND tml_cat = 1 ORDER BY tml_id",
+    )
+    .bind(uid)
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    memos
+        .iter()
+        .map(|memo| {
+            let memo: serde_json::Value = serde_json::from_str(memo).expect("a JSON memo");
+            match memo.get("uid") {
+                // A row nothing merged into yet: `{"uid": mid}`.
+                Some(mid) => mid.as_u64().into_iter().collect(),
+                None => memo
+                    .as_object()
+                    .expect("a merged memo")
+                    .keys()
+                    .map(|k| k.parse().expect("a mid"))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Two writers merging into the same `(uid, cat)` row at the same time (a `dlq replay --direct`
+/// beside the live worker; two consumers of one partition after a lost assignment) lose no
+/// update: the previous row is read with a lock, so one merge waits for the other (or deadlocks
+/// and is retried). Also when there is no previous row yet: the two first messages of a uid make
+/// one row, not two.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_writers_merging_into_one_row_at_once_lose_no_update() {
+    const PER_WRITER: u64 = 40;
+    let db = TestDatabase::create().await.expect("database");
+    let (live, replay) = (unique("it.tml.race.live"), unique("it.tml.race.replay"));
+    let (a, b) = (
+        Writer::new(db.pool.clone(), "live", Duration::from_secs(86_400)),
+        Writer::new(db.pool.clone(), "replay", Duration::from_secs(86_400)),
+    );
+
+    // Many merges into one row.
+    let evens: Vec<Record> = (0..PER_WRITER)
+        .map(|i| friend(&live, i, 1, 1000 + 2 * i))
+        .collect();
+    let odds: Vec<Record> = (0..PER_WRITER)
+        .map(|i| friend(&replay, i, 1, 1001 + 2 * i))
+        .collect();
+    tokio::join!(apply_each(&a, &evens), apply_each(&b, &odds));
+    assert_eq!(
+        friend_rows(&db, 1).await,
+        [(1000..1000 + 2 * PER_WRITER).collect()],
+        "one row with every update"
+    );
+
+    // The first message of a uid, twice at once, for many uids.
+    for uid in 2..22 {
+        let offset = PER_WRITER + uid;
+        let (first, second) = (
+            [friend(&live, offset, uid, 1)],
+            [friend(&replay, offset, uid, 2)],
+        );
+        tokio::join!(apply_each(&a, &first), apply_each(&b, &second));
+        assert_eq!(
+            friend_rows(&db, uid).await,
+            [[1, 2].into()],
+            "uid {uid}: one row with both updates"
+        );
+    }
+    db.drop_now().await.expect("drop database");
+}
+
+/// An upgrade keeps what earlier workers recorded: `timeline migrate` adopts the table they
+/// created at run time (identities without a timestamp), and those identities still make a
+/// redelivery of their messages stale, while other messages are applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeline_migrate_adopts_the_table_earlier_workers_created_and_keeps_its_identities() {
+    let db = TestDatabase::create_unmigrated().await.expect("database");
+    // What workers before `timeline migrate` created on their first batch, and recorded.
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS cdc_applied_messages (
+          topic VARCHAR(249) NOT NULL,
+          kafka_partition INT NOT NULL,
+          kafka_offset BIGINT NOT NULL,
+          consumer_group VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'who applied it, informational',
+          applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+          PRIMARY KEY (topic, kafka_partition, kafka_offset),
+          KEY applied_at (applied_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=ascii;
+        INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, consumer_group)
+          VALUES ('timeline', 0, 7, 'cdc-timeline')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("the table of earlier workers");
+    let db = db.migrated().await.expect("timeline migrate");
+
+    let writer = Writer::new(db.pool.clone(), "it", Duration::from_secs(86_400));
+    let sign = |offset, text: &str| {
+        record(
+            "timeline",
+            offset,
+            Some(T * 1000),
+            "statusSign",
+            json!({"uid":1,"sign":text,"createdAt":T,"source":5}),
+        )
+    };
+    assert_eq!(
+        writer
+            .apply(&[sign(7, "applied before the upgrade"), sign(8, "new")])
+            .await
+            .expect("apply"),
+        [Outcome::Stale, Outcome::Applied]
+    );
+    let memos: Vec<String> = sqlx::query_scalar("SELECT tml_memo FROM chii_timeline")
+        .fetch_all(&db.pool)
+        .await
+        .expect("rows");
+    assert_eq!(memos, ["new"]);
     db.drop_now().await.expect("drop database");
 }

@@ -1,5 +1,6 @@
 //! MariaDB for the end-to-end tests: a fresh database per test, made from Bangumi's DDL in
-//! `fixtures/generator/schema.sql` ([`TABLES`]), on the server `make up`
+//! `fixtures/generator/schema.sql` ([`TABLES`]) plus the timeline writer's migrations (what
+//! `timeline migrate` applies before a deployment's workers start), on the server `make up`
 //! starts (`MYSQL_HOST`/`MYSQL_PORT`/`MYSQL_USER`/`MYSQL_PASS`, default root@127.0.0.1:3306).
 //!
 //! Databases are named `it_<random>` and dropped by [`TestDatabase::drop_now`]; a test that
@@ -45,12 +46,19 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates `it_<random>` with Bangumi's [`TABLES`].
+    /// Creates `it_<random>` with Bangumi's [`TABLES`] and the timeline writer's migrations.
     pub async fn create() -> anyhow::Result<Self> {
+        Self::create_with(options()?).await?.migrated().await
+    }
+
+    /// Creates `it_<random>` with Bangumi's [`TABLES`] only: a database `timeline migrate`
+    /// has not run on yet.
+    pub async fn create_unmigrated() -> anyhow::Result<Self> {
         Self::create_with(options()?).await
     }
 
-    /// Creates `it_<random>` with Bangumi's [`TABLES`] on a [`PrivateMariaDb`].
+    /// Creates `it_<random>` with Bangumi's [`TABLES`] and the timeline writer's migrations on
+    /// a [`PrivateMariaDb`].
     pub async fn create_on(server: &PrivateMariaDb) -> anyhow::Result<Self> {
         Self::create_with(
             MySqlConnectOptions::new()
@@ -59,7 +67,17 @@ impl TestDatabase {
                 .username("root")
                 .charset("utf8mb4"),
         )
+        .await?
+        .migrated()
         .await
+    }
+
+    /// This database after the timeline writer's migrations (as `timeline migrate` runs them).
+    pub async fn migrated(self) -> anyhow::Result<Self> {
+        timeline::migrate::run(&self.pool)
+            .await
+            .with_context(|| format!("migrating {} (timeline migrate)", self.name))?;
+        Ok(self)
     }
 
     async fn create_with(options: MySqlConnectOptions) -> anyhow::Result<Self> {

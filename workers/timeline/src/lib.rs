@@ -16,10 +16,12 @@
 //! - [`Timeline`]: the [`Handler`]; routes a batch to the fan-out or the writer.
 //! - [`Settings`]: this family's own settings; [`cli`]: the binary's command line.
 //! - [`keys`]: Redis key formats; [`sql`]: the MySQL pool and error classes.
+//! - [`migrate`]: the writer's tables, as migrations (`timeline migrate`).
 
 pub mod cli;
 pub mod fanout;
 pub mod keys;
+pub mod migrate;
 pub mod sql;
 pub mod trim;
 pub mod writer;

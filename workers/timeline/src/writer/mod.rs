@@ -9,9 +9,14 @@
 //! together, so a redelivery (retry, crash, rewind, new consumer group, replay) is a no-op, while
 //! a message that was dead-lettered — never recorded — can still be applied by a later replay.
 //!
-//! Identities are keyed by topic, partition and offset, not by consumer group: the effect is on
-//! the database, whoever consumes. They are pruned after the retention given to
-//! [`Writer::new`] (keep it ≥ the topic's retention).
+//! An identity is the topic, partition, offset *and record timestamp* (ms; for a replayed dead
+//! letter, its `cdc.dlq.original.timestamp` header), not the consumer group: the effect is on
+//! the database, whoever consumes. The timestamp tells a topic's incarnations apart: a topic
+//! deleted and created again reuses offsets from 0, and its messages are new ones, applied.
+//! A message without a timestamp, and rows recorded before the column existed, have -1 and
+//! match their coordinates alone. Identities are pruned after the retention given to
+//! [`Writer::new`] (keep it ≥ the topic's retention). The table and its changes are migrations
+//! ([`crate::migrate`]): this module runs no DDL.
 //!
 //! # Layout
 //! - [`message`]: parsing and per-op rules (pure).
@@ -25,7 +30,6 @@ pub mod message;
 pub mod php;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
@@ -35,19 +39,17 @@ use crate::sql::classify;
 use merge::{Previous, Update};
 use message::{Merge, Write};
 
-/// The table of applied messages' identities.
+/// The table of applied messages' identities; created and changed only by the migrations
+/// ([`crate::migrate`], `timeline migrate`).
 pub const APPLIED_TABLE: &str = "cdc_applied_messages";
 
-/// Its definition; created on the writer's first batch if missing.
-pub const APPLIED_DDL: &str = "CREATE TABLE IF NOT EXISTS cdc_applied_messages (
-  topic VARCHAR(249) NOT NULL,
-  kafka_partition INT NOT NULL,
-  kafka_offset BIGINT NOT NULL,
-  consumer_group VARCHAR(255) NOT NULL DEFAULT '' COMMENT 'who applied it, informational',
-  applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-  PRIMARY KEY (topic, kafka_partition, kafka_offset),
-  KEY applied_at (applied_at)
-) ENGINE=InnoDB DEFAULT CHARSET=ascii";
+/// `kafka_timestamp` of a message the broker gave no timestamp (and of rows recorded before the
+/// column existed): it matches its coordinates whatever the timestamp.
+const UNKNOWN_TIMESTAMP: i64 = -1;
+
+/// Server error numbers that say [`APPLIED_TABLE`] is missing or not in the shape this version
+/// expects: `ER_NO_SUCH_TABLE`, `ER_BAD_FIELD_ERROR`.
+const SCHEMA_ERRORS: &[u16] = &[1146, 1054];
 
 /// How often identities older than the retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -57,7 +59,6 @@ pub struct Writer {
     mysql: MySqlPool,
     group: String,
     retention: Duration,
-    table_ready: AtomicBool,
     last_prune: Mutex<Option<Instant>>,
 }
 
@@ -69,7 +70,6 @@ impl Writer {
             mysql,
             group: group.into(),
             retention,
-            table_ready: AtomicBool::new(false),
             last_prune: Mutex::new(None),
         }
     }
@@ -93,7 +93,7 @@ impl Writer {
             .bind(self.retention.as_secs())
             .execute(&self.mysql)
             .await
-            .map_err(|e| classify("pruning cdc_applied_messages", e))?;
+            .map_err(|e| applied_table_error("pruning cdc_applied_messages", e))?;
             if pruned.rows_affected() < 1000 {
                 return Ok(());
             }
@@ -104,13 +104,6 @@ impl Writer {
     pub async fn apply(&self, records: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         if records.is_empty() {
             return Ok(Vec::new());
-        }
-        if !self.table_ready.load(Ordering::Relaxed) {
-            sqlx::query(APPLIED_DDL)
-                .execute(&self.mysql)
-                .await
-                .map_err(|e| classify("creating cdc_applied_messages", e))?;
-            self.table_ready.store(true, Ordering::Relaxed);
         }
         self.prune().await?;
         let mut tx = self
@@ -128,15 +121,17 @@ impl Writer {
                 }
             };
             let id = record.identity();
+            let timestamp = id.timestamp_ms.unwrap_or(UNKNOWN_TIMESTAMP);
             let seen: Option<i64> = sqlx::query_scalar(
-                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? FOR UPDATE",
+                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? AND kafka_timestamp IN (?, -1) LIMIT 1 FOR UPDATE",
             )
             .bind(&*id.topic)
             .bind(id.partition)
             .bind(id.offset)
+            .bind(timestamp)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| classify("reading cdc_applied_messages", e))?;
+            .map_err(|e| applied_table_error("reading cdc_applied_messages", e))?;
             if seen.is_some() {
                 outcomes.push(Outcome::Stale);
                 continue;
@@ -144,21 +139,34 @@ impl Writer {
             let outcome = write_one(&mut tx, &write).await?;
             if outcome == Outcome::Applied {
                 sqlx::query(
-                    "INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, consumer_group) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, kafka_timestamp, consumer_group) VALUES (?, ?, ?, ?, ?)",
                 )
                 .bind(&*id.topic)
                 .bind(id.partition)
                 .bind(id.offset)
+                .bind(timestamp)
                 .bind(&self.group)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| classify("recording the applied message", e))?;
+                .map_err(|e| applied_table_error("recording the applied message", e))?;
             }
             outcomes.push(outcome);
         }
         tx.commit().await.map_err(|e| classify("committing", e))?;
         Ok(outcomes)
     }
+}
+
+/// An error of `what` on [`APPLIED_TABLE`]: if the table is missing or has an older shape, a
+/// transient error saying so and to run `timeline migrate` (the partition waits, `/readyz` is
+/// false, until it is run); else as [`classify`]d.
+fn applied_table_error(what: &str, error: sqlx::Error) -> HandlerError {
+    if crate::sql::server_error(&error).is_some_and(|n| SCHEMA_ERRORS.contains(&n)) {
+        return HandlerError::Transient(anyhow::anyhow!(
+            "{what}: table {APPLIED_TABLE} is missing or older than this worker ({error}); run `timeline migrate` on the database"
+        ));
+    }
+    classify(what, error)
 }
 
 /// A record's write, or its outcome if it has none (invalid: rejected whether or not stale,
@@ -228,7 +236,16 @@ async fn write_one(
     Ok(Outcome::Applied)
 }
 
-/// The latest row of `uid` in `cat` (and of `kind`, if set).
+/// The latest row of `uid` in `cat` (and of `kind`, if set), locked until the transaction ends.
+///
+/// A merge is read-modify-write: two transactions merging into the same row (a `dlq replay
+/// --direct` beside the live worker; two consumers of a partition after a lost assignment) must
+/// not both read the same memo. The locking read goes through the `tml_uid` index, so under
+/// REPEATABLE READ it holds next-key locks on every row of `uid` it scans and the gap after
+/// them (also scanning `ORDER BY … DESC`): a second merge for the uid waits for the first to
+/// commit, then reads its row; and when there is no previous row yet, the gap locks make the
+/// second insert a deadlock (1213, transient: the batch is retried, and finds the row) instead
+/// of a second row.
 async fn previous(
     tx: &mut Transaction<'_, MySql>,
     uid: u64,
@@ -238,9 +255,11 @@ async fn previous(
     let columns = "SELECT CAST(tml_id AS UNSIGNED), CAST(tml_type AS UNSIGNED), tml_related, tml_memo, CAST(tml_batch AS UNSIGNED), CAST(tml_dateline AS SIGNED) FROM chii_timeline";
     let query = match kind {
         Some(_) => format!(
-            "{columns} WHERE tml_uid = ? AND tml_cat = ? AND tml_type = ? ORDER BY tml_id DESC LIMIT 1"
+            "{columns} WHERE tml_uid = ? AND tml_cat = ? AND tml_type = ? ORDER BY tml_id DESC LIMIT 1 FOR UPDATE"
         ),
-        None => format!("{columns} WHERE tml_uid = ? AND tml_cat = ? ORDER BY tml_id DESC LIMIT 1"),
+        None => format!(
+            "{columns} WHERE tml_uid = ? AND tml_cat = ? ORDER BY tml_id DESC LIMIT 1 FOR UPDATE"
+        ),
     };
     let mut q = sqlx::query_as::<_, (u64, u64, String, String, u64, i64)>(&query)
         .bind(uid)
