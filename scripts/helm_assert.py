@@ -250,8 +250,17 @@ def main() -> int:
             fail(f"{where}: adds capabilities")
         if pod.get("automountServiceAccountToken") is not False:
             fail(f"{where}: automountServiceAccountToken is not false")
-        if not c.get("resources", {}).get("limits", {}).get("memory"):
+        limit = c.get("resources", {}).get("limits", {}).get("memory")
+        if not limit:
             fail(f"{where}: no memory limit")
+
+        # the prefetch budget fits the memory limit (with the worker's overhead beside it)
+        budget = settings.get("PREFETCH_BUDGET", "")
+        if not budget.endswith("MiB") or not budget[:-3].isdigit():
+            fail(f"{where}: PREFETCH_BUDGET {budget!r} is not set in MiB")
+        elif limit and limit.endswith("Mi") and limit[:-2].isdigit():
+            if int(limit[:-2]) < int(budget[:-3]) + 16:
+                fail(f"{where}: memory limit {limit} leaves under 16 MiB beside PREFETCH_BUDGET {budget}")
 
         # graceful shutdown
         try:

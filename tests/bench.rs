@@ -14,6 +14,10 @@
 //!   beside a do-nothing consumer's produce → receive latency with the same fetch settings.
 //! - `scaling`: drain rate with 1, 2, 4 partitions (one process; and one process per
 //!   partition), and cost vs `BATCH_MAX_MESSAGES`.
+//! - `prefetch`: one worker catching up on all 42 partitions of its family at once (every topic
+//!   filled from its real fixture record), and on one partition of them: peak RSS and drain
+//!   rate with the default `PREFETCH_BUDGET`, beside the unbounded per-partition prefetch the
+//!   workers had before (8 MiB queue + 4 MiB fetch per partition).
 //! - decode figures come from the schema crate's criterion bench (`scripts/bench.sh` runs it
 //!   first; this binary reads `$CARGO_TARGET_DIR/criterion/decode`).
 //!
@@ -96,7 +100,9 @@ impl Options {
     fn from_env() -> anyhow::Result<Self> {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let events = env_u64("BENCH_EVENTS")?.unwrap_or(if quick { 50_000 } else { 1_000_000 });
-        let all = ["ceiling", "cache", "timeline", "latency", "scaling"];
+        let all = [
+            "ceiling", "cache", "timeline", "latency", "scaling", "prefetch",
+        ];
         let mut sections: HashSet<String> = std::env::args().skip(1).collect();
         for s in &sections {
             if !all.contains(&s.as_str()) {
@@ -122,10 +128,14 @@ impl Options {
                 60
             }),
             latency_rate: 1_000,
-            fetch_wait_default_ms: worker_consumer_config("bench-options", &[])?
-                .get("fetch.wait.max.ms")
-                .context("the runtime sets no fetch.wait.max.ms")?
-                .parse()?,
+            fetch_wait_default_ms: worker_consumer_config(
+                "bench-options",
+                cache_family_partitions(),
+                &[],
+            )?
+            .get("fetch.wait.max.ms")
+            .context("the runtime sets no fetch.wait.max.ms")?
+            .parse()?,
             rounds: env_u64("BENCH_ROUNDS")?
                 .unwrap_or(if quick { 1 } else { 3 })
                 .max(1),
@@ -251,10 +261,21 @@ fn drain_from_samples(label: &str, samples: &[(f64, u64)], events: u64) -> Drain
 }
 
 // ---------------------------------------------------------------------------------------------
-// The do-nothing consumer (the ceiling), with the worker's own consumer settings
+// The do-nothing consumer (the ceiling), with the worker's own consumer settings (its prefetch
+// budget split as the cache-invalidation worker's is)
+
+/// The partitions a cache-invalidation worker subscribes to, which its prefetch budget is
+/// split over: the do-nothing consumers take the same share.
+fn cache_family_partitions() -> usize {
+    cdc_topics::by_name(cache_invalidation::FAMILY)
+        .ok()
+        .flatten()
+        .map_or(1, |f| f.all_topics().count() * f.partitions as usize)
+}
 
 fn worker_consumer_config(
     group: &str,
+    partitions: usize,
     kafka_config: &[(&str, String)],
 ) -> anyhow::Result<ClientConfig> {
     let mut args = vec!["--kafka-brokers".to_owned(), brokers()];
@@ -267,6 +288,7 @@ fn worker_consumer_config(
         &config,
         "bench-do-nothing",
         group,
+        partitions,
     ))
 }
 
@@ -279,8 +301,12 @@ fn do_nothing_drain(
     timeout: Duration,
 ) -> anyhow::Result<Drain> {
     let started = Instant::now();
-    let consumer: BaseConsumer =
-        worker_consumer_config(&unique("bench-ceiling"), kafka_config)?.create()?;
+    let consumer: BaseConsumer = worker_consumer_config(
+        &unique("bench-ceiling"),
+        cache_family_partitions(),
+        kafka_config,
+    )?
+    .create()?;
     consumer.subscribe(topics)?;
     let mut count = 0u64;
     let mut samples: Vec<(f64, u64)> = Vec::new();
@@ -1268,8 +1294,12 @@ async fn latency_measure(
     let consumer_thread = {
         let stop = stop.clone();
         let received = received.clone();
-        let consumer: BaseConsumer =
-            worker_consumer_config(&unique("bench-lat-noop"), &kafka_config)?.create()?;
+        let consumer: BaseConsumer = worker_consumer_config(
+            &unique("bench-lat-noop"),
+            cache_family_partitions(),
+            &kafka_config,
+        )?
+        .create()?;
         consumer.subscribe(&[topic])?;
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -1457,6 +1487,7 @@ struct Results {
     latency: Vec<LatencyRun>,
     scaling_partitions: Vec<ScalingRow>,
     scaling_batch: Vec<BatchRow>,
+    prefetch: Vec<PrefetchRow>,
     decode: Vec<DecodeFigure>,
     notes: Vec<String>,
 }
@@ -1467,6 +1498,58 @@ struct ScalingRow {
     ceiling: Drain,
     one_process: Drain,
     per_partition_processes: Option<Drain>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PrefetchRow {
+    /// Which partitions have a backlog.
+    catch_up: String,
+    /// Which prefetch settings.
+    settings: String,
+    drain: Drain,
+}
+
+/// The prefetch the workers had before `PREFETCH_BUDGET`, per partition.
+const UNBOUNDED_PREFETCH: [(&str, &str); 2] = [
+    ("KAFKA_CONFIG__QUEUED_MAX_MESSAGES_KBYTES", "8192"),
+    ("KAFKA_CONFIG__MAX_PARTITION_FETCH_BYTES", "4194304"),
+];
+
+/// The cache-invalidation family under a fresh prefix, with `per_partition` copies of each
+/// topic's real fixture record in each of its partitions (`everywhere`), or in partition 0 of
+/// the members topic only; returns the prefix and the events produced.
+async fn cache_family_backlog(
+    per_partition: u64,
+    everywhere: bool,
+) -> anyhow::Result<(String, u64)> {
+    let prefix = format!("{}.", unique("bench-prefetch"));
+    let family = provisioned_family(cache_invalidation::FAMILY, &prefix).await?;
+    let records = fixtures::load(Encoding::Json)?;
+    let mut events = 0;
+    for topic in family.all_topics() {
+        let table = cdc_schemas::topic_table(topic);
+        if !everywhere && table != "chii_members" {
+            continue;
+        }
+        let fixture = records
+            .iter()
+            .find(|f| {
+                cdc_schemas::topic_table(&f.topic) == table
+                    && f.record
+                        .value
+                        .as_deref()
+                        .is_some_and(|v| String::from_utf8_lossy(v).contains("\"op\":\"u\""))
+            })
+            .with_context(|| format!("no update fixture for {topic}"))?;
+        let partitions = if everywhere { family.partitions } else { 1 };
+        let n = per_partition * partitions as u64;
+        fill(topic, family.partitions, n, &|i| Out {
+            partition: Some((i % partitions as u64) as i32),
+            ..fixture.record.clone()
+        })?;
+        events += n;
+    }
+    Ok((prefix, events))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1930,6 +2013,31 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
         }
     }
 
+    if !r.prefetch.is_empty() {
+        let _ = writeln!(
+            m,
+            "\n## Prefetch budget (one cache-invalidation worker catching up from `earliest`)\n"
+        );
+        let _ = writeln!(
+            m,
+            "| backlog on | prefetch | events/s (5–95%) | RSS peak (VmHWM) | RSS under load | CPU µs/event |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---|");
+        for p in &r.prefetch {
+            let rss = p.drain.rss.as_ref();
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {:.1} |",
+                p.catch_up,
+                p.settings,
+                fmt_rate(p.drain.per_s_mid),
+                rss.map_or("–".into(), |r| mib(r.peak_kb)),
+                rss.map_or("–".into(), |r| mib(r.loaded_kb)),
+                p.drain.cpu_us_per_event.unwrap_or(f64::NAN)
+            );
+        }
+    }
+
     // Decode
     let _ = writeln!(
         m,
@@ -2305,7 +2413,45 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // 6: decode.
+    // 6: prefetch budget.
+    if o.wants("prefetch") {
+        let per_partition = if o.quick { 2_000 } else { 10_000 };
+        for (catch_up, everywhere, n) in [
+            ("all 42 partitions", true, per_partition),
+            ("1 partition of 42", false, per_partition * 42),
+        ] {
+            say(format!("prefetch: catching up on {catch_up}"));
+            let (prefix, events) = cache_family_backlog(n, everywhere).await?;
+            for (settings, env) in [
+                ("PREFETCH_BUDGET default (32 MiB)", vec![]),
+                (
+                    "before: 8 MiB queue + 4 MiB fetch per partition",
+                    UNBOUNDED_PREFETCH
+                        .iter()
+                        .map(|(k, v)| (*k, v.to_string()))
+                        .collect(),
+                ),
+            ] {
+                let drain = cache_drain(
+                    &format!("{catch_up}, {settings}"),
+                    &prefix,
+                    events,
+                    1,
+                    &env,
+                    None,
+                    None,
+                )
+                .await?;
+                r.prefetch.push(PrefetchRow {
+                    catch_up: catch_up.into(),
+                    settings: settings.into(),
+                    drain,
+                });
+            }
+        }
+    }
+
+    // 7: decode.
     r.decode = decode_figures();
     for d in &r.decode {
         say(format!(

@@ -128,12 +128,20 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $auto "maxReplicas" $max }}
 {{- end }}
 {{- range $key, $value := (default (dict) $cfg.env) }}
-{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR)$" $key }}
-{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis.existingSecret; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port)" $where $key $name) }}
+{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
+{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis.existingSecret; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB)" $where $key $name) }}
 {{- end }}
 {{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
 {{- fail (printf "%s.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $where $key) }}
 {{- end }}
+{{- end }}
+{{- /* The memory limit follows from the prefetch budget unless set. */}}
+{{- $resources := default (dict) $cfg.resources }}
+{{- $limits := default (dict) $resources.limits }}
+{{- if not $limits.memory }}
+{{- $_ := set $limits "memory" (printf "%dMi" (add (int $cfg.prefetchBudgetMiB) (int $cfg.memoryOverheadMiB))) }}
+{{- $_ := set $resources "limits" $limits }}
+{{- $_ := set $cfg "resources" $resources }}
 {{- end }}
 {{- $group := printf "%s%s" (default $data.group $cfg.groupId) $root.Values.kafka.groupIdSuffix }}
 {{- $_ := set $cfg "name" $name }}

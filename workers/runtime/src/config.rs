@@ -114,6 +114,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "BATCH_MAX_WAIT", value_parser = humantime::parse_duration)]
     pub batch_max_wait: Option<Duration>,
 
+    /// Most bytes of records the consumer prefetches, all its partitions together (`32MiB`,
+    /// `512KiB`, or plain bytes). Split evenly over the partitions the worker subscribes to:
+    /// the most one replica can be assigned, which it is when the others are gone.
+    #[arg(long, env = "PREFETCH_BUDGET", default_value = "32MiB", value_parser = parse_bytes)]
+    pub prefetch_budget: u64,
+
     /// Interval of the asynchronous offset commits.
     #[arg(long, env = "COMMIT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub commit_interval: Duration,
@@ -150,6 +156,28 @@ fn invalid(name: &str, reason: impl Into<String>) -> ConfigError {
         name: name.to_owned(),
         reason: reason.into(),
     }
+}
+
+/// `n`, `nKiB`, `nMiB` or `nGiB` (also `K`, `M`, `G`, `Ki`, `Mi`, `Gi`, any case) in bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as 32MiB, got {text:?}"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kib" => 1 << 10,
+        "m" | "mi" | "mib" => 1 << 20,
+        "g" | "gi" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -230,6 +258,9 @@ impl WorkerConfig {
         if self.batch_max_messages == Some(0) {
             return Err(invalid("BATCH_MAX_MESSAGES", "must be ≥ 1"));
         }
+        if self.prefetch_budget < 1 << 20 {
+            return Err(invalid("PREFETCH_BUDGET", "must be at least 1MiB"));
+        }
         if self.commit_interval.is_zero() {
             return Err(invalid("COMMIT_INTERVAL", "must be > 0"));
         }
@@ -307,6 +338,12 @@ impl WorkerConfig {
                     .map_or("-".into(), redact_uri)
             ),
             format!("http_addr = {}", self.http_addr),
+            format!(
+                "batch = {} records or {:?}",
+                self.batch_max_messages.unwrap_or(family.batch.max_messages),
+                self.batch_max_wait.unwrap_or(family.batch.max_wait)
+            ),
+            format!("prefetch_budget = {} KiB", self.prefetch_budget >> 10),
             format!("commit_interval = {:?}", self.commit_interval),
             format!("drain_timeout = {:?}", self.drain_timeout),
             format!("log_payloads = {}", self.log_payloads),
@@ -398,6 +435,18 @@ mod tests {
         );
         let err = parse(&["--batch-max-messages", "0"]).expect_err("must refuse");
         assert!(err.to_string().contains("BATCH_MAX_MESSAGES"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_name_what_is_wrong() {
+        assert_eq!(parse_bytes("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_bytes("512k"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("32MB").is_err_and(|e| e.contains("\"mb\"")));
+        assert!(parse_bytes("lots").is_err_and(|e| e.contains("32MiB")));
+        let err = parse(&["--prefetch-budget", "512KiB"]).expect_err("must refuse");
+        assert!(err.to_string().contains("PREFETCH_BUDGET"), "{err}");
     }
 
     #[test]

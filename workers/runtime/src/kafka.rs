@@ -23,15 +23,6 @@ use crate::config::WorkerConfig;
 ///   keeps it at full speed (tansu, 1.2M records: 100 ms 208–240k/s, 50 ms 282k, 25 ms and 10 ms
 ///   320k) at the cost of 40 empty fetches a second per idle worker (tansu: 10 % of a core for
 ///   42 partitions; 100 ms: 3 %). It also bounds latency on brokers that always wait it out.
-/// - `max.partition.fetch.bytes`: the most one fetch returns per partition. A family subscribes
-///   to many topics (cache-invalidation: 14 × 3 partitions), and a broker's work per fetch grows
-///   with the partitions it lists, empty ones included; fewer, larger fetches spend less of it
-///   per record. On tansu, draining one partition of 14 topics: 1 MiB (librdkafka's default)
-///   ≈ 230k records/s, 4 MiB ≈ 300k, 8 MiB no better (`bench/profile.md`, session 5).
-/// - `queued.max.messages.kbytes`: records prefetched per partition (each partition has its own
-///   queue, see `engine`), so a catching-up worker holds at most this much (plus one fetch) per
-///   assigned partition. Two fetches' worth keeps a partition's next fetch in flight while its
-///   task works through the last one; librdkafka's 64 MiB default is far more than batches need.
 /// - `fetch.queue.backoff.ms`: how long librdkafka waits to fetch again after a partition's
 ///   queue was full. Its 1 s default stalls a partition whose task just took a batch.
 /// - `statistics.interval.ms`: consumer lag metrics.
@@ -39,14 +30,51 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "1500"),
     ("fetch.wait.max.ms", "25"),
-    ("max.partition.fetch.bytes", "4194304"),
-    ("queued.max.messages.kbytes", "8192"),
     ("fetch.queue.backoff.ms", "1"),
     ("statistics.interval.ms", "5000"),
     ("auto.offset.reset", "earliest"),
     ("partition.assignment.strategy", "cooperative-sticky"),
     ("enable.partition.eof", "false"),
 ];
+
+/// The prefetch settings of a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefetchLimits {
+    /// `queued.max.messages.kbytes`: records librdkafka keeps ready per partition. Each
+    /// partition has its own queue (see `engine`), and librdkafka fetches a partition again
+    /// only while its queue holds less than this.
+    pub queue_kbytes: u64,
+    /// `max.partition.fetch.bytes`: the most one fetch returns per partition.
+    pub fetch_bytes: u64,
+}
+
+/// Neither limit goes below this: a fetch must still make progress.
+const MIN_PREFETCH_BYTES: u64 = 64 << 10;
+
+/// Larger fetches buy nothing more (tansu, draining one partition of 14 topics: 1 MiB ≈ 230k
+/// records/s, 4 MiB ≈ 300k, 8 MiB no better; `bench/profile.md`, session 5).
+const MAX_FETCH_BYTES: u64 = 4 << 20;
+
+/// Two fetches' worth keeps a partition's next fetch in flight while its task works through the
+/// last one; librdkafka's 64 MiB default is far more than batches need.
+const MAX_QUEUE_BYTES: u64 = 2 * MAX_FETCH_BYTES;
+
+/// Splits `budget` over `partitions`: a partition holds at most its queue plus one fetch, so
+/// each gets half of its share for either, and a worker assigned every partition (its peers
+/// gone, or a first deploy catching up from `earliest`) holds at most `budget` of records.
+///
+/// librdkafka fixes both limits when the client is created, so the split is by the partitions
+/// the worker subscribes to — the most it can be assigned — not by its current assignment. The
+/// cost falls on a single busy partition among many idle ones: its fetches are as small as if
+/// all were busy (see BENCHMARKS.md, "prefetch budget"). Below [`MIN_PREFETCH_BYTES`] a share
+/// is raised to it, and the budget is exceeded (the worker says so at start).
+pub fn prefetch_limits(budget: u64, partitions: usize) -> PrefetchLimits {
+    let half_share = (budget / partitions.max(1) as u64 / 2).max(MIN_PREFETCH_BYTES);
+    PrefetchLimits {
+        queue_kbytes: half_share.min(MAX_QUEUE_BYTES) >> 10,
+        fetch_bytes: half_share.min(MAX_FETCH_BYTES),
+    }
+}
 
 /// Brokers, security settings and passthrough properties shared by every client.
 pub fn base_config(config: &WorkerConfig, client_id: &str) -> ClientConfig {
@@ -58,12 +86,24 @@ pub fn base_config(config: &WorkerConfig, client_id: &str) -> ClientConfig {
     c
 }
 
-/// Consumer settings for `group`: defaults, then the deployment's, then what at-least-once needs.
-pub fn consumer_config(config: &WorkerConfig, client_id: &str, group: &str) -> ClientConfig {
+/// Consumer settings for `group` subscribed to `partitions` partitions: defaults, the prefetch
+/// budget's split ([`prefetch_limits`]), then the deployment's, then what at-least-once needs.
+pub fn consumer_config(
+    config: &WorkerConfig,
+    client_id: &str,
+    group: &str,
+    partitions: usize,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (name, value) in CONSUMER_DEFAULTS {
         c.set(*name, *value);
     }
+    let limits = prefetch_limits(config.prefetch_budget, partitions);
+    c.set(
+        "queued.max.messages.kbytes",
+        limits.queue_kbytes.to_string(),
+    )
+    .set("max.partition.fetch.bytes", limits.fetch_bytes.to_string());
     for (name, value) in base_config(config, client_id).config_map() {
         c.set(name, value);
     }
@@ -77,6 +117,37 @@ pub fn consumer_config(config: &WorkerConfig, client_id: &str, group: &str) -> C
             duration_ms(config.commit_interval).to_string(),
         );
     c
+}
+
+/// How many partitions `topics` have, from the brokers' metadata; a topic the brokers do not
+/// know (yet), or every topic when they do not answer in time, counts as `declared` partitions
+/// (the family's). For [`prefetch_limits`], before the consumer exists.
+pub fn subscribed_partitions(
+    config: &WorkerConfig,
+    client_id: &str,
+    topics: &[&str],
+    declared: usize,
+) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let metadata = base_config(config, client_id)
+        .create::<BaseConsumer>()
+        .and_then(|client| client.fetch_metadata(None, Duration::from_secs(5)));
+    match metadata {
+        Ok(metadata) => topics
+            .iter()
+            .map(|name| {
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == *name && t.error().is_none())
+                    .map_or(declared, |t| t.partitions().len().max(1))
+            })
+            .sum(),
+        Err(error) => {
+            tracing::warn!(%error, "reading the topics' partition counts; assuming the family's");
+            topics.len() * declared
+        }
+    }
 }
 
 fn duration_ms(d: Duration) -> u128 {
@@ -96,7 +167,7 @@ mod tests {
             "250ms",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        let c = consumer_config(&config, "id", "g");
+        let c = consumer_config(&config, "id", "g", 42);
         assert_eq!(c.get("session.timeout.ms"), Some("2000"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("auto.commit.interval.ms"), Some("250"));
@@ -104,6 +175,31 @@ mod tests {
         assert_eq!(
             c.get("partition.assignment.strategy"),
             Some("cooperative-sticky")
+        );
+        assert_eq!(c.get("max.partition.fetch.bytes"), Some("399457"));
+    }
+
+    #[test]
+    fn the_budget_bounds_a_worker_holding_every_partition() {
+        let budget = 32 << 20;
+        for partitions in [1, 6, 42, 200] {
+            let limits = prefetch_limits(budget, partitions);
+            let per_partition = (limits.queue_kbytes << 10) + limits.fetch_bytes;
+            assert!(
+                per_partition * partitions as u64 <= budget,
+                "{partitions}: {limits:?}"
+            );
+        }
+        assert_eq!(
+            prefetch_limits(budget, 1),
+            PrefetchLimits {
+                queue_kbytes: 8192,
+                fetch_bytes: MAX_FETCH_BYTES
+            }
+        );
+        assert_eq!(
+            prefetch_limits(budget, 1000).fetch_bytes,
+            MIN_PREFETCH_BYTES
         );
     }
 }

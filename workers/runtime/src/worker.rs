@@ -89,21 +89,29 @@ pub async fn start<H: Handler>(
         tokio::runtime::Handle::current(),
         config.drain_timeout,
     );
-    let consumer: Arc<EngineConsumer> = kafka::consumer_config(config, &client_id, &group)
-        .create_with_context(context)
-        .map(Arc::new)
-        .map_err(|source| RuntimeError::KafkaClient {
-            client: "consumer",
-            source,
-        })?;
     let topics: Vec<&str> = family.all_topics().collect();
+    let partitions =
+        kafka::subscribed_partitions(config, &client_id, &topics, family.partitions as usize);
+    let prefetch = kafka::prefetch_limits(config.prefetch_budget, partitions);
+    let held = ((prefetch.queue_kbytes << 10) + prefetch.fetch_bytes) * partitions as u64;
+    if held > config.prefetch_budget {
+        tracing::warn!(family = %family.family, partitions, budget = config.prefetch_budget, held, "PREFETCH_BUDGET is too small for the partitions subscribed; each still gets the minimum");
+    }
+    let consumer: Arc<EngineConsumer> =
+        kafka::consumer_config(config, &client_id, &group, partitions)
+            .create_with_context(context)
+            .map(Arc::new)
+            .map_err(|source| RuntimeError::KafkaClient {
+                client: "consumer",
+                source,
+            })?;
     consumer
         .subscribe(&topics)
         .map_err(|source| RuntimeError::Subscribe {
             topics: topics.join(","),
             source,
         })?;
-    tracing::info!(family = %family.family, %group, topics = %topics.join(","), dlq = %family.dlq, %http_addr, "worker started");
+    tracing::info!(family = %family.family, %group, topics = %topics.join(","), partitions, prefetch_queue_kbytes = prefetch.queue_kbytes, prefetch_fetch_bytes = prefetch.fetch_bytes, dlq = %family.dlq, %http_addr, "worker started");
 
     let (stopped_tx, stopped) = oneshot::channel();
     std::thread::Builder::new()

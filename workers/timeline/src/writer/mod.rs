@@ -43,8 +43,10 @@ use message::{Merge, Write};
 /// ([`crate::migrate`], `timeline migrate`).
 pub const APPLIED_TABLE: &str = "cdc_applied_messages";
 
-/// `kafka_timestamp` of a message the broker gave no timestamp (and of rows recorded before the
-/// column existed): it matches its coordinates whatever the timestamp.
+/// `kafka_timestamp` of a message the broker gave no timestamp, of a dead letter put back
+/// without `cdc.dlq.original.timestamp`, and of rows recorded before the column existed: at its
+/// coordinates it matches whatever the timestamp (unknown is never taken as a new message, so
+/// nothing is applied twice).
 const UNKNOWN_TIMESTAMP: i64 = -1;
 
 /// Server error numbers that say [`APPLIED_TABLE`] is missing or not in the shape this version
@@ -123,11 +125,12 @@ impl Writer {
             let id = record.identity();
             let timestamp = id.timestamp_ms.unwrap_or(UNKNOWN_TIMESTAMP);
             let seen: Option<i64> = sqlx::query_scalar(
-                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? AND kafka_timestamp IN (?, -1) LIMIT 1 FOR UPDATE",
+                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? AND (kafka_timestamp IN (?, -1) OR ? = -1) LIMIT 1 FOR UPDATE",
             )
             .bind(&*id.topic)
             .bind(id.partition)
             .bind(id.offset)
+            .bind(timestamp)
             .bind(timestamp)
             .fetch_optional(&mut *tx)
             .await
