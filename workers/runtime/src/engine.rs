@@ -10,7 +10,10 @@
 //!
 //! Backpressure is librdkafka's own: a task busy with a batch (or retrying a transient failure)
 //! does not read its queue, which fills up to `queued.max.messages.kbytes` and then stops
-//! fetching for that partition alone. No pause, no copy of records in between.
+//! fetching for that partition alone. No pause, no copy of records in between. What a worker
+//! holds is bounded whatever its assignment: the prefetch by `PREFETCH_BUDGET` (see
+//! [`crate::kafka::prefetch_limits`]), the batches taken out of the queues by
+//! [`BATCHES_IN_FLIGHT`].
 //!
 //! Ordering invariant (at-least-once): a record's effects are applied (or it is dead-lettered)
 //! → its task reports the next offset → the poll thread stores it → librdkafka commits stored
@@ -36,7 +39,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +88,8 @@ pub struct EngineContext {
     /// their tasks.
     assigned: Mutex<Vec<(PartitionKey, Queue)>>,
     partitions: Mutex<HashMap<PartitionKey, PartitionSlot>>,
+    /// Turns for batches in flight, shared by the partition tasks.
+    batches: Arc<Semaphore>,
     done_tx: std_mpsc::Sender<Done>,
     done_rx: Mutex<std_mpsc::Receiver<Done>>,
 }
@@ -106,6 +111,7 @@ impl EngineContext {
             consumer: OnceLock::new(),
             assigned: Mutex::default(),
             partitions: Mutex::default(),
+            batches: Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)),
             done_tx,
             done_rx: Mutex::new(done_rx),
         }
@@ -370,6 +376,7 @@ fn start_assigned<H: Handler>(
                 family: ctx.family.clone(),
                 key: key.clone(),
                 queue,
+                batches: ctx.batches.clone(),
                 wake,
                 stop: stop.clone(),
                 limits,
@@ -385,11 +392,20 @@ fn start_assigned<H: Handler>(
     gauge!(metric::ACTIVE_PARTITIONS, "family" => ctx.family.clone()).set(partitions.len() as f64);
 }
 
+/// Batches a worker holds at once, decoding or applying, all partitions together. Their records
+/// are out of librdkafka's queues, so the prefetch budget does not count them (and they pin the
+/// fetch buffers they came in); 42 partitions catching up would otherwise hold two full batches
+/// each. A batch waits for its turn holding one record. Eight keep both cores and the Redis
+/// round trips busy.
+const BATCHES_IN_FLIGHT: usize = 8;
+
 /// What one partition's task owns.
 struct PartitionTask {
     family: String,
     key: PartitionKey,
     queue: Queue,
+    /// The worker's turns for batches in flight ([`BATCHES_IN_FLIGHT`]).
+    batches: Arc<Semaphore>,
     /// Notified by librdkafka when the queue becomes non-empty.
     wake: Arc<Notify>,
     stop: CancellationToken,
@@ -403,11 +419,14 @@ struct PartitionTask {
 /// applied (both in this task: the records are borrowed from the partition's queue, never
 /// copied, so they cannot leave it).
 async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTask) {
-    let mut applying: Option<DecodedBatch<BorrowedMessage<'_>>> = None;
+    let mut applying: Option<(DecodedBatch<BorrowedMessage<'_>>, OwnedSemaphorePermit)> = None;
     loop {
         let previous = applying.take();
         let apply = async {
-            let Some(decoded) = previous else { return };
+            // The turn is given back once the batch is applied.
+            let Some((decoded, _turn)) = previous else {
+                return;
+            };
             let next_offset = decoded.next_offset();
             pipeline.apply(decoded).await;
             if let Some(next_offset) = next_offset {
@@ -418,13 +437,13 @@ async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTa
             }
         };
         let next = async {
-            let batch = next_batch(&task).await?;
+            let (batch, turn) = next_batch(&task).await?;
             // Records arrived, so the broker is reachable again (the statistics say so too, later).
             task.health.set_broker_down(false);
             task.health
                 .dispatched
                 .fetch_add(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
-            Some(pipeline.decode(batch).await)
+            Some((pipeline.decode(batch).await, turn))
         };
         let ((), next) = tokio::join!(apply, next);
         // Stopped: the batch handed over is applied (above); records not yet read stay
@@ -434,18 +453,28 @@ async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTa
     }
 }
 
-/// Takes what the queue holds, up to a full batch; waits for the first record, then at most
-/// `max_wait` for the batch to fill. `None` once stopped, checked before every read: a task
-/// catching up always finds a full queue, and must still stop after the batch in hand (records
-/// not yet processed stay uncommitted and go to the partition's next owner).
-async fn next_batch(task: &PartitionTask) -> Option<Vec<BorrowedMessage<'_>>> {
+/// Takes what the queue holds, up to a full batch; waits for the first record, then for the
+/// batch's turn among the worker's [`BATCHES_IN_FLIGHT`], then at most `max_wait` for the batch
+/// to fill. `None` once stopped, checked before every read: a task catching up always finds a
+/// full queue, and must still stop after the batch in hand (records not yet processed stay
+/// uncommitted and go to the partition's next owner).
+async fn next_batch(
+    task: &PartitionTask,
+) -> Option<(Vec<BorrowedMessage<'_>>, OwnedSemaphorePermit)> {
     let mut batch = Vec::new();
+    let mut turn = None;
     let mut deadline = None;
     loop {
         if task.stop.is_cancelled() {
             return None;
         }
-        while batch.len() < task.limits.max_messages {
+        // Until the batch has its turn, one record only: a waiting task holds no more.
+        let room = if turn.is_some() {
+            task.limits.max_messages
+        } else {
+            1
+        };
+        while batch.len() < room {
             match task.queue.poll(Duration::ZERO) {
                 Some(Ok(msg)) => batch.push(msg),
                 Some(Err(error)) => {
@@ -455,8 +484,16 @@ async fn next_batch(task: &PartitionTask) -> Option<Vec<BorrowedMessage<'_>>> {
                 None => break,
             }
         }
+        if turn.is_none() && !batch.is_empty() {
+            turn = tokio::select! {
+                biased;
+                () = task.stop.cancelled() => return None,
+                permit = task.batches.clone().acquire_owned() => Some(permit.ok()?),
+            };
+            continue;
+        }
         if batch.len() >= task.limits.max_messages {
-            return Some(batch);
+            return turn.map(|turn| (batch, turn));
         }
         if deadline.is_none() && !batch.is_empty() {
             deadline = Some(tokio::time::Instant::now() + task.limits.max_wait);
@@ -466,7 +503,7 @@ async fn next_batch(task: &PartitionTask) -> Option<Vec<BorrowedMessage<'_>>> {
             biased;
             () = task.stop.cancelled() => return None,
             () = task.wake.notified() => {}
-            () = tokio::time::sleep_until(until), if deadline.is_some() => return Some(batch),
+            () = tokio::time::sleep_until(until), if deadline.is_some() => return turn.map(|turn| (batch, turn)),
         }
     }
 }
