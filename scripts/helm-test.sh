@@ -122,6 +122,7 @@ refusals=(
     "unknown-family|no such family in topics/families/|families.nope.enabled=true"
     "shared-group|would share the consumer group|families.$fam_b.groupId=shared,families.$fam_a.groupId=shared"
     "redis-password-in-values|redis.uri holds a password|redis.uri=redis://:hunter2@redis:6379/0"
+    "state-redis-password-in-values|redis.state.uri holds a password|redis.state.uri=redis://:hunter2@state:6379/0"
     "secret-in-kafka-config|looks secret|kafka.config.sasl\\.password=hunter2"
     "secret-in-family-env|looks secret|families.$fam_b.env.API_TOKEN=x"
     "sasl-without-secret|kafka.sasl.existingSecret is empty|kafka.sasl.mechanism=PLAIN"

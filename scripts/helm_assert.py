@@ -113,6 +113,8 @@ def main() -> int:
     if "Secret" in by_kind:
         fail("the chart renders a Secret: credentials must come from existingSecret references only")
     for cm_name, cm in config_maps.items():
+        if "STATE_REDIS_URI" in (cm.get("data") or {}):
+            fail(f"ConfigMap {cm_name}: STATE_REDIS_URI would reach every family; it is the timeline's")
         for key, value in (cm.get("data") or {}).items():
             if SECRET_NAME.search(key):
                 fail(f"ConfigMap {cm_name}: key {key} looks secret")
@@ -201,6 +203,21 @@ def main() -> int:
                 fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
             if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
                 fail(f"{where}: env {name} holds a URI with a password")
+        # the fan-out's state Redis: the timeline's alone, exactly as redis.state says
+        state = (values.get("redis") or {}).get("state") or {}
+        got_state = env.get("STATE_REDIS_URI")
+        if fam != "timeline":
+            if got_state is not None:
+                fail(f"{where}: STATE_REDIS_URI is the timeline's setting alone")
+        elif state.get("existingSecret"):
+            ref = ((got_state or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref != {"name": state["existingSecret"], "key": state.get("uriKey") or "uri"}:
+                fail(f"{where}: STATE_REDIS_URI {got_state!r} is not redis.state.existingSecret's key")
+        elif state.get("uri"):
+            if (got_state or {}).get("value") != state["uri"]:
+                fail(f"{where}: STATE_REDIS_URI {got_state!r} != redis.state.uri {state['uri']!r}")
+        elif got_state is not None:
+            fail(f"{where}: STATE_REDIS_URI set although redis.state is empty")
         settings = {}
         for src in c.get("envFrom", []):
             ref = src.get("configMapRef", {}).get("name")

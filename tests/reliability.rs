@@ -15,9 +15,17 @@
 //! - `mariadb_outage_of_20s_for_the_timeline`: a private MariaDB stopped (killed) for 20 s
 //!   while the timeline fans out items whose followers are not cached: the same.
 //! - `rebalance_1_3_1_under_load`: a group going 1 → 3 → 1 consumers while events flow.
+//! - `rebalance_1_3_1_under_load_for_the_timeline`: the same for the timeline (fan-out and
+//!   writer), whose records the rebalances deliver twice and out of their first order.
 //! - `poison_interleaved_with_good_events`: malformed JSON, invalid UTF-8, a wrong column type,
 //!   an unknown `op`, an oversize record and Avro with an unknown schema id, interleaved with
 //!   good events: exactly those dead-lettered with every documented header, nothing else.
+//! - `an_unavailable_dlq_topic_makes_the_partition_wait`: a poison record while the DLQ topic
+//!   does not exist (tansu would create it on produce; the worker says
+//!   `allow.auto.create.topics=false`, as against a broker that does not auto-create): its
+//!   partition commits up to the poison and no further and the worker is not ready, the other
+//!   partitions drain; once the topic is created, the poison is dead-lettered and the rest
+//!   applied: one dead letter, state equal.
 //! - `duplicates_redeliveries_and_an_old_dlq_replay_change_nothing`: the timeline with every
 //!   Debezium event delivered twice, then every offset redelivered to a new group, then a DLQ
 //!   replay of old creates (and writer messages) after their deletes: state as if each event
@@ -48,8 +56,8 @@ use fleet_harness::scenario::{
 };
 use fleet_harness::state::assert_same_state;
 use fleet_harness::{
-    Consumed, Out, brokers, client_config, existing, produce, producer, redis_uri, unique,
-    worker_config,
+    Consumed, Out, brokers, client_config, create_topic, existing, produce, producer, redis_uri,
+    unique, worker_config,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -309,19 +317,41 @@ async fn mariadb_outage_of_20s_for_the_timeline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rebalance_1_3_1_under_load() {
+    rebalance_1_3_1(
+        "rebalance_1_3_1_under_load",
+        cache_invalidation::FAMILY,
+        Stream::members(9_000 * scale()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebalance_1_3_1_under_load_for_the_timeline() {
+    rebalance_1_3_1(
+        "rebalance_1_3_1_under_load_for_the_timeline",
+        timeline::FAMILY,
+        Stream::timeline(1_500 * scale()),
+    )
+    .await;
+}
+
+/// `scenario`: a group of `family` going 1 → 3 → 1 consumers while `stream` flows (in about 90
+/// chunks, a little apart): records move between consumers mid-batch, so some are delivered
+/// twice and out of their first order; the consumers that joined take records; zero dead
+/// letters, and the final state equals the fault-free run's.
+async fn rebalance_1_3_1(scenario: &str, family: &str, stream: Stream) {
     let started = Instant::now();
-    let stream = Stream::members(9_000 * scale());
-    let lane = Lane::new(cache_invalidation::FAMILY, "rebalance", &redis_uri(), None).await;
-    let reference = fault_free_state(cache_invalidation::FAMILY, "rebalance", &stream);
+    let lane = Lane::new(family, "rebalance", &redis_uri(), None).await;
+    let reference = fault_free_state(family, "rebalance", &stream);
     let faulty = async {
         lane.prepare(&stream).await;
         let slow = ["--batch-max-messages", "20"];
         let flowing = Arc::new(AtomicBool::new(true));
         let a = lane.start(&slow).await;
-        // Events flow the whole time: chunks of 100, a little apart.
+        // Events flow the whole time: about 90 chunks, a little apart.
         let producing = async {
             let producer = producer().expect("producer");
-            for chunk in stream.records.chunks(100) {
+            for chunk in stream.records.chunks((stream.records.len() / 90).max(1)) {
                 lane.produce_with(&producer, chunk).await;
                 tokio::time::sleep(Duration::from_millis(60)).await;
             }
@@ -362,16 +392,22 @@ async fn rebalance_1_3_1_under_load() {
         b_took + c_took > 0,
         "the consumers that joined took part (b {b_took}, c {c_took})"
     );
-    assert_eq!(lane.dlq_depth(), 0);
+    assert_eq!(lane.dlq_depth(), 0, "nothing dead-lettered");
+    assert_eq!(
+        lane.committed(),
+        lane.ends(),
+        "every partition committed to its end"
+    );
     assert_same_state("rebalance 1 → 3 → 1", &lane.state().await, &expected);
     lane.clean_up().await;
     report(
-        "rebalance_1_3_1_under_load",
+        scenario,
         stream.records.len(),
         0,
         started,
         &format!(
-            "joined_consumers_took={b_took}+{c_took} events_still_flowing_when_scaled_back={still_flowing}"
+            "joined_consumers_took={b_took}+{c_took} events_still_flowing_when_scaled_back={still_flowing} state: {}",
+            expected.summary()
         ),
     );
 }
@@ -587,6 +623,159 @@ async fn poison_interleaved_with_good_events() {
         letters.len(),
         started,
         &format!("poison={} kinds={}", poisoned.len(), kinds.len()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unavailable_dlq_topic_makes_the_partition_wait() {
+    const POISONED: i32 = 1;
+    let started = Instant::now();
+    let good = Stream::members(600 * scale());
+    let template = String::from_utf8(
+        MemberUpdates::load()
+            .expect("template")
+            .event(9, 1)
+            .value
+            .expect("value"),
+    )
+    .expect("utf8");
+    let (why, key, value, _) = poison_kinds(&template)
+        .into_iter()
+        .find(|k| k.0 == "wrong column type")
+        .expect("kind");
+    let mut stream = good.clone();
+    let poison_at = stream.records.len() / 2;
+    stream.records.insert(
+        poison_at,
+        (
+            MEMBERS,
+            Out {
+                partition: Some(POISONED),
+                key: Some(key),
+                value: Some(value),
+                headers: vec![("test.poison".into(), why.as_bytes().to_vec())],
+            },
+        ),
+    );
+    let mut lane = Lane::new(cache_invalidation::FAMILY, "dlq.late", &redis_uri(), None).await;
+    // tansu creates a missing topic on a producer's metadata request unless the client says
+    // `allow.auto.create.topics=false` (then: UNKNOWN_TOPIC_OR_PART, and a produce times out).
+    // So the worker gets that setting, and a DLQ name nothing has created yet.
+    lane.family.dlq = format!("{}.late", lane.family.dlq);
+    // One record per batch, so the poisoned partition commits exactly up to its poison.
+    let no_auto_create = [
+        "--kafka-config",
+        "allow.auto.create.topics=false",
+        "--batch-max-messages",
+        "1",
+    ];
+    let reference = fault_free_state(cache_invalidation::FAMILY, "dlq.late", &good);
+    let faulty = async {
+        lane.prepare(&stream).await;
+        let landed = lane.produce(&stream.records).await;
+        let (_, _, poison_offset) = landed[poison_at].clone();
+        let worker = lane.start(&no_auto_create).await;
+        let members = lane
+            .topics()
+            .iter()
+            .position(|t| t.ends_with(MEMBERS))
+            .expect("members topic");
+        let ends = lane.ends();
+        // The other partitions drain; the poisoned one commits up to its poison, no further.
+        wait_for(
+            "the other partitions drained, the poisoned one committed up to its poison",
+            Duration::from_secs(120),
+            async || {
+                let committed = lane.committed();
+                (0..lane.family.partitions).all(|p| {
+                    let p = p as usize;
+                    if p == POISONED as usize {
+                        committed[members][p] == poison_offset
+                    } else {
+                        committed[members][p] == ends[members][p]
+                    }
+                })
+            },
+        )
+        .await;
+        // Its dead letter failed (the produce timed out): the partition is paused, not ready.
+        wait_for(
+            "the worker not ready",
+            Duration::from_secs(120),
+            async || !worker.ready().await,
+        )
+        .await;
+        let committed = lane.committed();
+        let uids_at = |keep: &dyn Fn(i64) -> bool| -> BTreeSet<String> {
+            stream
+                .records
+                .iter()
+                .zip(&landed)
+                .filter(|(_, (_, p, o))| *p == POISONED && keep(*o))
+                .filter(|((_, r), _)| !r.headers.iter().any(|(k, _)| k == "test.poison"))
+                .map(|((_, r), _)| {
+                    let key: serde_json::Value =
+                        serde_json::from_slice(r.key.as_deref().expect("key")).expect("json");
+                    member_key(key["uid"].as_u64().expect("uid"))
+                })
+                .collect()
+        };
+        // Nothing after the poison applied: the keys only later records delete are all there.
+        let later: Vec<String> = uids_at(&|o| o > poison_offset)
+            .difference(&uids_at(&|o| o < poison_offset))
+            .cloned()
+            .collect();
+        assert!(!later.is_empty(), "records after the poison");
+        assert_eq!(
+            existing(&lane.key_prefix, &later)
+                .await
+                .expect("keys")
+                .len(),
+            later.len(),
+            "a record after the poison was applied while it waited"
+        );
+        // The DLQ appears: the poison is dead-lettered and the partition goes on.
+        create_topic(&lane.family.dlq, lane.family.partitions)
+            .await
+            .expect("create the DLQ");
+        lane.drained().await;
+        wait_for(
+            "the worker ready again",
+            Duration::from_secs(60),
+            async || worker.ready().await,
+        )
+        .await;
+        worker.stop().await;
+        (landed[poison_at].clone(), committed, ends)
+    };
+    let (expected, ((_, partition, offset), committed_while_waiting, ends)) =
+        tokio::join!(reference, faulty);
+    let letters = lane.dead_letters();
+    assert_eq!(letters.len(), 1, "exactly the poison dead-lettered");
+    let letter = &letters[0];
+    for (name, value) in [
+        (header::ORIGINAL_TOPIC, lane.topic(MEMBERS)),
+        (header::ORIGINAL_PARTITION, partition.to_string()),
+        (header::ORIGINAL_OFFSET, offset.to_string()),
+        (header::ERROR_STAGE, "apply".into()),
+    ] {
+        assert_eq!(letter.header(name), Some(value), "{name}");
+    }
+    assert_eq!(lane.committed(), lane.ends(), "every partition at its end");
+    assert_same_state(
+        "unavailable DLQ, then created",
+        &lane.state().await,
+        &expected,
+    );
+    lane.clean_up().await;
+    report(
+        "an_unavailable_dlq_topic_makes_the_partition_wait",
+        stream.records.len(),
+        letters.len(),
+        started,
+        &format!(
+            "poison_at={partition}/{offset} committed_while_waiting={committed_while_waiting:?} ends={ends:?}"
+        ),
     );
 }
 

@@ -128,8 +128,8 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $auto "maxReplicas" $max }}
 {{- end }}
 {{- range $key, $value := (default (dict) $cfg.env) }}
-{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
-{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis.existingSecret; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB)" $where $key $name) }}
+{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|REDIS_URI|STATE_REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
+{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis.existingSecret; state Redis: redis.state; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB)" $where $key $name) }}
 {{- end }}
 {{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
 {{- fail (printf "%s.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $where $key) }}
@@ -197,6 +197,11 @@ Release-wide checks; rendered (as nothing) by the settings ConfigMap so they alw
 {{- fail "redis.uri holds a password: put the URI in a Secret and set redis.existingSecret/redis.uriKey" }}
 {{- end }}
 {{- end }}
+{{- with $root.Values.redis.state }}
+{{- if and (regexMatch "^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@" (toString .uri)) (not .existingSecret) }}
+{{- fail "redis.state.uri holds a password: put the URI in a Secret and set redis.state.existingSecret/redis.state.uriKey" }}
+{{- end }}
+{{- end }}
 {{- range $property, $_ := ($root.Values.kafka.config | default dict) }}
 {{- if has $property (list "group.id" "bootstrap.servers" "enable.auto.offset.store" "enable.auto.commit") }}
 {{- fail (printf "kafka.config.%s is owned by the runtime (use kafka.brokers / families.<name>.groupId, or nothing)" $property) }}
@@ -262,6 +267,25 @@ Container env shared by workers and the replay Job: secrets by reference, never 
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+STATE_REDIS_URI of the timeline's Deployment (nothing when redis.state is empty): by reference
+when it comes from a Secret.
+*/}}
+{{- define "bangumi-cdc.stateRedisEnv" -}}
+{{- with .Values.redis.state }}
+{{- if .existingSecret }}
+- name: STATE_REDIS_URI
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .uriKey }}
+{{- else if .uri }}
+- name: STATE_REDIS_URI
+  value: {{ .uri | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -76,7 +76,11 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
     cli.settings.validate()?;
     let family = family.with_topic_prefix(&config.kafka_topic_prefix);
     if cli.print_config {
-        println!("{}\n{}", config.redacted(&family), cli.settings.describe());
+        println!(
+            "{}\n{}",
+            config.redacted(&family),
+            cli.settings.describe(&config.redis_uri)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     match cli.command.unwrap_or(Command::Run) {

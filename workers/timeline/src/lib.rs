@@ -28,6 +28,7 @@ pub mod writer;
 
 use std::time::Duration;
 
+use cdc_runtime::config::redact_uri;
 use cdc_runtime::{Event, Handler, HandlerError, Outcome, Record, WorkerConfig, sink};
 
 use crate::fanout::Fanout;
@@ -53,6 +54,13 @@ pub struct Settings {
     #[arg(long, env = "TIMELINE_INBOXES_PER_CALL", default_value_t = 1000)]
     pub inboxes_per_call: usize,
 
+    /// The Redis holding the fan-out's fences (`tml:fence:{id}`), when it is not `REDIS_URI`:
+    /// one with `noeviction` and persistence (AOF), so the cache Redis may evict freely. Unset
+    /// or equal to `REDIS_URI`: fences in the cache Redis, claimed in the same script as the
+    /// effects (see the `fanout` module).
+    #[arg(long, env = "STATE_REDIS_URI")]
+    pub state_redis_uri: Option<String>,
+
     /// Run the cache trims on schedule in this process (`false`: an external `trim --once`).
     #[arg(long, env = "TIMELINE_TRIMS", default_value_t = true, action = clap::ArgAction::Set)]
     pub trims: bool,
@@ -63,6 +71,7 @@ impl Default for Settings {
         Self {
             fence_ttl: Duration::from_secs(30 * 86_400),
             inboxes_per_call: 1000,
+            state_redis_uri: None,
             trims: true,
         }
     }
@@ -87,13 +96,32 @@ impl Settings {
                 "must be between 1 and 4000 (a script call passes its visit keys to one MGET)",
             ));
         }
+        if let Some(uri) = &self.state_redis_uri
+            && let Err(e) = redis::Client::open(uri.as_str())
+        {
+            return Err(invalid(
+                "STATE_REDIS_URI",
+                &format!("{}: {e}", redact_uri(uri)),
+            ));
+        }
         Ok(())
     }
 
-    /// The printable form, for `--print-config`.
-    pub fn describe(&self) -> String {
+    /// `STATE_REDIS_URI` if it names another Redis than `redis_uri` (`REDIS_URI`).
+    pub fn separate_state_redis(&self, redis_uri: &str) -> Option<&str> {
+        self.state_redis_uri
+            .as_deref()
+            .filter(|uri| !uri.is_empty() && *uri != redis_uri)
+    }
+
+    /// The printable form, for `--print-config`; `redis_uri` is `REDIS_URI`.
+    pub fn describe(&self, redis_uri: &str) -> String {
+        let state = match self.separate_state_redis(redis_uri) {
+            Some(uri) => redact_uri(uri),
+            None => "REDIS_URI (fences beside the cache)".to_owned(),
+        };
         format!(
-            "timeline.fence_ttl = {}\ntimeline.inboxes_per_call = {}\ntimeline.trims = {}",
+            "timeline.fence_ttl = {}\ntimeline.inboxes_per_call = {}\ntimeline.state_redis_uri = {state}\ntimeline.trims = {}",
             humantime::format_duration(self.fence_ttl),
             self.inboxes_per_call,
             self.trims
@@ -116,10 +144,18 @@ impl Timeline {
         group: &str,
     ) -> anyhow::Result<Self> {
         let redis = sink::redis(&config.redis_uri)?;
+        let state = match settings.separate_state_redis(&config.redis_uri) {
+            Some(uri) => Some(
+                sink::redis(uri)
+                    .map_err(|e| anyhow::anyhow!("STATE_REDIS_URI {}: {e:#}", redact_uri(uri)))?,
+            ),
+            None => None,
+        };
         let mysql = sql::pool(config);
         Ok(Self {
             fanout: Fanout::new(
                 redis,
+                state,
                 mysql.clone(),
                 config.redis_key_prefix.clone(),
                 settings.fence_ttl.as_secs(),

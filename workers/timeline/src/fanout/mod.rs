@@ -2,21 +2,61 @@
 //! author's timeline and the followers' inboxes; deletes leave them; updates drop the item
 //! cache; snapshot reads do nothing (server-private `event/timeline.ts`, reference §2).
 //!
-//! Unlike server-private, every create/delete is fenced by its `SourcePosition` in the Lua
-//! script that applies it (DESIGN §4), so a replayed create after its delete never resurrects
-//! the item. A batch is pipelined: one `MGET` of its authors' follower lists, then its script
-//! calls in as few round trips as the key budget allows, in record order. A big author's
-//! followers are split into calls of [`Fanout::inboxes_per_call`] inboxes, so no call and no
-//! pipeline grows with the follower count.
+//! Unlike server-private, every create/delete is fenced by its `SourcePosition` (DESIGN §4,
+//! [`scripts`]), so a replayed create after its delete never resurrects the item. A batch is
+//! pipelined: one `MGET` of its authors' follower lists, then its script calls in as few round
+//! trips as the key budget allows, in record order. A big author's followers are split into
+//! calls of [`Fanout::inboxes_per_call`] inboxes, so no call and no pipeline grows with the
+//! follower count.
+//!
+//! # Where the fences live
+//! A fence must outlive every replay of its item's events, so it must not be evicted; the
+//! cache Redis may run any eviction policy (`allkeys-lru`). Hence two modes:
+//!
+//! - **One Redis** (`STATE_REDIS_URI` unset or equal to `REDIS_URI`, the default): the fence is
+//!   claimed in the same Lua script that applies the effects, one atomic `EVALSHA` per call,
+//!   the fastest; but the fences then share the cache Redis's eviction policy, and an
+//!   `allkeys-*` policy can drop one and let an old create come back.
+//! - **A state Redis** (`STATE_REDIS_URI` another Redis, `noeviction` with AOF): no script
+//!   spans both, so each call goes in three steps, each a pipeline over the batch:
+//!   1. *claim* in the state Redis: if the event is newer than the fence, or is the fence's
+//!      event and the call is the next one, the fence becomes `{position}#{call}~` (pending)
+//!      and the call is applied; a call already pending at the same position is applied again
+//!      (its claim was made but its done was never recorded); otherwise it is stale;
+//!   2. *apply* the effects-only script in the cache Redis (`ZADD`/`ZREM`/`DEL`, `PUBLISH`);
+//!   3. *done* in the state Redis: `{position}#{call}~` → `{position}#{call + 1}`, only if the
+//!      fence still holds that claim.
+//!
+//!   An older event or a redelivery of an applied call finds the fence past it and has no
+//!   effect, no `PUBLISH` either. A crash (or an error) after a claim leaves it pending, so the
+//!   redelivery applies it again: effects are never lost, and the effects are idempotent, except
+//!   the `PUBLISH`, which repeats in that case only. A fan-out cut short resumes at its first
+//!   call not done. Calls of the same item go in separate waves (claim → apply → done before
+//!   the next claim of that fence), so within a consumer the steps of one fence never
+//!   interleave. Positions and TTL (`TIMELINE_FENCE_TTL`) are those of the one-Redis mode,
+//!   and so is the `REDIS_KEY_PREFIX` on the fence keys.
+//!
+//!   The race left: two consumers overlapping on a partition (the old owner lost it but has
+//!   not noticed yet). If, between the old owner's claim of an event and its apply (one round
+//!   trip to the cache Redis), the new owner claims and applies a *newer* event of the same
+//!   item (say its delete), the old owner's older effects land after it and the item comes
+//!   back in the cache. It takes a stalled consumer, a rebalance, and both events of one item
+//!   inside that window; the old owner's done then finds the fence moved on and logs a warning
+//!   naming the fence. With one Redis this cannot happen (claim and apply are one script).
+//!
+//! Switching between the modes starts from the other Redis's fences (none at first): do it
+//! with the topic drained, not mid-replay.
 //!
 //! # Layout
 //! - [`plan`]: one change → [`plan::Plan`] (pure).
 //! - [`followers`]: follower lists (cache, then `chii_friends`).
-//! - [`scripts`]: the fenced Lua scripts.
+//! - [`scripts`]: the Lua scripts (fenced, effects only, claim and done).
+//! - `round_trips`: queues the calls and sends them in either mode.
 //! - [`Fanout`]: applies a batch.
 
 pub mod followers;
 pub mod plan;
+mod round_trips;
 pub mod scripts;
 
 use std::collections::{BTreeSet, HashMap};
@@ -30,15 +70,16 @@ use sqlx::MySqlPool;
 
 use crate::keys;
 use plan::{Item, Plan};
-use scripts::{Scripts, evalsha};
-
-/// Keys sent per pipeline round trip before it is flushed.
-const KEYS_PER_ROUND_TRIP: usize = 50_000;
+use round_trips::{Call, Entry, Op, RoundTrips};
+use scripts::Scripts;
 
 /// The fan-out's settings and connections.
 pub struct Fanout {
-    /// Redis.
+    /// The cache Redis: inboxes, timelines, item caches, follower lists.
     pub redis: ConnectionManager,
+    /// The state Redis, where the fences live when it is not the cache Redis
+    /// (`STATE_REDIS_URI`); `None`: fences in the cache Redis, claimed in the effects' script.
+    pub state: Option<ConnectionManager>,
     /// MySQL, for `chii_friends`.
     pub mysql: MySqlPool,
     /// `REDIS_KEY_PREFIX`.
@@ -52,9 +93,10 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// A fan-out over these connections.
+    /// A fan-out over these connections; `state`: a separate state Redis for the fences.
     pub fn new(
         redis: ConnectionManager,
+        state: Option<ConnectionManager>,
         mysql: MySqlPool,
         prefix: String,
         fence_ttl_seconds: u64,
@@ -62,6 +104,7 @@ impl Fanout {
     ) -> Self {
         Self {
             redis,
+            state,
             mysql,
             prefix,
             fence_ttl_seconds,
@@ -97,9 +140,7 @@ impl Fanout {
         }
         let mut redis = self.redis.clone();
         if !self.scripts_loaded.load(Ordering::Relaxed) {
-            scripts::load(&self.scripts, &mut redis)
-                .await
-                .map_err(redis_error)?;
+            self.load_scripts().await.map_err(redis_error)?;
             self.scripts_loaded.store(true, Ordering::Relaxed);
         }
         let authors: Vec<u64> = plans
@@ -113,7 +154,7 @@ impl Fanout {
             .into_iter()
             .collect();
         let followers = followers::lookup(&mut redis, &self.mysql, &self.prefix, &authors).await?;
-        let mut round_trips = RoundTrips::new(self, redis);
+        let mut round_trips = RoundTrips::new(&self.scripts, redis, self.state.clone());
         for (index, plan) in &plans {
             self.push(&mut round_trips, *index, plan, &followers)
                 .await?;
@@ -132,6 +173,18 @@ impl Fanout {
         Ok(outcomes)
     }
 
+    /// Loads the scripts each Redis runs.
+    async fn load_scripts(&self) -> redis::RedisResult<()> {
+        let mut cache = self.redis.clone();
+        match &self.state {
+            None => scripts::load(&self.scripts.fenced(), &mut cache).await,
+            Some(state) => {
+                scripts::load(&self.scripts.effects(), &mut cache).await?;
+                scripts::load(&self.scripts.fences(), &mut state.clone()).await
+            }
+        }
+    }
+
     async fn push(
         &self,
         out: &mut RoundTrips<'_>,
@@ -144,7 +197,7 @@ impl Fanout {
             Plan::Invalidate { tml_id } => {
                 let mut cmd = redis::cmd("DEL");
                 cmd.arg(keys::item(p, *tml_id));
-                out.push(cmd, 1, None).await
+                out.push(Entry::Invalidate(cmd)).await
             }
             Plan::Create(item) => {
                 let inboxes = inboxes(item, followers);
@@ -166,10 +219,21 @@ impl Fanout {
                     } else {
                         ("", "")
                     };
-                    let call = n.to_string();
-                    let args = [item.position.as_str(), &ttl, &id, &call, channel, payload];
-                    let cmd = evalsha(&self.scripts.create, &k, &args);
-                    out.push(cmd, k.len(), Some(index)).await?;
+                    let args = vec![
+                        item.position.clone(),
+                        ttl.clone(),
+                        id.clone(),
+                        n.to_string(),
+                        channel.to_owned(),
+                        payload.to_owned(),
+                    ];
+                    out.push(Entry::Call(Call {
+                        owner: index,
+                        op: Op::Create,
+                        keys: k,
+                        args,
+                    }))
+                    .await?;
                 }
                 Ok(())
             }
@@ -184,10 +248,19 @@ impl Fanout {
                     let mut k = common_keys(p, item);
                     k.push(keys::item(p, *item_key_id));
                     k.extend(chunk.iter().map(|uid| keys::inbox(p, *uid)));
-                    let call = n.to_string();
-                    let args = [item.position.as_str(), &ttl, &id, &call];
-                    let cmd = evalsha(&self.scripts.delete, &k, &args);
-                    out.push(cmd, k.len(), Some(index)).await?;
+                    let args = vec![
+                        item.position.clone(),
+                        ttl.clone(),
+                        id.clone(),
+                        n.to_string(),
+                    ];
+                    out.push(Entry::Call(Call {
+                        owner: index,
+                        op: Op::Delete,
+                        keys: k,
+                        args,
+                    }))
+                    .await?;
                 }
                 Ok(())
             }
@@ -225,83 +298,6 @@ fn chunks(inboxes: &[u64], size: usize) -> Vec<&[u64]> {
         vec![&[]]
     } else {
         inboxes.chunks(size).collect()
-    }
-}
-
-/// Script calls queued into pipelines, flushed when their keys exceed the budget; remembers
-/// which record each reply belongs to.
-struct RoundTrips<'a> {
-    fanout: &'a Fanout,
-    redis: ConnectionManager,
-    commands: Vec<redis::Cmd>,
-    owners: Vec<Option<usize>>,
-    keys: usize,
-    results: Vec<(usize, bool)>,
-}
-
-impl<'a> RoundTrips<'a> {
-    fn new(fanout: &'a Fanout, redis: ConnectionManager) -> Self {
-        Self {
-            fanout,
-            redis,
-            commands: Vec::new(),
-            owners: Vec::new(),
-            keys: 0,
-            results: Vec::new(),
-        }
-    }
-
-    /// Queues `cmd` (with `keys` keys); `owner` = the record whose outcome its reply counts for.
-    async fn push(
-        &mut self,
-        cmd: redis::Cmd,
-        keys: usize,
-        owner: Option<usize>,
-    ) -> Result<(), HandlerError> {
-        self.commands.push(cmd);
-        self.owners.push(owner);
-        self.keys += keys;
-        if self.keys >= KEYS_PER_ROUND_TRIP {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<(), HandlerError> {
-        if self.commands.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for cmd in &self.commands {
-            pipe.add_command(cmd.clone());
-        }
-        let replies: Vec<i64> = match pipe.query_async(&mut self.redis).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis lost the scripts (restart, SCRIPT FLUSH): load and send again; every
-                // call is idempotent at its own position.
-                scripts::load(&self.fanout.scripts, &mut self.redis)
-                    .await
-                    .map_err(redis_error)?;
-                pipe.query_async(&mut self.redis)
-                    .await
-                    .map_err(redis_error)?
-            }
-            other => other.map_err(redis_error)?,
-        };
-        for (owner, reply) in self.owners.iter().zip(replies) {
-            if let Some(index) = owner {
-                self.results.push((*index, reply == 1));
-            }
-        }
-        self.commands.clear();
-        self.owners.clear();
-        self.keys = 0;
-        Ok(())
-    }
-
-    async fn finish(mut self) -> Result<Vec<(usize, bool)>, HandlerError> {
-        self.flush().await?;
-        Ok(self.results)
     }
 }
 
