@@ -460,18 +460,23 @@ fn poison_kinds(template: &str) -> Vec<(&'static str, Vec<u8>, Vec<u8>, &'static
     ]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn poison_interleaved_with_good_events() {
-    let started = Instant::now();
-    let good = Stream::members(600 * scale());
-    let template = String::from_utf8(
+/// A real `chii_members` update as text, for poison records made from it.
+fn member_update_text() -> String {
+    String::from_utf8(
         MemberUpdates::load()
             .expect("template")
             .event(9, 1)
             .value
             .expect("value"),
     )
-    .expect("utf8");
+    .expect("utf8")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_interleaved_with_good_events() {
+    let started = Instant::now();
+    let good = Stream::members(600 * scale());
+    let template = member_update_text();
     let kinds = poison_kinds(&template);
     // Each kind three times, spread over the stream and over the partitions.
     let mut stream = good.clone();
@@ -631,14 +636,7 @@ async fn an_unavailable_dlq_topic_makes_the_partition_wait() {
     const POISONED: i32 = 1;
     let started = Instant::now();
     let good = Stream::members(600 * scale());
-    let template = String::from_utf8(
-        MemberUpdates::load()
-            .expect("template")
-            .event(9, 1)
-            .value
-            .expect("value"),
-    )
-    .expect("utf8");
+    let template = member_update_text();
     let (why, key, value, _) = poison_kinds(&template)
         .into_iter()
         .find(|k| k.0 == "wrong column type")
