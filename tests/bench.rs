@@ -1509,10 +1509,12 @@ struct PrefetchRow {
     drain: Drain,
 }
 
-/// The prefetch the workers had before `PREFETCH_BUDGET`, per partition.
-const UNBOUNDED_PREFETCH: [(&str, &str); 2] = [
+/// The prefetch the workers had before `PREFETCH_BUDGET`: per partition, and librdkafka's
+/// default for a whole fetch response.
+const UNBOUNDED_PREFETCH: [(&str, &str); 3] = [
     ("KAFKA_CONFIG__QUEUED_MAX_MESSAGES_KBYTES", "8192"),
     ("KAFKA_CONFIG__MAX_PARTITION_FETCH_BYTES", "4194304"),
+    ("KAFKA_CONFIG__FETCH_MAX_BYTES", "52428800"),
 ];
 
 /// The cache-invalidation family under a fresh prefix, with `per_partition` copies of each

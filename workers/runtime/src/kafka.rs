@@ -46,6 +46,11 @@ pub struct PrefetchLimits {
     pub queue_kbytes: u64,
     /// `max.partition.fetch.bytes`: the most one fetch returns per partition.
     pub fetch_bytes: u64,
+    /// `fetch.max.bytes`: the most one fetch returns in all (librdkafka's default is 50 MiB).
+    /// A record keeps the whole response it came in alive until it is processed, so one slow
+    /// partition can pin a response full of other partitions' records; 1/32 of the budget keeps
+    /// that small without cutting any partition's fetch.
+    pub response_bytes: u64,
 }
 
 /// Neither limit goes below this: a fetch must still make progress.
@@ -70,9 +75,11 @@ const MAX_QUEUE_BYTES: u64 = 2 * MAX_FETCH_BYTES;
 /// is raised to it, and the budget is exceeded (the worker says so at start).
 pub fn prefetch_limits(budget: u64, partitions: usize) -> PrefetchLimits {
     let half_share = (budget / partitions.max(1) as u64 / 2).max(MIN_PREFETCH_BYTES);
+    let fetch_bytes = half_share.min(MAX_FETCH_BYTES);
     PrefetchLimits {
         queue_kbytes: half_share.min(MAX_QUEUE_BYTES) >> 10,
-        fetch_bytes: half_share.min(MAX_FETCH_BYTES),
+        fetch_bytes,
+        response_bytes: fetch_bytes.max(budget / 32),
     }
 }
 
@@ -103,7 +110,8 @@ pub fn consumer_config(
         "queued.max.messages.kbytes",
         limits.queue_kbytes.to_string(),
     )
-    .set("max.partition.fetch.bytes", limits.fetch_bytes.to_string());
+    .set("max.partition.fetch.bytes", limits.fetch_bytes.to_string())
+    .set("fetch.max.bytes", limits.response_bytes.to_string());
     for (name, value) in base_config(config, client_id).config_map() {
         c.set(name, value);
     }
@@ -177,6 +185,7 @@ mod tests {
             Some("cooperative-sticky")
         );
         assert_eq!(c.get("max.partition.fetch.bytes"), Some("399457"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("1048576"));
     }
 
     #[test]
@@ -194,7 +203,8 @@ mod tests {
             prefetch_limits(budget, 1),
             PrefetchLimits {
                 queue_kbytes: 8192,
-                fetch_bytes: MAX_FETCH_BYTES
+                fetch_bytes: MAX_FETCH_BYTES,
+                response_bytes: MAX_FETCH_BYTES,
             }
         );
         assert_eq!(
