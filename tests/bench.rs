@@ -284,11 +284,12 @@ fn worker_consumer_config(
         args.push(format!("{k}={v}"));
     }
     let config = cdc_runtime::WorkerConfig::from_args(args)?;
+    let prefetch = cdc_runtime::kafka::prefetch_limits(config.prefetch_budget, partitions);
     Ok(cdc_runtime::kafka::consumer_config(
         &config,
         "bench-do-nothing",
         group,
-        partitions,
+        &prefetch,
     ))
 }
 

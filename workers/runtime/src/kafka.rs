@@ -53,6 +53,13 @@ pub struct PrefetchLimits {
     pub response_bytes: u64,
 }
 
+impl PrefetchLimits {
+    /// The most `partitions` partitions hold at once: each its queue plus one fetch.
+    pub fn held(&self, partitions: usize) -> u64 {
+        ((self.queue_kbytes << 10) + self.fetch_bytes) * partitions as u64
+    }
+}
+
 /// Neither limit goes below this: a fetch must still make progress.
 const MIN_PREFETCH_BYTES: u64 = 64 << 10;
 
@@ -93,19 +100,18 @@ pub fn base_config(config: &WorkerConfig, client_id: &str) -> ClientConfig {
     c
 }
 
-/// Consumer settings for `group` subscribed to `partitions` partitions: defaults, the prefetch
-/// budget's split ([`prefetch_limits`]), then the deployment's, then what at-least-once needs.
+/// Consumer settings for `group`: defaults, the prefetch `limits` ([`prefetch_limits`]), then
+/// the deployment's, then what at-least-once needs.
 pub fn consumer_config(
     config: &WorkerConfig,
     client_id: &str,
     group: &str,
-    partitions: usize,
+    limits: &PrefetchLimits,
 ) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (name, value) in CONSUMER_DEFAULTS {
         c.set(*name, *value);
     }
-    let limits = prefetch_limits(config.prefetch_budget, partitions);
     c.set(
         "queued.max.messages.kbytes",
         limits.queue_kbytes.to_string(),
@@ -175,7 +181,12 @@ mod tests {
             "250ms",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        let c = consumer_config(&config, "id", "g", 42);
+        let c = consumer_config(
+            &config,
+            "id",
+            "g",
+            &prefetch_limits(config.prefetch_budget, 42),
+        );
         assert_eq!(c.get("session.timeout.ms"), Some("2000"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("auto.commit.interval.ms"), Some("250"));
@@ -193,9 +204,8 @@ mod tests {
         let budget = 32 << 20;
         for partitions in [1, 6, 42, 200] {
             let limits = prefetch_limits(budget, partitions);
-            let per_partition = (limits.queue_kbytes << 10) + limits.fetch_bytes;
             assert!(
-                per_partition * partitions as u64 <= budget,
+                limits.held(partitions) <= budget,
                 "{partitions}: {limits:?}"
             );
         }

@@ -93,12 +93,12 @@ pub async fn start<H: Handler>(
     let partitions =
         kafka::subscribed_partitions(config, &client_id, &topics, family.partitions as usize);
     let prefetch = kafka::prefetch_limits(config.prefetch_budget, partitions);
-    let held = ((prefetch.queue_kbytes << 10) + prefetch.fetch_bytes) * partitions as u64;
+    let held = prefetch.held(partitions);
     if held > config.prefetch_budget {
         tracing::warn!(family = %family.family, partitions, budget = config.prefetch_budget, held, "PREFETCH_BUDGET is too small for the partitions subscribed; each still gets the minimum");
     }
     let consumer: Arc<EngineConsumer> =
-        kafka::consumer_config(config, &client_id, &group, partitions)
+        kafka::consumer_config(config, &client_id, &group, &prefetch)
             .create_with_context(context)
             .map(Arc::new)
             .map_err(|source| RuntimeError::KafkaClient {
