@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use fleet_harness::bulk::{Fill, fill};
+use fleet_harness::bulk::{DEBEZIUM_BATCH_BYTES, FILL_BATCH_BYTES, Fill, fill, fill_in_batches};
 use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::mysql::TestDatabase;
@@ -1505,6 +1505,8 @@ struct ScalingRow {
 struct PrefetchRow {
     /// Which partitions have a backlog.
     catch_up: String,
+    /// The size of the record batches the backlog was produced in.
+    batches: String,
     /// Which prefetch settings.
     settings: String,
     drain: Drain,
@@ -1520,10 +1522,12 @@ const UNBOUNDED_PREFETCH: [(&str, &str); 3] = [
 
 /// The cache-invalidation family under a fresh prefix, with `per_partition` copies of each
 /// topic's real fixture record in each of its partitions (`everywhere`), or in partition 0 of
-/// the members topic only; returns the prefix and the events produced.
+/// the members topic only, in record batches of `batch_bytes`; returns the prefix and the
+/// events produced.
 async fn cache_family_backlog(
     per_partition: u64,
     everywhere: bool,
+    batch_bytes: u64,
 ) -> anyhow::Result<(String, u64)> {
     let prefix = format!("{}.", unique("bench-prefetch"));
     let family = provisioned_family(cache_invalidation::FAMILY, &prefix).await?;
@@ -1546,7 +1550,7 @@ async fn cache_family_backlog(
             .with_context(|| format!("no update fixture for {topic}"))?;
         let partitions = if everywhere { family.partitions } else { 1 };
         let n = per_partition * partitions as u64;
-        fill(topic, family.partitions, n, &|i| Out {
+        fill_in_batches(topic, family.partitions, n, batch_bytes, &|i| Out {
             partition: Some((i % partitions as u64) as i32),
             ..fixture.record.clone()
         })?;
@@ -2023,15 +2027,16 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
         );
         let _ = writeln!(
             m,
-            "| backlog on | prefetch | events/s (5–95%) | RSS peak (VmHWM) | RSS under load | CPU µs/event |"
+            "| backlog on | record batches | prefetch | events/s (5–95%) | RSS peak (VmHWM) | RSS under load | CPU µs/event |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|");
         for p in &r.prefetch {
             let rss = p.drain.rss.as_ref();
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {} | {:.1} |",
                 p.catch_up,
+                p.batches,
                 p.settings,
                 fmt_rate(p.drain.per_s_mid),
                 rss.map_or("–".into(), |r| mib(r.peak_kb)),
@@ -2419,14 +2424,35 @@ async fn main() -> anyhow::Result<()> {
     // 6: prefetch budget.
     if o.wants("prefetch") {
         // Backlogs past what the unbounded prefetch holds per partition (12 MiB), so that the
-        // baseline shows what the budget prevents.
+        // baseline shows what the budget prevents. tansu serves a partition of many small
+        // batches slowly (about one batch per partition per fetch), so the single busy
+        // partition is filled in 1 MB batches only.
         let per_partition = if o.quick { 2_000 } else { 30_000 };
-        for (catch_up, everywhere, n) in [
-            ("all 42 partitions", true, per_partition),
-            ("1 partition of 42", false, per_partition * 14),
+        for (catch_up, everywhere, n, batch_bytes) in [
+            (
+                "all 42 partitions",
+                true,
+                per_partition,
+                DEBEZIUM_BATCH_BYTES,
+            ),
+            ("all 42 partitions", true, per_partition, FILL_BATCH_BYTES),
+            (
+                "1 partition of 42",
+                false,
+                per_partition * 14,
+                FILL_BATCH_BYTES,
+            ),
         ] {
-            say(format!("prefetch: catching up on {catch_up}"));
-            let (prefix, events) = cache_family_backlog(n, everywhere).await?;
+            let batches = if batch_bytes == DEBEZIUM_BATCH_BYTES {
+                "16 KiB (Debezium's)"
+            } else {
+                "1 MB"
+            };
+            say(format!(
+                "prefetch: catching up on {catch_up}, {batches} batches"
+            ));
+            let (prefix, events) = cache_family_backlog(n, everywhere, batch_bytes).await?;
+            let label = format!("{catch_up}, {batches} batches");
             for (settings, env) in [
                 ("PREFETCH_BUDGET default (32 MiB)", vec![]),
                 (
@@ -2438,7 +2464,7 @@ async fn main() -> anyhow::Result<()> {
                 ),
             ] {
                 let drain = cache_drain(
-                    &format!("{catch_up}, {settings}"),
+                    &format!("{label}, {settings}"),
                     &prefix,
                     events,
                     1,
@@ -2449,6 +2475,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
                 r.prefetch.push(PrefetchRow {
                     catch_up: catch_up.into(),
+                    batches: batches.into(),
                     settings: settings.into(),
                     drain,
                 });

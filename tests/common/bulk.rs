@@ -55,12 +55,31 @@ pub struct Fill {
     pub ends: Vec<i64>,
 }
 
+/// The record batches [`fill`] produces: 1 MB, for speed.
+pub const FILL_BATCH_BYTES: u64 = 1_000_000;
+
+/// The record batches Debezium produces: Kafka Connect leaves the producer's `batch.size` at its
+/// default, 16 KiB. A consumer fetches whole batches, so the batch size decides how much one
+/// fetch returns past `max.partition.fetch.bytes`, and how much one record keeps alive.
+pub const DEBEZIUM_BATCH_BYTES: u64 = 16 << 10;
+
 /// Produces `n` records made by `make(i)` to `topic` (of `partitions`) in large batches; fails
 /// unless every record is acknowledged.
 pub fn fill(
     topic: &str,
     partitions: i32,
     n: u64,
+    make: &(dyn Fn(u64) -> Out + Sync),
+) -> anyhow::Result<Fill> {
+    fill_in_batches(topic, partitions, n, FILL_BATCH_BYTES, make)
+}
+
+/// [`fill`] in record batches of at most `batch_bytes`.
+pub fn fill_in_batches(
+    topic: &str,
+    partitions: i32,
+    n: u64,
+    batch_bytes: u64,
     make: &(dyn Fn(u64) -> Out + Sync),
 ) -> anyhow::Result<Fill> {
     let context = FillContext {
@@ -74,7 +93,7 @@ pub fn fill(
         .set("enable.idempotence", "false")
         .set("linger.ms", "50")
         .set("batch.num.messages", "10000")
-        .set("batch.size", "1000000")
+        .set("batch.size", batch_bytes.to_string())
         .set("queue.buffering.max.messages", "200000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("message.timeout.ms", "120000")
