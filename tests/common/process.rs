@@ -73,6 +73,7 @@ pub fn dlq_command(args: &[&str], lane: &DlqLane) -> anyhow::Result<Command> {
         .env("REDIS_KEY_PREFIX", lane.key_prefix)
         .env("SCHEMA_REGISTRY_URL", lane.registry_url)
         .env("DLQ_AUDIT_LOG", lane.audit)
+        .env("DLQ_REASON", "integration test")
         .env("LOG_FORMAT", "text")
         .env("RUST_LOG", "warn");
     Ok(cmd)

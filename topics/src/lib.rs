@@ -163,6 +163,13 @@ impl Family {
         format!("{}.dlq-replay", self.group)
     }
 
+    /// The compacted topic where the `dlq` tool records the dead letters it handled past the
+    /// replay group's committed offset (a filtered replay, a purge of one letter), keyed by DLQ
+    /// partition and offset. Together they say exactly which letters are pending.
+    pub fn dlq_handled_topic(&self) -> String {
+        format!("{}.handled", self.dlq)
+    }
+
     /// Whether `topic` is one of the family's service (non-Debezium) topics.
     pub fn is_service_topic(&self, topic: &str) -> bool {
         self.service_topics.iter().any(|t| t == topic)

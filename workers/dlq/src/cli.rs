@@ -1,29 +1,42 @@
 //! The command line: subcommands, filters and the help that teaches them.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::DlqError;
 
 const EXAMPLES: &str = "\
 Examples:
   dlq ls                                   pending dead letters of every family
-  dlq show --family timeline --limit 5     the next five, decoded, with their headers
+  dlq ls --family timeline --by error      grouped by error message (or --by table, --by stage)
+  dlq show --family timeline --limit 5     the next five, decoded (personal data redacted)
   dlq show --family cache-invalidation --stage decode --json
   dlq replay --family timeline --dry-run   what a replay would do; changes nothing
-  dlq replay --family timeline --rate 50   re-apply through the handler (default --direct)
-  dlq replay --family cache-invalidation --to origin --since 2h
-  dlq purge --family timeline --error 'unknown op'        shows what would be skipped
-  dlq purge --family timeline --error 'unknown op' --yes  skips it, and writes the audit log
-  dlq rewind --family cache-invalidation --to '2026-11-23 04:00:00' --yes
+  dlq replay --family timeline --rate 50 --reason 'INC-42: Redis was full'
+  dlq replay --family cache-invalidation --to origin --since 2h --max 500 --reason 'INC-42'
+  dlq purge --family timeline --error 'unknown op'                     shows what --yes would do
+  dlq purge --family timeline --error 'unknown op' --yes --reason 'INC-42: bad rows fixed'
+  dlq rewind --family cache-invalidation --to 2026-11-23T12:00:00+08:00 --yes --reason 'INC-43'
 
-Progress: each family's DLQ has a replay consumer group (<group>.dlq-replay). Its committed
-offset is the first dead letter not yet handled; `ls` counts from there, `replay` and `purge`
-start there and move it only over records they handled, so an interrupted replay resumes
-where it stopped, and filtered-out records are never skipped implicitly.
+Which letters are pending: each DLQ has a replay consumer group (<group>.dlq-replay) and a
+compacted handled topic (<dlq>.handled). Letters before the group's committed offset are handled;
+so are letters after it that the handled topic lists (replayed or purged on their own, by a
+filtered replay or purge). Every other letter is pending: `ls` counts exactly those, and any of
+them can be replayed or purged whatever its neighbours, once. An interrupted replay (SIGINT,
+SIGTERM) finishes the letter in hand, saves its progress and resumes where it stopped.
 
-Exit codes: 0 ok, 1 failure, 2 usage, 3 some records failed again (back in the DLQ),
-4 broker unreachable, 5 refused (needs --yes, or the group has active members).";
+Audit: replay, purge and rewind need --reason, write their intent to the audit trail before acting
+and their outcome after, and refuse to start if the trail cannot be written.
+
+Times: RFC 3339 with any UTC offset (2026-11-23T04:00:00Z, 2026-11-23T12:00:00+08:00), epoch
+milliseconds (as `show --json` prints them), or an age (2h, 30m).
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 some letters failed again (back in the DLQ),
+4 broker unreachable, 5 refused (needs --yes or --force, the group has active members, or the
+audit trail is not writable), 6 a dependency stayed unavailable past --timeout,
+130 interrupted (progress saved; run the same command to resume).";
 
 /// The on-call's dead-letter and replay tool for the Bangumi CDC fleet.
 #[derive(Debug, Parser)]
@@ -45,6 +58,9 @@ pub enum Command {
         /// Only this family.
         #[arg(long)]
         family: Option<String>,
+        /// Count pending letters by this instead of by partition.
+        #[arg(long, value_enum)]
+        by: Option<GroupBy>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -54,9 +70,9 @@ pub enum Command {
         /// Which records.
         #[command(flatten)]
         filter: Filter,
-        /// Most records to show.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// Most records to show (at least 1).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
         /// Include records already handled (replayed or purged).
         #[arg(long)]
         all: bool,
@@ -86,21 +102,32 @@ pub enum Command {
         /// At most this many records per second.
         #[arg(long, value_name = "N")]
         rate: Option<f64>,
-        /// Where the audit trail goes (one JSON line per operation).
-        #[arg(long, env = "DLQ_AUDIT_LOG", default_value = "dlq-audit.jsonl")]
-        audit_log: PathBuf,
+        /// Replay at most N letters (the first N matching, in partition and offset order).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max: Option<u64>,
+        /// Stop once N replayed letters have failed again.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        stop_after_failures: Option<u64>,
+        /// Give up when one letter waits this long on an unavailable dependency (Redis, MySQL,
+        /// the broker) and exit with code 6; the letter stays pending.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        timeout: Duration,
+        #[command(flatten)]
+        audit: AuditArgs,
     },
     /// Skip dead letters (move the replay group past them), after showing what will be skipped.
     Purge {
         /// Which records.
         #[command(flatten)]
         filter: Filter,
+        /// Purge at most N letters (the first N matching, in partition and offset order).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max: Option<u64>,
         /// Really do it.
         #[arg(long)]
         yes: bool,
-        /// Where the audit trail goes (one JSON line per operation).
-        #[arg(long, env = "DLQ_AUDIT_LOG", default_value = "dlq-audit.jsonl")]
-        audit_log: PathBuf,
+        #[command(flatten)]
+        audit: AuditArgs,
     },
     /// Reset a family's consumer group to a point in time, to rebuild its caches.
     Rewind {
@@ -114,10 +141,50 @@ pub enum Command {
         /// Really do it.
         #[arg(long)]
         yes: bool,
-        /// Where the audit trail goes (one JSON line per operation).
-        #[arg(long, env = "DLQ_AUDIT_LOG", default_value = "dlq-audit.jsonl")]
-        audit_log: PathBuf,
+        /// Also move the group forward (skipping records it has not consumed yet).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        audit: AuditArgs,
     },
+}
+
+/// What every state-changing command records in the audit trail.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Why (an incident, a ticket): required to change anything, written to the audit trail.
+    #[arg(long, env = "DLQ_REASON")]
+    pub reason: Option<String>,
+    /// The audit trail: an intent line before acting, an outcome line after. Defaults to
+    /// `$XDG_STATE_HOME/bangumi-cdc/dlq-audit.jsonl` (else under `~/.local/state`).
+    #[arg(long, env = "DLQ_AUDIT_LOG", default_value_os_t = crate::audit::default_path())]
+    pub audit_log: PathBuf,
+}
+
+impl AuditArgs {
+    /// The reason, required before anything changes.
+    pub fn reason(&self) -> Result<&str, DlqError> {
+        self.reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                DlqError::Usage(
+                    "--reason is required to change anything: say why (an incident, a ticket); it goes to the audit trail".into(),
+                )
+            })
+    }
+}
+
+/// How `ls --by` groups pending letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupBy {
+    /// The error message.
+    Error,
+    /// The source table (from the original topic).
+    Table,
+    /// The pipeline stage that failed.
+    Stage,
 }
 
 /// Where `replay` sends records.
@@ -167,16 +234,105 @@ pub struct Filter {
     pub key: Option<String>,
 }
 
-/// RFC 3339 (UTC; `T` or space; `Z` optional) or an age before now (`2h`, `90s`).
+impl Filter {
+    /// Rejects conditions no letter can meet.
+    pub fn validate(&self) -> Result<(), DlqError> {
+        if let (Some(from), Some(to)) = (self.from_offset, self.to_offset)
+            && from > to
+        {
+            return Err(DlqError::Usage(format!(
+                "--from-offset {from} is after --to-offset {to}"
+            )));
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since > until
+        {
+            return Err(DlqError::Usage(format!(
+                "--since {} is after --until {}",
+                humantime::format_rfc3339_millis(since),
+                humantime::format_rfc3339_millis(until)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The conditions as an on-call would type them, for messages and the audit trail.
+    pub fn describe(&self) -> String {
+        let time = |t: &SystemTime| humantime::format_rfc3339_millis(*t).to_string();
+        let conditions: Vec<String> = [
+            ("--partition", self.partition.map(|p| p.to_string())),
+            ("--offset", self.offset.map(|o| o.to_string())),
+            ("--from-offset", self.from_offset.map(|o| o.to_string())),
+            ("--to-offset", self.to_offset.map(|o| o.to_string())),
+            ("--since", self.since.as_ref().map(time)),
+            ("--until", self.until.as_ref().map(time)),
+            ("--error-class", self.error_class.clone()),
+            ("--stage", self.stage.clone()),
+            ("--error", self.error.as_ref().map(|e| format!("{e:?}"))),
+            ("--key", self.key.as_ref().map(|k| format!("{k:?}"))),
+        ]
+        .into_iter()
+        .filter_map(|(flag, value)| Some(format!("{flag} {}", value?)))
+        .collect();
+        if conditions.is_empty() {
+            "every pending letter".into()
+        } else {
+            conditions.join(" ")
+        }
+    }
+}
+
+/// A time: RFC 3339 with any UTC offset (`2026-11-23T12:00:00+08:00`; `Z`, `T` or a space,
+/// fractions of a second optional; no offset means UTC), epoch milliseconds (as `show --json`
+/// prints failure times), or an age before now (`2h`, `90s`).
 pub fn parse_time(text: &str) -> Result<SystemTime, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: u64 = text
+            .parse()
+            .map_err(|e| format!("{text:?} as epoch milliseconds: {e}"))?;
+        return Ok(UNIX_EPOCH + Duration::from_millis(ms));
+    }
     if let Ok(age) = humantime::parse_duration(text) {
         return SystemTime::now()
             .checked_sub(age)
             .ok_or_else(|| format!("{text:?} is before the epoch"));
     }
-    humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).map_err(|e| {
-        format!("{text:?} is neither RFC 3339 (2026-11-23T04:00:00Z) nor an age (2h): {e}")
-    })
+    let (local, offset_s) = split_utc_offset(text);
+    let wrong = |e: &dyn std::fmt::Display| {
+        format!(
+            "{text:?} is neither RFC 3339 (2026-11-23T04:00:00Z, 2026-11-23T12:00:00+08:00), epoch milliseconds, nor an age (2h): {e}"
+        )
+    };
+    let local = humantime::parse_rfc3339_weak(local).map_err(|e| wrong(&e))?;
+    let shifted = if offset_s >= 0 {
+        local.checked_sub(Duration::from_secs(offset_s.unsigned_abs()))
+    } else {
+        local.checked_add(Duration::from_secs(offset_s.unsigned_abs()))
+    };
+    shifted.ok_or_else(|| wrong(&"out of range"))
+}
+
+/// Splits `2026-11-23T12:00:00+08:00` into the local time and its offset east of UTC in
+/// seconds; `Z` or no offset is UTC.
+fn split_utc_offset(text: &str) -> (&str, i64) {
+    if let Some(local) = text.strip_suffix(['Z', 'z']) {
+        return (local, 0);
+    }
+    let Some((local, offset)) = text.len().checked_sub(6).map(|at| text.split_at(at)) else {
+        return (text, 0);
+    };
+    let b = offset.as_bytes();
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return (text, 0),
+    };
+    let number = |s: &str| s.parse::<i64>().ok();
+    match (b[3], number(&offset[1..3]), number(&offset[4..6])) {
+        (b':', Some(h), Some(m)) if local.len() > 10 => (local, sign * (h * 3600 + m * 60)),
+        _ => (text, 0),
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +362,42 @@ mod tests {
                 .unwrap_err()
                 .contains("neither RFC 3339")
         );
+    }
+
+    #[test]
+    fn times_take_any_utc_offset_and_epoch_millis() {
+        let t = parse_time("2026-11-23T04:00:00Z").unwrap();
+        assert_eq!(parse_time("2026-11-23T12:00:00+08:00").unwrap(), t);
+        assert_eq!(parse_time("2026-11-22T23:30:00-04:30").unwrap(), t);
+        assert_eq!(parse_time("1795406400000").unwrap(), t);
+        assert_eq!(
+            parse_time("2026-11-23T04:00:00.250Z").unwrap(),
+            t + Duration::from_millis(250)
+        );
+    }
+
+    #[test]
+    fn impossible_filters_are_usage_errors() {
+        let filter = |args: &[&str]| match Cli::try_parse_from(
+            ["dlq", "show", "--family", "x"].iter().chain(args),
+        )
+        .unwrap()
+        .command
+        {
+            Command::Show { filter, .. } => filter,
+            other => panic!("{other:?}"),
+        };
+        let err = filter(&["--from-offset", "9", "--to-offset", "3"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "--from-offset 9 is after --to-offset 3");
+        let err = filter(&["--since", "1h", "--until", "2h"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("--since "), "{err}");
+        let err =
+            Cli::try_parse_from(["dlq", "show", "--family", "x", "--limit", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--limit"), "{err}");
     }
 
     #[test]

@@ -14,8 +14,15 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     /// The broker could not be reached.
     pub const BROKER_UNREACHABLE: u8 = 4;
-    /// Refused: confirmation (`--yes`) missing, or the group still has active members.
+    /// Refused: confirmation (`--yes`) missing, the group still has active members, a forward
+    /// rewind without `--force`, or an audit trail that cannot be written.
     pub const REFUSED: u8 = 5;
+    /// A dependency (Redis, MySQL, the broker) stayed unavailable past `--timeout`; the letter
+    /// in hand stays pending, the progress before it is saved.
+    pub const UNAVAILABLE: u8 = 6;
+    /// Interrupted (SIGINT, SIGTERM) after finishing the letters in hand; progress is saved, and
+    /// the same command resumes.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Why a command did not complete.
@@ -35,6 +42,17 @@ pub enum DlqError {
     /// The command would change state and needs an explicit yes, or it is unsafe now.
     #[error("{0}")]
     Refused(String),
+    /// A dependency stayed unavailable past `--timeout`.
+    #[error("gave up after {timeout:?}: {waiting_for}")]
+    Unavailable {
+        /// How long it waited.
+        timeout: std::time::Duration,
+        /// What it waited for: the dependency, its address, the last error.
+        waiting_for: String,
+    },
+    /// Stopped by a signal; what was done is saved.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -47,6 +65,8 @@ impl DlqError {
             DlqError::Usage(_) => exit::USAGE,
             DlqError::BrokerUnreachable { .. } => exit::BROKER_UNREACHABLE,
             DlqError::Refused(_) => exit::REFUSED,
+            DlqError::Unavailable { .. } => exit::UNAVAILABLE,
+            DlqError::Interrupted(_) => exit::INTERRUPTED,
             DlqError::Other(_) => exit::FAILURE,
         })
     }

@@ -9,22 +9,57 @@ use cdc_schemas::{ChangeEvent, encode};
 use cdc_topics::Family;
 use serde_json::{Value as Json, json};
 
-use crate::cli::Filter;
+use cdc_runtime::dead_letter::header;
+
+use crate::cli::{Filter, GroupBy};
 use crate::error::DlqError;
+use crate::handled::Handled;
 use crate::letter::{Letter, format_ms};
 use crate::reader::DlqReader;
 
-/// One DLQ partition in `ls`.
+/// One row of `ls`: a DLQ partition, or a group of `--by`.
 #[derive(Debug, Default)]
-struct PartitionSummary {
+struct Summary {
     pending: u64,
     oldest_ms: Option<i64>,
     newest_ms: Option<i64>,
     kinds: BTreeMap<String, u64>,
 }
 
-/// `dlq ls`.
-pub fn ls(config: &WorkerConfig, families: &[Family], as_json: bool) -> Result<(), DlqError> {
+impl Summary {
+    fn add(&mut self, letter: &Letter) {
+        self.pending += 1;
+        if let Some(t) = letter.failed_at_ms() {
+            self.oldest_ms = Some(self.oldest_ms.map_or(t, |o| o.min(t)));
+            self.newest_ms = Some(self.newest_ms.map_or(t, |n| n.max(t)));
+        }
+        *self.kinds.entry(letter.error_kind()).or_default() += 1;
+    }
+}
+
+/// What `ls --by` groups a letter under.
+fn group_of(letter: &Letter, by: GroupBy) -> String {
+    match by {
+        GroupBy::Error => letter
+            .header(header::ERROR_MESSAGE)
+            .unwrap_or_else(|| "?".into()),
+        GroupBy::Table => letter
+            .original_topic()
+            .map_or_else(|| "?".into(), |t| cdc_schemas::topic_table(&t).to_owned()),
+        GroupBy::Stage => letter
+            .header(header::ERROR_STAGE)
+            .unwrap_or_else(|| "?".into()),
+    }
+}
+
+/// `dlq ls`: pending letters (after the replay group, less those handled on their own) per DLQ
+/// partition, or grouped `by` error, table or stage.
+pub fn ls(
+    config: &WorkerConfig,
+    families: &[Family],
+    by: Option<GroupBy>,
+    as_json: bool,
+) -> Result<(), DlqError> {
     let mut rows = Vec::new();
     for family in families {
         let reader = match DlqReader::connect(config, family) {
@@ -36,51 +71,63 @@ pub fn ls(config: &WorkerConfig, families: &[Family], as_json: bool) -> Result<(
             }
             Err(e) => return Err(e),
         };
+        if !as_json {
+            eprintln!(
+                "{}: {} through replay group {}",
+                family.family,
+                family.dlq,
+                family.replay_group()
+            );
+        }
         let pending = reader.pending()?;
-        let mut summaries: BTreeMap<i32, PartitionSummary> = reader
-            .partitions
-            .iter()
-            .map(|&p| (p, PartitionSummary::default()))
-            .collect();
-        reader.read(&pending, |letter| {
-            let s = summaries.entry(letter.partition).or_default();
-            s.pending += 1;
-            if let Some(t) = letter.failed_at_ms() {
-                s.oldest_ms = Some(s.oldest_ms.map_or(t, |o| o.min(t)));
-                s.newest_ms = Some(s.newest_ms.map_or(t, |n| n.max(t)));
-            }
-            *s.kinds.entry(letter.error_kind()).or_default() += 1;
+        let handled = Handled::load(config, family)?;
+        let mut summaries: BTreeMap<String, Summary> = match by {
+            None => reader
+                .partitions
+                .iter()
+                .map(|p| (p.to_string(), Summary::default()))
+                .collect(),
+            Some(_) => BTreeMap::new(),
+        };
+        reader.read_pending(&pending, &handled, |letter| {
+            let group = by.map_or_else(|| letter.partition.to_string(), |by| group_of(&letter, by));
+            summaries.entry(group).or_default().add(&letter);
             true
         })?;
-        for (p, s) in summaries {
-            let (start, end) = pending.get(&p).copied().unwrap_or_default();
-            rows.push((
-                family.family.clone(),
-                reader.topic.clone(),
-                p,
-                start,
-                end,
-                s,
-            ));
+        for (group, s) in summaries {
+            let next = group
+                .parse::<i32>()
+                .ok()
+                .filter(|_| by.is_none())
+                .and_then(|p| pending.get(&p).map(|(start, _)| *start));
+            rows.push((family, group, next, s));
         }
     }
     if as_json {
-        for (family, topic, p, start, end, s) in &rows {
-            let line = json!({
-                "family": family, "dlq": topic, "partition": p, "pending": s.pending,
-                "replay_offset": start, "end_offset": end,
+        for (family, group, next, s) in &rows {
+            let mut line = json!({
+                "family": family.family, "dlq": family.dlq, "replay_group": family.replay_group(),
+                "pending": s.pending,
                 "oldest_failure": s.oldest_ms.map(format_ms), "newest_failure": s.newest_ms.map(format_ms),
                 "error_kinds": s.kinds,
             });
+            match by {
+                None => {
+                    line["partition"] = json!(group.parse::<i32>().ok());
+                    line["replay_offset"] = json!(next);
+                }
+                Some(by) => line[format!("{by:?}").to_lowercase()] = json!(group),
+            }
             println!("{line}");
         }
         return Ok(());
     }
+    let column = by.map_or("PART".to_owned(), |by| format!("{by:?}").to_uppercase());
     println!(
-        "{:<20} {:>4} {:>8} {:>10} {:<21} {:<21} ERRORS",
-        "FAMILY", "PART", "PENDING", "NEXT", "OLDEST FAILURE", "NEWEST FAILURE"
+        "{:<20} {:<24} {:>8} {:>10} {:<21} {:<21} ERRORS",
+        "FAMILY", column, "PENDING", "NEXT", "OLDEST FAILURE", "NEWEST FAILURE"
     );
-    for (family, _, p, start, _, s) in &rows {
+    for (family, group, next, s) in &rows {
         let kinds = s
             .kinds
             .iter()
@@ -88,8 +135,10 @@ pub fn ls(config: &WorkerConfig, families: &[Family], as_json: bool) -> Result<(
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "{family:<20} {p:>4} {:>8} {start:>10} {:<21} {:<21} {kinds}",
+            "{:<20} {group:<24} {:>8} {:>10} {:<21} {:<21} {kinds}",
+            family.family,
             s.pending,
+            next.map_or("-".into(), |n| n.to_string()),
             s.oldest_ms.map_or("-".into(), format_ms),
             s.newest_ms.map_or("-".into(), format_ms),
         );
@@ -107,26 +156,41 @@ pub async fn show(
     payload: bool,
     as_json: bool,
 ) -> Result<(), DlqError> {
+    filter.validate()?;
     let reader = DlqReader::connect(config, family)?;
-    let ranges = if all {
-        reader.everything()?
-    } else {
-        reader.pending()?
-    };
+    reader.check(filter)?;
+    if !as_json {
+        eprintln!(
+            "{}: {} letters of {} (replay group {})",
+            family.family,
+            if all { "all" } else { "pending" },
+            family.dlq,
+            family.replay_group()
+        );
+    }
     let mut letters = Vec::new();
-    reader.read(&ranges, |letter| {
+    let mut visit = |letter: Letter| {
         if letter.matches(filter) {
             letters.push(letter);
         }
         letters.len() < limit
-    })?;
+    };
+    if all {
+        reader.read(&reader.everything()?, visit)?;
+    } else {
+        let handled = Handled::load(config, family)?;
+        reader.read_pending(&reader.pending()?, &handled, &mut visit)?;
+    }
     let decoder = Decoder::new(
         format_of(family.encoding),
         family.service_topics.iter().cloned(),
         config.schema_registry_url.as_deref(),
     );
     for letter in &letters {
-        let event = decoded(&decoder, letter).await;
+        let mut event = decoded(&decoder, letter).await;
+        if !payload {
+            redact(&mut event);
+        }
         if as_json {
             let mut line = json!({
                 "partition": letter.partition, "offset": letter.offset,
@@ -143,7 +207,14 @@ pub async fn show(
             for (k, v) in original_headers(letter).as_object().into_iter().flatten() {
                 println!("    header {k}: {}", v.as_str().unwrap_or_default());
             }
-            println!("    event  {event}");
+            match letter.header(header::DROPPED) {
+                Some(dropped) => println!(
+                    "    body   dropped, too large for the DLQ ({dropped}{}); `replay` reads it back from {}",
+                    letter.dropped_sizes(),
+                    letter.source_line()
+                ),
+                None => println!("    event  {event}"),
+            }
             if payload {
                 println!("    payload {}", letter.payload_json());
             }
@@ -160,7 +231,7 @@ fn original_headers(letter: &Letter) -> Json {
     let map: serde_json::Map<String, Json> = letter
         .headers
         .iter()
-        .filter(|(k, _)| !cdc_runtime::dead_letter::header::ALL.contains(&k.as_str()))
+        .filter(|(k, _)| !header::ALL.contains(&k.as_str()))
         .map(|(k, v)| {
             (
                 k.clone(),
@@ -171,8 +242,38 @@ fn original_headers(letter: &Letter) -> Json {
     Json::Object(map)
 }
 
+/// Columns that can hold personal data or secrets: `show` prints them as `"<redacted>"` unless
+/// `--payload` is given.
+fn is_personal(column: &str) -> bool {
+    const PARTS: &[&str] = &[
+        "password", "passwd", "email", "token", "secret", "salt", "phone",
+    ];
+    let column = column.to_ascii_lowercase();
+    PARTS.iter().any(|p| column.contains(p))
+        || column == "ip"
+        || column.ends_with("_ip")
+        || column == "regip"
+        || column == "lastip"
+}
+
+/// Replaces the values of personal columns in a decoded event's rows.
+fn redact(event: &mut Json) {
+    for part in ["key", "before", "after"] {
+        if let Some(Json::Object(row)) = event.get_mut(part) {
+            for (column, value) in row.iter_mut() {
+                if is_personal(column) && !value.is_null() {
+                    *value = Json::String("<redacted>".into());
+                }
+            }
+        }
+    }
+}
+
 /// The record decoded through the schema crate, as JSON; or why it does not decode.
 pub async fn decoded(decoder: &Decoder, letter: &Letter) -> Json {
+    if let Some(dropped) = letter.header(header::DROPPED) {
+        return json!({ "dropped": dropped, "sizes": letter.dropped_sizes().trim_start_matches(", "), "source": letter.source_line() });
+    }
     let Some(original) = letter.as_original() else {
         return json!({"error": "no DLQ context headers"});
     };
@@ -193,5 +294,28 @@ pub async fn decoded(decoder: &Decoder, letter: &Letter) -> Json {
             other => json!({ "event": format!("{other:?}") }),
         },
         Err(failure) => json!({ "undecodable": failure.message, "class": failure.class.as_str() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personal_columns_are_redacted() {
+        let mut event = json!({
+            "op": "u",
+            "before": {"uid": 1, "email": "a@b.c", "password_crypt": "x", "lastip": "1.2.3.4", "nickname": "n"},
+            "after": {"uid": 1, "email": null, "reset_password_token": "t"},
+        });
+        redact(&mut event);
+        assert_eq!(
+            event,
+            json!({
+                "op": "u",
+                "before": {"uid": 1, "email": "<redacted>", "password_crypt": "<redacted>", "lastip": "<redacted>", "nickname": "n"},
+                "after": {"uid": 1, "email": null, "reset_password_token": "<redacted>"},
+            })
+        );
     }
 }

@@ -62,6 +62,59 @@ impl Letter {
         self.header(header::ORIGINAL_TOPIC)
     }
 
+    /// [`Letter::original_topic`], borrowed.
+    pub fn original_topic_ref(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == header::ORIGINAL_TOPIC)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Its original offset.
+    pub fn original_offset(&self) -> Option<i64> {
+        self.number(header::ORIGINAL_OFFSET)
+    }
+
+    /// This letter with the key and value of `original` (its record read back from the source
+    /// topic, for a letter whose body was dropped), and without the dropped marker.
+    pub fn with_body_of(&self, original: &BorrowedMessage<'_>) -> Self {
+        Self {
+            partition: self.partition,
+            offset: self.offset,
+            key: original.key().map(<[u8]>::to_vec),
+            value: original.payload().map(<[u8]>::to_vec),
+            headers: self
+                .headers
+                .iter()
+                .filter(|(k, _)| k != header::DROPPED)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// `, value 5242880 bytes, key 12 bytes`: the sizes of what was dropped, if recorded.
+    pub fn dropped_sizes(&self) -> String {
+        [
+            ("value", header::ORIGINAL_VALUE_SIZE),
+            ("key", header::ORIGINAL_KEY_SIZE),
+        ]
+        .iter()
+        .filter_map(|(what, name)| Some(format!(", {what} {} bytes", self.header(name)?)))
+        .collect()
+    }
+
+    /// `topic[partition]@offset` of the original record.
+    pub fn source_line(&self) -> String {
+        format!(
+            "{}[{}]@{}",
+            self.original_topic().unwrap_or_else(|| "?".into()),
+            self.original_partition()
+                .map_or("?".into(), |p| p.to_string()),
+            self.original_offset().map_or("?".into(), |o| o.to_string())
+        )
+    }
+
     /// Its original partition.
     pub fn original_partition(&self) -> Option<i32> {
         self.number(header::ORIGINAL_PARTITION)
@@ -153,15 +206,11 @@ impl Letter {
     /// Summary for people: one line.
     pub fn summary_line(&self) -> String {
         format!(
-            "p{}@{} {} from {}[{}]@{} attempts {} at {}: {}",
+            "p{}@{} {} from {} attempts {} at {}: {}",
             self.partition,
             self.offset,
             self.error_kind(),
-            self.original_topic().unwrap_or_else(|| "?".into()),
-            self.original_partition()
-                .map_or("?".into(), |p| p.to_string()),
-            self.header(header::ORIGINAL_OFFSET)
-                .unwrap_or_else(|| "?".into()),
+            self.source_line(),
             self.header(header::ATTEMPTS).unwrap_or_else(|| "?".into()),
             self.failed_at_ms().map_or("?".into(), format_ms),
             self.header(header::ERROR_MESSAGE).unwrap_or_default()

@@ -9,6 +9,7 @@
 //! - [`cli`]: arguments, filters, help and examples.
 //! - [`letter`]: one dead letter and its context headers.
 //! - [`reader`]: reading a DLQ and moving its replay group.
+//! - [`handled`]: which letters are handled, letter by letter.
 //! - [`inspect`]: `ls`, `show`.
 //! - [`repair`]: `replay`, `purge`, `rewind`.
 //! - [`audit`]: the audit trail.
@@ -17,6 +18,7 @@
 pub mod audit;
 pub mod cli;
 pub mod error;
+pub mod handled;
 pub mod inspect;
 pub mod letter;
 pub mod reader;
@@ -26,7 +28,8 @@ use std::process::ExitCode;
 
 use cdc_topics::Family;
 
-use crate::audit::Audit;
+use tokio_util::sync::CancellationToken;
+
 use crate::cli::{Cli, Command, Target};
 use crate::error::{DlqError, exit};
 
@@ -52,7 +55,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, DlqError> {
     };
     let config = &cli.config;
     match &cli.command {
-        Command::Ls { family: name, json } => {
+        Command::Ls {
+            family: name,
+            by,
+            json,
+        } => {
             let families = match name {
                 Some(name) => vec![family(name)?],
                 None => cdc_topics::all()
@@ -61,7 +68,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, DlqError> {
                     .map(deployed)
                     .collect(),
             };
-            inspect::ls(config, &families, *json)?;
+            inspect::ls(config, &families, *by, *json)?;
         }
         Command::Show {
             filter,
@@ -74,7 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, DlqError> {
                 config,
                 &family(&filter.family)?,
                 filter,
-                *limit,
+                *limit as usize,
                 *all,
                 *payload,
                 *json,
@@ -87,17 +94,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode, DlqError> {
             direct,
             dry_run,
             rate,
-            audit_log,
+            max,
+            stop_after_failures,
+            timeout,
+            audit,
         } => {
-            let target = if *direct { Target::Direct } else { *to };
+            let options = repair::ReplayOptions {
+                target: if *direct { Target::Direct } else { *to },
+                dry_run: *dry_run,
+                rate: *rate,
+                max: *max,
+                stop_after_failures: *stop_after_failures,
+                timeout: *timeout,
+            };
+            let stop = stop_on_signals();
             let report = repair::replay(
                 config,
                 &family(&filter.family)?,
                 filter,
-                target,
-                *dry_run,
-                *rate,
-                &Audit::new(audit_log.clone()),
+                &options,
+                audit,
+                &stop,
             )
             .await?;
             if report.failed_again > 0 {
@@ -106,31 +123,45 @@ pub async fn run(cli: Cli) -> Result<ExitCode, DlqError> {
         }
         Command::Purge {
             filter,
+            max,
             yes,
-            audit_log,
+            audit,
         } => {
-            repair::purge(
-                config,
-                &family(&filter.family)?,
-                filter,
-                *yes,
-                &Audit::new(audit_log.clone()),
-            )?;
+            repair::purge(config, &family(&filter.family)?, filter, *max, *yes, audit).await?;
         }
         Command::Rewind {
             family: name,
             to,
             yes,
-            audit_log,
+            force,
+            audit,
         } => {
-            repair::rewind(
-                config,
-                &family(name)?,
-                *to,
-                *yes,
-                &Audit::new(audit_log.clone()),
-            )?;
+            repair::rewind(config, &family(name)?, *to, *yes, *force, audit).await?;
         }
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM: the command finishes the letters in hand,
+/// saves its progress and writes its audit outcome. A second signal exits at once.
+fn stop_on_signals() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop = CancellationToken::new();
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("warning: cannot catch SIGINT/SIGTERM; an interrupt stops at once");
+        return stop;
+    };
+    let token = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} }
+        eprintln!("stopping after the letters in hand (signal again to quit at once)");
+        token.cancel();
+        tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} }
+        eprintln!("quitting at once");
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+    stop
 }

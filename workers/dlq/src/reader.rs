@@ -1,9 +1,10 @@
 //! Reading a family's DLQ topic, partition by partition, and moving its replay group.
 //!
 //! The replay group (`Family::replay_group`) is never subscribed: the tool assigns partitions
-//! itself and commits explicitly, so its committed offsets mean exactly "handled up to here".
+//! itself and commits explicitly, so its committed offsets mean exactly "handled up to here";
+//! letters handled beyond that are in the handled topic (see [`crate::handled`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -11,7 +12,9 @@ use cdc_topics::Family;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::cli::Filter;
 use crate::error::DlqError;
+use crate::handled::{Handled, OffsetsByPartition};
 use crate::letter::Letter;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +29,8 @@ pub struct DlqReader {
     pub topic: String,
     /// Its partitions.
     pub partitions: Vec<i32>,
+    /// Its replication factor (the handled topic gets the same).
+    pub replication: i32,
 }
 
 impl DlqReader {
@@ -44,12 +49,17 @@ impl DlqReader {
                 brokers: config.kafka_brokers.clone(),
                 reason: e.to_string(),
             })?;
-        let partitions: Vec<i32> = metadata
+        let dlq = metadata
             .topics()
             .iter()
-            .filter(|t| t.name() == family.dlq && t.error().is_none())
+            .find(|t| t.name() == family.dlq && t.error().is_none());
+        let partitions: Vec<i32> = dlq
+            .into_iter()
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
+        let replication = dlq
+            .and_then(|t| t.partitions().first())
+            .map_or(1, |p| p.replicas().len().max(1) as i32);
         if partitions.is_empty() {
             return Err(DlqError::Usage(format!(
                 "DLQ topic {} does not exist (run `{} provision`)",
@@ -60,7 +70,46 @@ impl DlqReader {
             consumer,
             topic: family.dlq.clone(),
             partitions,
+            replication,
         })
+    }
+
+    /// Rejects a filter naming a partition or an offset the DLQ does not have.
+    pub fn check(&self, filter: &Filter) -> Result<(), DlqError> {
+        let Some(partition) = filter.partition else {
+            return Ok(());
+        };
+        if !self.partitions.contains(&partition) {
+            return Err(DlqError::Usage(format!(
+                "--partition {partition}: {} has partitions {}",
+                self.topic,
+                span(&self.partitions)
+            )));
+        }
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, TIMEOUT)
+            .map_err(|e| DlqError::Other(e.into()))?;
+        for (flag, offset) in [
+            ("--offset", filter.offset),
+            ("--from-offset", filter.from_offset),
+            ("--to-offset", filter.to_offset),
+        ] {
+            if let Some(offset) = offset
+                && !(low..high).contains(&offset)
+            {
+                return Err(DlqError::Usage(format!(
+                    "{flag} {offset}: {}[{partition}] holds offsets {}",
+                    self.topic,
+                    if low < high {
+                        format!("{low}..={}", high - 1)
+                    } else {
+                        "none (it is empty)".into()
+                    }
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Low and high watermarks per partition.
@@ -71,8 +120,9 @@ impl DlqReader {
             .collect()
     }
 
-    /// Per partition, the first record not yet handled (the replay group's committed offset,
-    /// else the partition's first record) and the end, as of now.
+    /// Per partition, where the replay group stands (its committed offset, else the partition's
+    /// first record) and the end, as of now. Letters in these ranges are pending unless the
+    /// handled topic lists them ([`DlqReader::read_pending`]).
     pub fn pending(&self) -> anyhow::Result<Ranges> {
         let mut tpl = TopicPartitionList::new();
         for &p in &self.partitions {
@@ -149,6 +199,16 @@ impl DlqReader {
         Ok(())
     }
 
+    /// Reads the letters of `ranges` that `handled` does not list, as [`DlqReader::read`].
+    pub fn read_pending(
+        &self,
+        ranges: &Ranges,
+        handled: &Handled,
+        mut visit: impl FnMut(Letter) -> bool,
+    ) -> anyhow::Result<()> {
+        self.read(ranges, |letter| handled.contains(&letter) || visit(letter))
+    }
+
     /// Commits the replay group at `offsets` (next record to handle, per partition).
     pub fn commit(&self, offsets: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
         if offsets.is_empty() {
@@ -164,46 +224,61 @@ impl DlqReader {
     }
 }
 
-/// Per-partition progress of an operation over pending records: the replay group may move only
-/// over a prefix of handled records, so a record the operation leaves alone stays pending.
-#[derive(Debug, Default)]
-pub struct Progress {
-    next: BTreeMap<i32, i64>,
-    blocked: BTreeMap<i32, i64>,
+/// `0..=2`, or the list when not contiguous.
+fn span(partitions: &[i32]) -> String {
+    match (partitions.first(), partitions.last()) {
+        (Some(first), Some(last)) if (last - first) as usize + 1 == partitions.len() => {
+            format!("{first}..={last}")
+        }
+        _ => format!("{partitions:?}"),
+    }
 }
 
-impl Progress {
-    /// Progress starting at the pending ranges' starts.
+/// The pending letters of an operation's ranges, as the operation handles them. The replay
+/// group may move to each partition's first letter still pending (or the range's end).
+#[derive(Debug, Default)]
+pub struct Pending {
+    ends: BTreeMap<i32, i64>,
+    offsets: OffsetsByPartition,
+}
+
+impl Pending {
+    /// No pending letter yet in `ranges`.
     pub fn new(ranges: &Ranges) -> Self {
         Self {
-            next: ranges.iter().map(|(&p, &(start, _))| (p, start)).collect(),
-            blocked: BTreeMap::new(),
+            ends: ranges.iter().map(|(&p, &(_, end))| (p, end)).collect(),
+            offsets: OffsetsByPartition::new(),
         }
     }
 
-    /// `letter` was handled (replayed, or purged). The group moves past it unless a record
-    /// before it was left alone.
-    pub fn handled(&mut self, letter: &Letter) {
-        let limit = self
-            .blocked
-            .get(&letter.partition)
-            .copied()
-            .unwrap_or(i64::MAX);
-        if letter.offset < limit {
-            let next = self.next.entry(letter.partition).or_insert(0);
-            *next = (*next).max(letter.offset + 1);
-        }
-    }
-
-    /// `letter` was left alone (filtered out): its partition's group stays before it.
-    pub fn left(&mut self, letter: &Letter) {
-        self.blocked
+    /// `letter` was read and is pending.
+    pub fn add(&mut self, letter: &Letter) {
+        self.offsets
             .entry(letter.partition)
-            .or_insert(letter.offset);
+            .or_default()
+            .insert(letter.offset);
     }
 
-    /// Where the replay group should be now.
-    pub fn offsets(&self) -> &BTreeMap<i32, i64> {
-        &self.next
+    /// `letter` is handled now.
+    pub fn handled(&mut self, letter: &Letter) {
+        if let Some(set) = self.offsets.get_mut(&letter.partition) {
+            set.remove(&letter.offset);
+        }
+    }
+
+    /// How many letters are still pending.
+    pub fn count(&self) -> usize {
+        self.offsets.values().map(BTreeSet::len).sum()
+    }
+
+    /// Per partition, the first letter still pending, else the end of the range read.
+    pub fn group_offsets(&self) -> BTreeMap<i32, i64> {
+        self.ends
+            .iter()
+            .map(|(&p, &end)| {
+                let first = self.offsets.get(&p).and_then(|set| set.first().copied());
+                (p, first.unwrap_or(end))
+            })
+            .collect()
     }
 }

@@ -130,7 +130,8 @@ where
     }
 }
 
-/// The `provision` subcommand: creates `family`'s topics and DLQ, one line per topic.
+/// The `provision` subcommand: creates `family`'s topics, DLQ and DLQ handled topic, one line
+/// per topic.
 pub async fn provision_and_report(
     config: &WorkerConfig,
     family: &cdc_topics::Family,
@@ -139,6 +140,9 @@ pub async fn provision_and_report(
     let kafka = kafka::base_config(config, "provision");
     for result in provision(&kafka, family, replication).await? {
         match result {
+            Provisioned::Created(t) if t == family.dlq_handled_topic() => {
+                println!("created {t} (1 partition, compacted)")
+            }
             Provisioned::Created(t) => println!("created {t} ({} partitions)", family.partitions),
             Provisioned::Existed(t) => println!("exists  {t}"),
         }

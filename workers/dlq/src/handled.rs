@@ -1,0 +1,199 @@
+//! Which dead letters are handled, letter by letter.
+//!
+//! A letter is handled once the tool replayed or purged it. Two records say so together:
+//! - the replay group's committed offset on each DLQ partition ([`Family::replay_group`]):
+//!   every letter before it is handled;
+//! - the family's handled topic ([`Family::dlq_handled_topic`], compacted, one partition, keyed
+//!   `<partition>@<offset>`): letters at or after that offset handled on their own (a filtered
+//!   replay, a purge of one letter).
+//!
+//! A letter is pending when neither says it is handled, so any letter can be replayed or purged
+//! whatever its neighbours, and none is handled twice. After an operation the group moves to each
+//! partition's first pending letter, and the handled records it moved past are deleted
+//! (tombstones): the topic only ever holds letters handled ahead of a pending one.
+//!
+//! Order of writes for each chunk of letters: the effect (re-produce or apply), then the handled
+//! records (acknowledged), then the group. An interrupt waits for the chunk in hand, so it
+//! repeats nothing; a crash between two writes repeats at most one chunk's effects, which the
+//! families' idempotent effects absorb.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Context;
+use cdc_topics::Family;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::letter::{Letter, millis};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Offsets per DLQ partition.
+pub type OffsetsByPartition = BTreeMap<i32, BTreeSet<i64>>;
+
+/// What became of a handled letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Re-applied or re-produced (a new failure is a new letter).
+    Replayed,
+    /// Skipped on purpose.
+    Purged,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Replayed => "replayed",
+            Outcome::Purged => "purged",
+        }
+    }
+}
+
+/// The handled topic of one family's DLQ: what it says, and a producer to add to it.
+pub struct Handled {
+    topic: String,
+    offsets: OffsetsByPartition,
+    producer: FutureProducer,
+}
+
+impl Handled {
+    /// Reads the handled topic whole. A missing topic (a DLQ nothing was handled in yet, on a
+    /// deployment provisioned before the topic existed) reads as empty.
+    pub fn load(config: &cdc_runtime::WorkerConfig, family: &Family) -> anyhow::Result<Self> {
+        let topic = family.dlq_handled_topic();
+        let consumer: BaseConsumer = cdc_runtime::kafka::base_config(config, "dlq-handled")
+            .set("group.id", family.replay_group())
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let mut offsets = OffsetsByPartition::new();
+        let exists = consumer
+            .fetch_metadata(Some(&topic), TIMEOUT)?
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if exists {
+            let (low, high) = consumer.fetch_watermarks(&topic, 0, TIMEOUT)?;
+            if low < high {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, 0, Offset::Offset(low))?;
+                consumer.assign(&tpl)?;
+                let mut next = low;
+                while next < high {
+                    let msg = consumer
+                        .poll(TIMEOUT)
+                        .with_context(|| format!("no record from {topic} for {TIMEOUT:?}; expected offsets {next}..{high}"))?
+                        .with_context(|| format!("reading {topic}"))?;
+                    next = msg.offset() + 1;
+                    let Some((partition, offset)) = msg.key().and_then(parse_key) else {
+                        continue;
+                    };
+                    if msg.payload().is_some() {
+                        offsets.entry(partition).or_default().insert(offset);
+                    } else if let Some(set) = offsets.get_mut(&partition) {
+                        set.remove(&offset);
+                    }
+                }
+                consumer.unassign()?;
+            }
+        }
+        let producer = cdc_runtime::kafka::base_config(config, "dlq-handled")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
+        Ok(Self {
+            topic,
+            offsets,
+            producer,
+        })
+    }
+
+    /// Whether `letter` was handled on its own, ahead of the replay group.
+    pub fn contains(&self, letter: &Letter) -> bool {
+        self.offsets
+            .get(&letter.partition)
+            .is_some_and(|set| set.contains(&letter.offset))
+    }
+
+    /// Records `letters` as handled with `outcome` by the operation `operation` (its audit id),
+    /// and waits until the broker acknowledges every record.
+    pub async fn mark(
+        &mut self,
+        letters: &[&Letter],
+        outcome: Outcome,
+        operation: &str,
+    ) -> anyhow::Result<()> {
+        let at = millis(std::time::SystemTime::now());
+        let value =
+            json!({"outcome": outcome.as_str(), "at": at, "operation": operation}).to_string();
+        for letter in letters {
+            self.send(&key(letter.partition, letter.offset), Some(&value))
+                .await?;
+        }
+        for letter in letters {
+            self.offsets
+                .entry(letter.partition)
+                .or_default()
+                .insert(letter.offset);
+        }
+        Ok(())
+    }
+
+    /// Deletes the records of letters before `starts` (per partition, where the replay group
+    /// now stands): the group says they are handled.
+    pub async fn forget_before(&mut self, starts: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
+        let mut covered = Vec::new();
+        for (&partition, &start) in starts {
+            if let Some(set) = self.offsets.get_mut(&partition) {
+                let kept = set.split_off(&start);
+                covered.extend(set.iter().map(|&offset| key(partition, offset)));
+                *set = kept;
+            }
+        }
+        for key in &covered {
+            self.send(key, None).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Handled {
+    /// Writes one record (`None`: a tombstone) and waits for its acknowledgement. One at a time:
+    /// tansu reports the high watermark of a partition whose last batch holds several records
+    /// as that batch's first offset + 1, and [`Handled::load`] reads up to the high watermark.
+    async fn send(&self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+        let mut record = FutureRecord::<str, str>::to(&self.topic).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record, TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| anyhow::anyhow!("writing {key} to {}: {e}", self.topic))
+    }
+}
+
+fn key(partition: i32, offset: i64) -> String {
+    format!("{partition}@{offset}")
+}
+
+fn parse_key(key: &[u8]) -> Option<(i32, i64)> {
+    let (partition, offset) = std::str::from_utf8(key).ok()?.split_once('@')?;
+    Some((partition.parse().ok()?, offset.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        assert_eq!(parse_key(key(3, 1_234).as_bytes()), Some((3, 1_234)));
+        assert_eq!(parse_key(b"3:1234"), None);
+    }
+}
