@@ -276,13 +276,16 @@ fn probe(ok: bool) -> (StatusCode, &'static str) {
 }
 
 /// Initialises logging: JSON lines (or text) on stderr, level from `RUST_LOG` (default `info`).
-/// Safe to call more than once; later calls do nothing.
+/// Text is coloured only on a terminal: a file or a pipe (`kubectl logs`, a log shipper) gets
+/// no escape codes. Safe to call more than once; later calls do nothing.
 pub fn init_tracing(format: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder
