@@ -22,6 +22,11 @@ offset is the first dead letter not yet handled; `ls` counts from there, `replay
 start there and move it only over records they handled, so an interrupted replay resumes
 where it stopped, and filtered-out records are never skipped implicitly.
 
+Connections: the workers' environment variables (KAFKA_BROKERS, KAFKA_TOPIC_PREFIX,
+KAFKA_GROUP_ID, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_CONFIG__*, REDIS_URI,
+REDIS_KEY_PREFIX, MYSQL_*, SCHEMA_REGISTRY_URL, LOG_FORMAT; see the README), set as in the
+family's Deployment. Their flags are accepted but not listed here.
+
 Exit codes: 0 ok, 1 failure, 2 usage, 3 some records failed again (back in the DLQ),
 4 broker unreachable, 5 refused (needs --yes, or the group has active members).";
 
@@ -32,9 +37,25 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Worker settings (brokers, Redis, MySQL, registry…), the same variables as the workers.
+    /// Worker settings (brokers, Redis, MySQL, registry…), the same variables as the workers;
+    /// hidden from `--help` ([`Cli::command_line`]).
     #[command(flatten)]
     pub config: cdc_runtime::WorkerConfig,
+}
+
+impl Cli {
+    /// The command line, its help limited to the tool's own flags: the worker settings are
+    /// what the family's Deployment already sets (environment), not what an on-call chooses,
+    /// and their thirty flags buried the dozen that matter. They stay accepted, unlisted.
+    pub fn command_line() -> clap::Command {
+        <Self as clap::CommandFactory>::command().mut_args(|arg| arg.hide(true))
+    }
+
+    /// Parses the process's arguments with [`Cli::command_line`]; exits on a usage error.
+    pub fn parse_args() -> Self {
+        let matches = Self::command_line().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// The subcommands.
