@@ -17,6 +17,7 @@
 //! - [`pipeline`]: one batch's path; also the replay entry point.
 //! - [`family`]: the [`Handler`] trait and what it receives.
 //! - [`decode`]: records → events, with the schema registry.
+//! - [`dependency`]: the services a worker talks to, named without credentials.
 //! - [`dead_letter`]: the DLQ producer and its headers.
 //! - [`kafka`]: librdkafka settings.
 //! - [`provision`]: topic creation from `topics/`.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod dependency;
 pub mod engine;
 pub mod error;
 pub mod family;
@@ -39,6 +41,7 @@ pub mod sink;
 pub mod worker;
 
 pub use config::WorkerConfig;
+pub use dependency::Dependency;
 pub use error::{ErrorClass, RuntimeError, Stage};
 pub use family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
 pub use worker::{Running, run, start};
