@@ -2,6 +2,7 @@
 //!
 //! The replay group (`Family::replay_group`) is never subscribed: the tool assigns partitions
 //! itself and commits explicitly, so its committed offsets mean exactly "handled up to here".
+//! What is pending is counted by `cdc_runtime::backlog`, as the workers' DLQ metrics count it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,8 +17,7 @@ use crate::letter::Letter;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `[start, end)` offsets per DLQ partition.
-pub type Ranges = BTreeMap<i32, (i64, i64)>;
+pub use cdc_runtime::backlog::Ranges;
 
 /// A family's DLQ, read through its replay group.
 pub struct DlqReader {
@@ -32,24 +32,14 @@ impl DlqReader {
     /// Connects with the workers' Kafka settings; fails with `BrokerUnreachable` if no broker
     /// answers, and names the topic if the DLQ does not exist.
     pub fn connect(config: &cdc_runtime::WorkerConfig, family: &Family) -> Result<Self, DlqError> {
-        let consumer: BaseConsumer = cdc_runtime::kafka::base_config(config, "dlq")
-            .set("group.id", family.replay_group())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .create()?;
-        let metadata = consumer
-            .fetch_metadata(Some(&family.dlq), Duration::from_secs(5))
-            .map_err(|e| DlqError::BrokerUnreachable {
-                brokers: config.kafka_brokers.clone(),
-                reason: e.to_string(),
-            })?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == family.dlq && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let consumer: BaseConsumer =
+            cdc_runtime::backlog::replay_group_config(config, family, "dlq").create()?;
+        let partitions =
+            cdc_runtime::backlog::partitions(&consumer, &family.dlq, Duration::from_secs(5))
+                .map_err(|e| DlqError::BrokerUnreachable {
+                    brokers: config.kafka_brokers.clone(),
+                    reason: e.to_string(),
+                })?;
         if partitions.is_empty() {
             return Err(DlqError::Usage(format!(
                 "DLQ topic {} does not exist (run `{} provision`)",
@@ -64,32 +54,22 @@ impl DlqReader {
     }
 
     /// Low and high watermarks per partition.
-    pub fn watermarks(&self) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-        self.partitions
-            .iter()
-            .map(|&p| Ok((p, self.consumer.fetch_watermarks(&self.topic, p, TIMEOUT)?)))
-            .collect()
+    pub fn watermarks(&self) -> anyhow::Result<Ranges> {
+        Ok(cdc_runtime::backlog::watermarks(
+            &self.consumer,
+            &self.topic,
+            &self.partitions,
+        )?)
     }
 
-    /// Per partition, the first record not yet handled (the replay group's committed offset,
-    /// else the partition's first record) and the end, as of now.
+    /// Per partition, the first record not yet handled and the end, as of now
+    /// ([`cdc_runtime::backlog::pending`]).
     pub fn pending(&self) -> anyhow::Result<Ranges> {
-        let mut tpl = TopicPartitionList::new();
-        for &p in &self.partitions {
-            tpl.add_partition(&self.topic, p);
-        }
-        let committed = self.consumer.committed_offsets(tpl, TIMEOUT)?;
-        let marks = self.watermarks()?;
-        Ok(marks
-            .into_iter()
-            .map(|(p, (low, high))| {
-                let start = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o.max(low),
-                    _ => low,
-                };
-                (p, (start, high))
-            })
-            .collect())
+        Ok(cdc_runtime::backlog::pending(
+            &self.consumer,
+            &self.topic,
+            &self.partitions,
+        )?)
     }
 
     /// Every record of the DLQ, handled ones included.

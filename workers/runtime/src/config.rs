@@ -129,6 +129,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// How often the DLQ's pending letters are counted for `cdc_dlq_pending` and
+    /// `cdc_dlq_oldest_pending_age_seconds` (off the consumption path).
+    #[arg(long, env = "DLQ_METRICS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub dlq_metrics_interval: Duration,
+
     /// Log format: `json` (production) or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
@@ -269,6 +274,9 @@ impl WorkerConfig {
         if self.commit_interval.is_zero() {
             return Err(invalid("COMMIT_INTERVAL", "must be > 0"));
         }
+        if self.dlq_metrics_interval.is_zero() {
+            return Err(invalid("DLQ_METRICS_INTERVAL", "must be > 0"));
+        }
         if family.encoding == cdc_topics::Encoding::Avro && self.schema_registry_url.is_none() {
             return Err(invalid(
                 "SCHEMA_REGISTRY_URL",
@@ -375,6 +383,7 @@ impl WorkerConfig {
             format!("prefetch_budget = {} KiB", self.prefetch_budget >> 10),
             format!("commit_interval = {:?}", self.commit_interval),
             format!("drain_timeout = {:?}", self.drain_timeout),
+            format!("dlq_metrics_interval = {:?}", self.dlq_metrics_interval),
             format!("log_payloads = {}", self.log_payloads),
         ]);
         lines.join("\n")

@@ -57,6 +57,12 @@ pub mod metric {
     pub const REBALANCES: &str = "cdc_rebalances_total";
     /// Counter `{family, result}`: offset commits (ok, error).
     pub const COMMITS: &str = "cdc_commits_total";
+    /// Gauge `{family, partition}`: dead letters of the family's DLQ partition not yet handled
+    /// by its replay group (what `dlq ls` counts), every `DLQ_METRICS_INTERVAL`.
+    pub const DLQ_PENDING: &str = "cdc_dlq_pending";
+    /// Gauge `{family, partition}`: seconds since the first pending dead letter of the DLQ
+    /// partition was produced (0: none pending), every `DLQ_METRICS_INTERVAL`.
+    pub const DLQ_OLDEST_PENDING_AGE_SECONDS: &str = "cdc_dlq_oldest_pending_age_seconds";
 }
 
 /// Liveness and readiness of one worker.
