@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cdc_topics::Family;
 use metrics::gauge;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog;
@@ -58,6 +59,9 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut topics = tokio::time::interval(TOPICS_INTERVAL);
         let mut dlq = tokio::time::interval(dlq_interval);
+        // A look that took long is not made up for with a burst of them.
+        topics.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        dlq.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let look: fn(&Watcher) = tokio::select! {
                 () = shutdown.cancelled() => return,
