@@ -93,7 +93,7 @@ for case in "${cases[@]}"; do
         cat "$OUT/$name.validate" >>"$log"
         note_failure "$name" "kubernetes-validate --strict -k $KUBE_VERSION"; continue
     fi
-    if grep -v "Couldn't find schema for kind \(ScaledObject\|TriggerAuthentication\|ServiceMonitor\) " \
+    if grep -v "Couldn't find schema for kind \(ScaledObject\|TriggerAuthentication\|ServiceMonitor\|PrometheusRule\) " \
         "$OUT/$name.validate" | grep -q .; then
         cat "$OUT/$name.validate" >>"$log"
         note_failure "$name" "kubernetes-validate reported problems"; continue

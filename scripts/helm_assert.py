@@ -26,7 +26,13 @@ KNOWN_METRICS = {
     "cdc_messages_total", "cdc_skipped_total", "cdc_batch_size", "cdc_batch_duration_seconds",
     "cdc_apply_duration_seconds", "cdc_event_age_seconds", "cdc_consumer_lag", "cdc_retries_total",
     "cdc_errors_total", "cdc_paused_partitions", "cdc_active_partitions", "cdc_rebalances_total",
-    "cdc_commits_total",
+    "cdc_commits_total", "cdc_dlq_pending", "cdc_dlq_oldest_pending_age_seconds",
+}
+# The PrometheusRule's alerts (metrics.prometheusRule), each on one DLQ metric, with the value
+# of metrics.prometheusRule holding its threshold.
+DLQ_ALERTS = {
+    "CdcDeadLettersPending": ("cdc_dlq_pending", ("dlqPending", "threshold")),
+    "CdcDeadLetterWaitingLong": ("cdc_dlq_oldest_pending_age_seconds", ("dlqOldestPendingAgeSeconds",)),
 }
 # What the dashboard must show: throughput, lag, event age, retries, DLQ.
 DASHBOARD_MUST = {
@@ -359,6 +365,45 @@ def main() -> int:
             fail(f"ServiceMonitor {sm['metadata']['name']}: no endpoint on port metrics, /metrics")
     if ((values.get("metrics") or {}).get("serviceMonitor") or {}).get("enabled") and svc_on and not by_kind.get("ServiceMonitor"):
         fail("metrics.serviceMonitor.enabled but no ServiceMonitor rendered")
+
+    # --- PrometheusRule: the DLQ alerts, only when asked for ---------------------------------
+    rule_values = (values.get("metrics") or {}).get("prometheusRule") or {}
+    rule_objects = by_kind.get("PrometheusRule", [])
+    if not rule_values.get("enabled"):
+        if rule_objects:
+            fail("a PrometheusRule is rendered although metrics.prometheusRule is off")
+    elif len(rule_objects) != 1:
+        fail(f"metrics.prometheusRule.enabled: expected one PrometheusRule, got {len(rule_objects)}")
+    for obj in rule_objects:
+        where = f"PrometheusRule {obj['metadata']['name']}"
+        labels = obj["metadata"].get("labels", {})
+        for k, v in (rule_values.get("labels") or {}).items():
+            if labels.get(k) != str(v):
+                fail(f"{where}: lacks the label {k}={v} (the Prometheus ruleSelector's)")
+        rules = {r.get("alert"): r for g in obj["spec"].get("groups", []) for r in g.get("rules", [])}
+        for alert, (metric, threshold_path) in DLQ_ALERTS.items():
+            rule = rules.get(alert)
+            if rule is None:
+                fail(f"{where}: no alert {alert}")
+                continue
+            expr = rule.get("expr", "")
+            used = set(re.findall(r"\bcdc_[a-z_]+", expr))
+            if used != {metric}:
+                fail(f"{where}: {alert} uses {sorted(used)}, expected {metric}")
+            if not re.search(r"max by \([^)]*\bfamily\b[^)]*\bpartition\b[^)]*\)", expr):
+                fail(f"{where}: {alert} is not the max by family and partition (every replica exports it): {expr}")
+            threshold = rule_values
+            for key in threshold_path:
+                threshold = (threshold or {}).get(key)
+            if not expr.rstrip().endswith(f"> {threshold}"):
+                fail(f"{where}: {alert} does not compare with {'.'.join(threshold_path)} = {threshold}: {expr}")
+            if (rule.get("labels") or {}).get("severity") != rule_values.get("severity"):
+                fail(f"{where}: {alert} severity is not metrics.prometheusRule.severity")
+            if not rule.get("for") or not (rule.get("annotations") or {}).get("summary"):
+                fail(f"{where}: {alert} has no `for` or no summary")
+        pending_for = (rule_values.get("dlqPending") or {}).get("for")
+        if "CdcDeadLettersPending" in rules and rules["CdcDeadLettersPending"].get("for") != pending_for:
+            fail(f"{where}: CdcDeadLettersPending `for` is not metrics.prometheusRule.dlqPending.for ({pending_for})")
 
     # --- DLQ replay Job: only when asked for ------------------------------------------------
     replay = values.get("dlqReplay") or {}

@@ -13,7 +13,8 @@ use cdc_topics::Family;
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::process::{
-    DlqLane, KillOnDrop, PrivateRegistry, dlq_command, dlq_output, signal, wait_exit,
+    DlqLane, KillOnDrop, PrivateRegistry, dlq_command, dlq_output, free_port, signal, wait_exit,
+    worker_binary,
 };
 use fleet_harness::{
     Out, committed, end_offsets, keys_under, manual_consumer, produce, producer,
@@ -720,4 +721,53 @@ async fn replay_to_origin_feeds_the_running_worker() {
             );
         }
     }
+}
+
+/// `dlq --help` and every subcommand's help list the tool's own flags, not the worker settings
+/// (brokers, Redis, MySQL, prefetch…); those still work, from the environment or as unlisted
+/// flags.
+#[test]
+fn help_lists_only_the_tools_own_flags() {
+    let dlq = |args: &[&str]| {
+        Command::new(worker_binary("dlq").expect("dlq binary"))
+            .args(args)
+            .env_remove("KAFKA_BROKERS")
+            .output()
+            .expect("run dlq")
+    };
+    let help = |args: &[&str]| {
+        let out = dlq(args);
+        assert_eq!(out.status.code(), Some(0), "dlq {args:?}");
+        stdout(&out)
+    };
+    let top = help(&["--help"]);
+    assert!(
+        top.contains("replay") && top.contains("KAFKA_BROKERS") && top.contains("REDIS_URI"),
+        "{top}"
+    );
+    assert!(help(&["replay", "--help"]).contains("--dry-run"));
+    for command in ["ls", "show", "replay", "purge", "rewind"] {
+        let text = help(&[command, "--help"]);
+        for worker_flag in [
+            "--kafka-brokers",
+            "--redis-uri",
+            "--mysql-pass",
+            "--prefetch-budget",
+            "--drain-timeout",
+        ] {
+            assert!(
+                !text.contains(worker_flag) && !top.contains(worker_flag),
+                "dlq {command} --help lists {worker_flag}:\n{text}"
+            );
+        }
+    }
+
+    let nowhere = format!("127.0.0.1:{}", free_port().expect("port"));
+    let out = dlq(&["--kafka-brokers", &nowhere, "ls", "--family", FAMILY]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "broker unreachable: {stderr}");
+    assert!(
+        stderr.contains(&nowhere),
+        "the hidden flag was used: {stderr}"
+    );
 }

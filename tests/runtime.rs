@@ -8,22 +8,31 @@
 //! - A revoked partition's lag series leaves `/metrics`; a revocation while retrying leaves
 //!   the worker ready once the dependency is back.
 //! - `/metrics`, `/healthz`, `/readyz` after a run.
+//! - `/readyz` says why a worker is not ready: its topics do not exist, a partition waits on a
+//!   named dependency (whose log lines carry it, topic, partition and offset, never a password).
+//! - Dead letters pending per DLQ partition, and the oldest one's age, in `/metrics`.
+//! - An invalid Kafka setting stops the worker naming its variable; text logs off a terminal
+//!   carry no colour codes.
 //!
 //! The fault scenarios (kill -9, Redis/MariaDB/broker outages, poison, rebalances, duplicates)
 //! are the reliability suite: `reliability.rs` and `reliability_broker.rs`.
 
 use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cache_invalidation::{CacheInvalidation, FAMILY};
 use cdc_topics::Family;
 use fleet_harness::bulk::fill;
 use fleet_harness::events::{MemberUpdates, member_key};
-use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_command};
+use fleet_harness::process::{
+    KillOnDrop, LogFile, PrivateRedis, free_port, signal, wait_exit, worker_command,
+};
 use fleet_harness::scenario::wait_for;
 use fleet_harness::{
-    Out, client_config, committed, end_offsets, existing, http_get, produce, producer,
-    provisioned_family, redis_uri, seed_keys, unique, wait_drained, worker_config,
+    Out, client_config, committed, end_offsets, existing, family, http_get, http_response, produce,
+    producer, provision, provisioned_family, read_all, redis_uri, seed_keys, unique, wait_drained,
+    worker_config,
 };
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -39,13 +48,24 @@ struct Setup {
     events: MemberUpdates,
 }
 
+/// A scenario's names, its topics created.
 async fn setup(name: &str) -> Setup {
-    cdc_runtime::observe::init_tracing("text");
     let topic_prefix = format!("{}.", unique(&format!("it.rt.{name}")));
-    let mut family = provisioned_family(FAMILY, &topic_prefix)
+    let family = provisioned_family(FAMILY, &topic_prefix)
         .await
         .expect("provision");
-    // Only the members topic: its three partitions are what the group splits.
+    names(name, family)
+}
+
+/// A scenario's names, its topics not created.
+fn unprovisioned(name: &str) -> Setup {
+    let topic_prefix = format!("{}.", unique(&format!("it.rt.{name}")));
+    names(name, family(FAMILY, &topic_prefix).expect("family"))
+}
+
+/// A scenario of `family`'s members topic alone: its three partitions are what the group splits.
+fn names(name: &str, mut family: Family) -> Setup {
+    cdc_runtime::observe::init_tracing("text");
     family.topics.retain(|t| t.ends_with(".chii_members"));
     let topic = family
         .topics
@@ -120,18 +140,24 @@ impl Setup {
 
     /// The real binary as a child process.
     fn spawn(&self, extra_env: &[(&str, &str)]) -> KillOnDrop {
+        let mut cmd = self.command(&redis_uri(), extra_env);
+        KillOnDrop(cmd.spawn().expect("spawn worker"))
+    }
+
+    /// The real binary's command, on the Redis at `redis`, with `extra_env`.
+    fn command(&self, redis: &str, extra_env: &[(&str, &str)]) -> Command {
         let mut cmd = worker_command(
             FAMILY,
             &self.topic_prefix(),
             &self.group,
-            &redis_uri(),
+            redis,
             &self.key_prefix,
         )
         .expect("worker binary");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        KillOnDrop(cmd.spawn().expect("spawn worker"))
+        cmd
     }
 
     async fn drained(&self) {
@@ -372,11 +398,7 @@ async fn metrics_and_probes_after_a_run() {
     let s = setup("metrics").await;
     s.seed(1..=50).await;
     let mut records = s.events.events(1..=50);
-    records.push(Out {
-        key: Some(br#"{"uid":1}"#.to_vec()),
-        value: Some(b"not json".to_vec()),
-        ..Out::default()
-    });
+    records.push(poison());
     s.produce(&records).await;
     let (running, shutdown) = s
         .start(
@@ -433,6 +455,190 @@ async fn metrics_and_probes_after_a_run() {
     );
     shutdown.cancel();
     running.wait().await.expect("shutdown");
+}
+
+/// A worker subscribed to topics that do not exist consumes nothing: `/readyz` says so, naming
+/// them, until they are created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_is_not_ready_while_its_topics_do_not_exist() {
+    let s = unprovisioned("missing-topics");
+    // librdkafka looks for a missing topic again on its metadata refresh (5 min by default).
+    let refresh = ["--kafka-config", "topic.metadata.refresh.interval.ms=1000"];
+    let (running, shutdown) = s.start(&refresh, &redis_uri()).await;
+    let readyz = format!("http://{}/readyz", running.http_addr);
+    let missing = format!("not ready: topic {} does not exist\n", s.topic);
+    wait_for(
+        "/readyz naming the missing topic",
+        Duration::from_secs(30),
+        async || {
+            http_response(&readyz)
+                .await
+                .is_ok_and(|(status, body)| status == 503 && body.contains(&missing))
+        },
+    )
+    .await;
+    provision(&s.family).await.expect("provision");
+    wait_for(
+        "ready once the topic exists",
+        Duration::from_secs(60),
+        async || {
+            http_response(&readyz)
+                .await
+                .is_ok_and(|(status, body)| status == 200 && body == "ok\n")
+        },
+    )
+    .await;
+    shutdown.cancel();
+    running.wait().await.expect("shutdown");
+}
+
+/// Redis refusing connections: the partition waits; `/readyz` names the partition, its offset
+/// and the Redis, and each failure's JSON log line carries the dependency, its address, topic,
+/// partition and offset — never the password of `REDIS_URI`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_partition_names_its_dependency_without_credentials() {
+    const PASSWORD: &str = "hunter2-not-logged";
+    let s = setup("paused-reason").await;
+    let port = free_port().expect("port");
+    let log = LogFile::new("it.rt.paused-reason").expect("log file");
+    let mut cmd = s.command(
+        &format!("redis://cdc:{PASSWORD}@127.0.0.1:{port}/0"),
+        &[("LOG_FORMAT", "json")],
+    );
+    cmd.stderr(log.stdio().expect("log file"));
+    let _worker = KillOnDrop(cmd.spawn().expect("spawn worker"));
+    let landed = s
+        .produce(&[Out {
+            partition: Some(1),
+            ..s.events.slim_event(1, 1)
+        }])
+        .await;
+    let (partition, offset) = landed[0];
+
+    let failure = log
+        .wait_for_message(
+            "transient failure; partition paused",
+            Duration::from_secs(60),
+        )
+        .await;
+    let address = format!("127.0.0.1:{port}");
+    assert_eq!(failure["dependency"], "redis", "{failure}");
+    assert_eq!(failure["address"], address.as_str(), "{failure}");
+    assert_eq!(failure["topic"], s.topic.as_str(), "{failure}");
+    assert_eq!(failure["partition"], partition, "{failure}");
+    assert_eq!(failure["offset"], offset, "{failure}");
+
+    let started = log
+        .wait_for_message("worker started", Duration::from_secs(10))
+        .await;
+    let http_addr = started["http_addr"].as_str().expect("http_addr logged");
+    let (status, body) = http_response(&format!("http://{http_addr}/readyz"))
+        .await
+        .expect("readyz");
+    let paused = format!(
+        "not ready: partition {}[{partition}] paused at offset {offset}: ",
+        s.topic
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with(&paused) && l.contains(&format!("redis {address}"))),
+        "{body}"
+    );
+    let logged = log.text();
+    assert!(
+        !logged.contains(PASSWORD) && !body.contains(PASSWORD),
+        "the Redis password leaked:\n{logged}\n{body}"
+    );
+}
+
+/// A Kafka setting librdkafka refuses stops the worker at start, naming the variable and value.
+#[test]
+fn invalid_kafka_settings_stop_the_worker_naming_the_variable() {
+    for (variable, value) in [
+        ("KAFKA_CONFIG__FETCH_WAIT_MAX_MS", "abc"),
+        ("KAFKA_SECURITY_PROTOCOL", "bogus"),
+    ] {
+        let out = worker_command(FAMILY, "it.rt.invalid.", "it.rt.invalid", &redis_uri(), "")
+            .expect("worker binary")
+            .env(variable, value)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run worker");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("error: invalid setting {variable}={value}: ")),
+            "{stderr}"
+        );
+    }
+}
+
+/// `LOG_FORMAT=text` into a file (as into a pipe): no terminal colour codes, warnings included.
+#[tokio::test(flavor = "multi_thread")]
+async fn text_logs_off_a_terminal_carry_no_escape_codes() {
+    let s = setup("text-logs").await;
+    let log = LogFile::new("it.rt.text-logs").expect("log file");
+    let mut cmd = s.command(&redis_uri(), &[("LOG_FORMAT", "text")]);
+    cmd.stderr(log.stdio().expect("log file"));
+    let _worker = KillOnDrop(cmd.spawn().expect("spawn worker"));
+    s.produce(&[poison()]).await;
+    wait_for(
+        "the dead letter logged",
+        Duration::from_secs(60),
+        async || log.text().contains("dead-lettering record"),
+    )
+    .await;
+    let logged = log.text();
+    assert!(
+        logged.contains(" WARN ") && !logged.contains('\x1b'),
+        "{logged:?}"
+    );
+}
+
+/// A dead letter counts as pending on its DLQ partition in `/metrics`, with the age of the
+/// oldest pending letter, until the `dlq` tool handles it.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_pending_are_exported_per_dlq_partition() {
+    let s = setup("dlq-depth").await;
+    s.produce(&[poison()]).await;
+    let (running, shutdown) = s
+        .start(&["--dlq-metrics-interval", "200ms"], &redis_uri())
+        .await;
+    let metrics = format!("http://{}/metrics", running.http_addr);
+    let labels = |p: i32| format!(r#"family="{FAMILY}",partition="{p}""#);
+    let mut pending_on = None;
+    wait_for(
+        "one dead letter pending, with its age",
+        Duration::from_secs(60),
+        async || {
+            let text = http_get(&metrics).await.unwrap_or_default();
+            pending_on = (0..s.family.partitions).find(|&p| {
+                metric_value(&text, "cdc_dlq_pending", &labels(p)) == 1.0
+                    && metric_value(&text, "cdc_dlq_oldest_pending_age_seconds", &labels(p)) > 0.0
+            });
+            pending_on.is_some()
+                && metric_value(&text, "cdc_dlq_pending", &format!(r#"family="{FAMILY}""#)) == 1.0
+        },
+    )
+    .await;
+    let letters = read_all(&s.family.dlq, s.family.partitions).expect("dlq");
+    assert_eq!(
+        letters.iter().map(|l| l.partition).collect::<Vec<_>>(),
+        Vec::from_iter(pending_on),
+        "the letter is where the metric counts it"
+    );
+    shutdown.cancel();
+    running.wait().await.expect("shutdown");
+}
+
+/// A record no decoder accepts: dead-lettered.
+fn poison() -> Out {
+    Out {
+        key: Some(br#"{"uid":1}"#.to_vec()),
+        value: Some(b"not json".to_vec()),
+        ..Out::default()
+    }
 }
 
 /// Sum of the samples of `name` whose labels contain `labels`.

@@ -425,12 +425,23 @@ pub async fn provisioned_family(
     name: &str,
     topic_prefix: &str,
 ) -> anyhow::Result<cdc_topics::Family> {
-    require_broker().await?;
-    let family = cdc_topics::by_name(name)?
-        .with_context(|| format!("no family {name}"))?
-        .with_topic_prefix(topic_prefix);
-    cdc_runtime::provision::provision(&client_config(), &family, 1).await?;
+    let family = family(name, topic_prefix)?;
+    provision(&family).await?;
     Ok(family)
+}
+
+/// The family `name` from `topics/`, with every topic under `topic_prefix` (not created).
+pub fn family(name: &str, topic_prefix: &str) -> anyhow::Result<cdc_topics::Family> {
+    Ok(cdc_topics::by_name(name)?
+        .with_context(|| format!("no family {name}"))?
+        .with_topic_prefix(topic_prefix))
+}
+
+/// Creates `family`'s topics and DLQ.
+pub async fn provision(family: &cdc_topics::Family) -> anyhow::Result<()> {
+    require_broker().await?;
+    cdc_runtime::provision::provision(&client_config(), family, 1).await?;
+    Ok(())
 }
 
 /// A record read back from a topic.
@@ -500,6 +511,11 @@ pub fn read_all(topic: &str, partitions: i32) -> anyhow::Result<Vec<Consumed>> {
 
 /// `GET url` over plain HTTP/1.0; the body.
 pub async fn http_get(url: &str) -> anyhow::Result<String> {
+    Ok(http_response(url).await?.1)
+}
+
+/// `GET url` over plain HTTP/1.0; the status code and the body.
+pub async fn http_response(url: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").context("http URL")?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -509,9 +525,15 @@ pub async fn http_get(url: &str) -> anyhow::Result<String> {
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    Ok(response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map_or(response.clone(), |(_, body)| body.to_owned()))
+        .unwrap_or((response.as_str(), ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no status line in {head:?}"))?;
+    Ok((status, body.to_owned()))
 }
 
 /// Which of `keys` (after `prefix`) exist, without scanning the keyspace.

@@ -93,6 +93,72 @@ pub fn dlq_output(mut cmd: Command, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// A process's output captured in a file of its own, read back while it grows: tests that
+/// check what a worker logs (fields, what must never be there) give it this as stderr.
+pub struct LogFile {
+    path: PathBuf,
+}
+
+impl LogFile {
+    /// An empty file in the temporary directory, removed when dropped.
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("{}.log", crate::unique(name)));
+        std::fs::File::create(&path)?;
+        Ok(Self { path })
+    }
+
+    /// The file as a child's stdout or stderr (appended to).
+    pub fn stdio(&self) -> anyhow::Result<Stdio> {
+        Ok(std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)?
+            .into())
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        std::fs::read(&self.path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The JSON log lines written so far (`LOG_FORMAT=json`), other lines left out.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits up to `within` for a JSON log line whose `message` is `message`; the first.
+    pub async fn wait_for_message(&self, message: &str, within: Duration) -> serde_json::Value {
+        let mut found = None;
+        crate::scenario::wait_for(&format!("log line {message:?}"), within, async || {
+            found = self
+                .json_lines()
+                .into_iter()
+                .find(|line| line["message"] == message);
+            found.is_some()
+        })
+        .await;
+        found.unwrap_or_default()
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A local port nothing listens on (bound, then released): for a server of the test's own, or
+/// a dependency that refuses connections.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Sends `signal` (e.g. "TERM", "KILL") to `child`.
 pub fn signal(child: &Child, signal: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
@@ -134,9 +200,7 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts one on a free port.
     pub async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let dir = std::env::temp_dir().join(format!("cdc-redis-{port}"));
         std::fs::create_dir_all(&dir)?;
         let mut redis = Self {
@@ -227,9 +291,7 @@ pub struct PrivateRegistry {
 impl PrivateRegistry {
     /// Starts one serving the schemas of `fixtures/debezium/registry.json`, or none.
     pub async fn start(with_schemas: bool) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let child = Self::spawn(port, with_schemas).await?;
         Ok(Self { port, child })
     }

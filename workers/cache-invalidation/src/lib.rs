@@ -17,7 +17,7 @@ pub mod tables;
 
 use std::collections::BTreeSet;
 
-use cdc_runtime::{Event, Handler, HandlerError, Outcome, Record, sink};
+use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, sink};
 use cdc_schemas::{ChangeEvent, Columns, Op, Row, RowChange, Value};
 use redis::aio::ConnectionManager;
 
@@ -98,14 +98,21 @@ fn id_from_rows(change: &RowChange, column: &str) -> Option<u64> {
 /// The family's handler.
 pub struct CacheInvalidation {
     redis: ConnectionManager,
+    /// Where `redis` points, named in its failures.
+    redis_at: Dependency,
     key_prefix: String,
 }
 
 impl CacheInvalidation {
-    /// A handler deleting keys (after `key_prefix`) through `redis`.
-    pub fn new(redis: ConnectionManager, key_prefix: impl Into<String>) -> Self {
+    /// A handler deleting keys (after `key_prefix`) through `redis`, which is `redis_at`.
+    pub fn new(
+        redis: ConnectionManager,
+        redis_at: Dependency,
+        key_prefix: impl Into<String>,
+    ) -> Self {
         Self {
             redis,
+            redis_at,
             key_prefix: key_prefix.into(),
         }
     }
@@ -114,6 +121,7 @@ impl CacheInvalidation {
     pub async fn connect(config: cdc_runtime::WorkerConfig) -> anyhow::Result<Self> {
         Ok(Self::new(
             sink::redis(&config.redis_uri)?,
+            Dependency::redis(&config.redis_uri),
             config.redis_key_prefix,
         ))
     }
@@ -157,7 +165,7 @@ impl Handler for CacheInvalidation {
             let mut redis = self.redis.clone();
             pipe.query_async::<()>(&mut redis)
                 .await
-                .map_err(sink::redis_error)?;
+                .map_err(|e| sink::redis_error(e).at(&self.redis_at))?;
         }
         Ok(outcomes)
     }

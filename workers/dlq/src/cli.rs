@@ -33,6 +33,11 @@ and their outcome after, and refuse to start if the trail cannot be written.
 Times: RFC 3339 with any UTC offset (2026-11-23T04:00:00Z, 2026-11-23T12:00:00+08:00), epoch
 milliseconds (as `show --json` prints them), or an age (2h, 30m).
 
+Connections: the workers' environment variables (KAFKA_BROKERS, KAFKA_TOPIC_PREFIX,
+KAFKA_GROUP_ID, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_CONFIG__*, REDIS_URI,
+REDIS_KEY_PREFIX, MYSQL_*, SCHEMA_REGISTRY_URL, LOG_FORMAT; see the README), set as in the
+family's Deployment. Their flags are accepted but not listed here.
+
 Exit codes: 0 ok, 1 failure, 2 usage, 3 some letters failed again (back in the DLQ),
 4 broker unreachable, 5 refused (needs --yes or --force, the group has active members, or the
 audit trail is not writable), 6 a dependency stayed unavailable past --timeout,
@@ -45,9 +50,25 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Worker settings (brokers, Redis, MySQL, registry…), the same variables as the workers.
+    /// Worker settings (brokers, Redis, MySQL, registry…), the same variables as the workers;
+    /// hidden from `--help` ([`Cli::command_line`]).
     #[command(flatten)]
     pub config: cdc_runtime::WorkerConfig,
+}
+
+impl Cli {
+    /// The command line, its help limited to the tool's own flags: the worker settings are
+    /// what the family's Deployment already sets (environment), not what an on-call chooses,
+    /// and their thirty flags buried the dozen that matter. They stay accepted, unlisted.
+    pub fn command_line() -> clap::Command {
+        <Self as clap::CommandFactory>::command().mut_args(|arg| arg.hide(true))
+    }
+
+    /// Parses the process's arguments with [`Cli::command_line`]; exits on a usage error.
+    pub fn parse_args() -> Self {
+        let matches = Self::command_line().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// The subcommands.

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = dlq::cli::Cli::parse();
+    let cli = dlq::cli::Cli::parse_args();
     cdc_runtime::observe::init_tracing(if cli.config.log_format == "json" {
         "json"
     } else {

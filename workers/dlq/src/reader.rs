@@ -2,7 +2,8 @@
 //!
 //! The replay group (`Family::replay_group`) is never subscribed: the tool assigns partitions
 //! itself and commits explicitly, so its committed offsets mean exactly "handled up to here";
-//! letters handled beyond that are in the handled topic (see [`crate::handled`]).
+//! letters handled beyond that are in the handled topic (see [`crate::handled`]). Where the
+//! group stands is read by `cdc_runtime::backlog`, as the workers' DLQ metrics read it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -19,8 +20,7 @@ use crate::letter::Letter;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `[start, end)` offsets per DLQ partition.
-pub type Ranges = BTreeMap<i32, (i64, i64)>;
+pub use cdc_runtime::backlog::Ranges;
 
 /// A family's DLQ, read through its replay group.
 pub struct DlqReader {
@@ -37,29 +37,22 @@ impl DlqReader {
     /// Connects with the workers' Kafka settings; fails with `BrokerUnreachable` if no broker
     /// answers, and names the topic if the DLQ does not exist.
     pub fn connect(config: &cdc_runtime::WorkerConfig, family: &Family) -> Result<Self, DlqError> {
-        let consumer: BaseConsumer = cdc_runtime::kafka::base_config(config, "dlq")
-            .set("group.id", family.replay_group())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .create()?;
-        let metadata = consumer
+        let consumer: BaseConsumer =
+            cdc_runtime::backlog::replay_group_config(config, family, "dlq").create()?;
+        let partitions =
+            cdc_runtime::backlog::partitions(&consumer, &family.dlq, Duration::from_secs(5))
+                .map_err(|e| DlqError::BrokerUnreachable {
+                    brokers: config.kafka_brokers.clone(),
+                    reason: e.to_string(),
+                })?;
+        let replication = consumer
             .fetch_metadata(Some(&family.dlq), Duration::from_secs(5))
-            .map_err(|e| DlqError::BrokerUnreachable {
-                brokers: config.kafka_brokers.clone(),
-                reason: e.to_string(),
-            })?;
-        let dlq = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == family.dlq && t.error().is_none());
-        let partitions: Vec<i32> = dlq
-            .into_iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let replication = dlq
-            .and_then(|t| t.partitions().first())
-            .map_or(1, |p| p.replicas().len().max(1) as i32);
+            .ok()
+            .and_then(|m| {
+                let t = m.topics().first()?;
+                Some(t.partitions().first()?.replicas().len().max(1) as i32)
+            })
+            .unwrap_or(1);
         if partitions.is_empty() {
             return Err(DlqError::Usage(format!(
                 "DLQ topic {} does not exist (run `{} provision`)",
@@ -113,33 +106,23 @@ impl DlqReader {
     }
 
     /// Low and high watermarks per partition.
-    pub fn watermarks(&self) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
-        self.partitions
-            .iter()
-            .map(|&p| Ok((p, self.consumer.fetch_watermarks(&self.topic, p, TIMEOUT)?)))
-            .collect()
+    pub fn watermarks(&self) -> anyhow::Result<Ranges> {
+        Ok(cdc_runtime::backlog::watermarks(
+            &self.consumer,
+            &self.topic,
+            &self.partitions,
+        )?)
     }
 
     /// Per partition, where the replay group stands (its committed offset, else the partition's
     /// first record) and the end, as of now. Letters in these ranges are pending unless the
     /// handled topic lists them ([`DlqReader::read_pending`]).
     pub fn pending(&self) -> anyhow::Result<Ranges> {
-        let mut tpl = TopicPartitionList::new();
-        for &p in &self.partitions {
-            tpl.add_partition(&self.topic, p);
-        }
-        let committed = self.consumer.committed_offsets(tpl, TIMEOUT)?;
-        let marks = self.watermarks()?;
-        Ok(marks
-            .into_iter()
-            .map(|(p, (low, high))| {
-                let start = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o.max(low),
-                    _ => low,
-                };
-                (p, (start, high))
-            })
-            .collect())
+        Ok(cdc_runtime::backlog::pending(
+            &self.consumer,
+            &self.topic,
+            &self.partitions,
+        )?)
     }
 
     /// Every record of the DLQ, handled ones included.

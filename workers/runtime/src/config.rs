@@ -129,6 +129,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// How often the DLQ's pending letters are counted for `cdc_dlq_pending` and
+    /// `cdc_dlq_oldest_pending_age_seconds` (off the consumption path).
+    #[arg(long, env = "DLQ_METRICS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub dlq_metrics_interval: Duration,
+
     /// Log format: `json` (production) or `text`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
@@ -209,14 +214,25 @@ impl WorkerConfig {
     /// Reads `KAFKA_CONFIG__*` variables into the passthrough map (flags win) and checks every
     /// setting against the family. Called once, before anything connects.
     pub fn finish(mut self, family: &Family) -> Result<Self, ConfigError> {
-        let mut from_env: Vec<(String, String)> = std::env::vars()
-            .filter_map(|(k, v)| {
-                let name = k.strip_prefix(KAFKA_PASSTHROUGH_PREFIX)?;
-                Some((name.to_ascii_lowercase().replace('_', "."), v))
+        let from_env: Vec<(String, (String, String))> = std::env::vars()
+            .filter_map(|(variable, value)| {
+                let name = variable.strip_prefix(KAFKA_PASSTHROUGH_PREFIX)?;
+                let property = name.to_ascii_lowercase().replace('_', ".");
+                Some((variable, (property, value)))
             })
             .collect();
-        from_env.append(&mut self.kafka_config);
-        self.kafka_config = from_env;
+        let from_flags = self.kafka_config.iter().map(|(name, value)| {
+            (
+                format!("--kafka-config {name}"),
+                (name.clone(), value.clone()),
+            )
+        });
+        let mut passthrough = Vec::with_capacity(from_env.len() + self.kafka_config.len());
+        for (setting, (property, value)) in from_env.into_iter().chain(from_flags) {
+            check_passthrough(&setting, &property, &value)?;
+            passthrough.push((property, value));
+        }
+        self.kafka_config = passthrough;
         self.validate(family)?;
         Ok(self)
     }
@@ -230,15 +246,9 @@ impl WorkerConfig {
         {
             return Err(invalid("KAFKA_GROUP_ID", "must not be empty when set"));
         }
-        for (name, _) in &self.kafka_config {
-            if RUNTIME_OWNED_PROPERTIES.contains(&name.as_str()) {
-                return Err(invalid(
-                    &format!(
-                        "{KAFKA_PASSTHROUGH_PREFIX}{}",
-                        name.replace('.', "_").to_uppercase()
-                    ),
-                    format!("{name} is set by the runtime (use the named setting, or none)"),
-                ));
+        for (variable, property, value) in self.named_kafka_properties() {
+            if let Some(value) = value {
+                check_property(variable, property, value)?;
             }
         }
         if !(self.redis_uri.starts_with("redis://")
@@ -264,6 +274,9 @@ impl WorkerConfig {
         if self.commit_interval.is_zero() {
             return Err(invalid("COMMIT_INTERVAL", "must be > 0"));
         }
+        if self.dlq_metrics_interval.is_zero() {
+            return Err(invalid("DLQ_METRICS_INTERVAL", "must be > 0"));
+        }
         if family.encoding == cdc_topics::Encoding::Avro && self.schema_registry_url.is_none() {
             return Err(invalid(
                 "SCHEMA_REGISTRY_URL",
@@ -283,14 +296,7 @@ impl WorkerConfig {
     pub fn kafka_properties(&self) -> BTreeMap<String, String> {
         let mut props = BTreeMap::new();
         props.insert("bootstrap.servers".into(), self.kafka_brokers.clone());
-        let named = [
-            ("security.protocol", &self.kafka_security_protocol),
-            ("sasl.mechanism", &self.kafka_sasl_mechanism),
-            ("sasl.username", &self.kafka_sasl_username),
-            ("sasl.password", &self.kafka_sasl_password),
-            ("ssl.ca.location", &self.kafka_ssl_ca_location),
-        ];
-        for (name, value) in named {
+        for (_, name, value) in self.named_kafka_properties() {
             if let Some(value) = value {
                 props.insert(name.into(), value.clone());
             }
@@ -299,6 +305,37 @@ impl WorkerConfig {
             props.insert(name.clone(), value.clone());
         }
         props
+    }
+
+    /// The librdkafka properties with a setting of their own: variable, property, value.
+    fn named_kafka_properties(&self) -> [(&'static str, &'static str, &Option<String>); 5] {
+        [
+            (
+                "KAFKA_SECURITY_PROTOCOL",
+                "security.protocol",
+                &self.kafka_security_protocol,
+            ),
+            (
+                "KAFKA_SASL_MECHANISM",
+                "sasl.mechanism",
+                &self.kafka_sasl_mechanism,
+            ),
+            (
+                "KAFKA_SASL_USERNAME",
+                "sasl.username",
+                &self.kafka_sasl_username,
+            ),
+            (
+                "KAFKA_SASL_PASSWORD",
+                "sasl.password",
+                &self.kafka_sasl_password,
+            ),
+            (
+                "KAFKA_SSL_CA_LOCATION",
+                "ssl.ca.location",
+                &self.kafka_ssl_ca_location,
+            ),
+        ]
     }
 
     /// Every setting as `name = value` lines with secrets masked, for `--print-config` and the
@@ -346,9 +383,37 @@ impl WorkerConfig {
             format!("prefetch_budget = {} KiB", self.prefetch_budget >> 10),
             format!("commit_interval = {:?}", self.commit_interval),
             format!("drain_timeout = {:?}", self.drain_timeout),
+            format!("dlq_metrics_interval = {:?}", self.dlq_metrics_interval),
             format!("log_payloads = {}", self.log_payloads),
         ]);
         lines.join("\n")
+    }
+}
+
+/// Checks a passthrough property, set by `setting` (a variable or a flag): one the runtime owns
+/// is refused, and librdkafka must accept the rest.
+fn check_passthrough(setting: &str, property: &str, value: &str) -> Result<(), ConfigError> {
+    if RUNTIME_OWNED_PROPERTIES.contains(&property) {
+        return Err(invalid(
+            setting,
+            format!("{property} is set by the runtime (use the named setting, or none)"),
+        ));
+    }
+    check_property(setting, property, value)
+}
+
+/// librdkafka's verdict on `property = value`, set by `setting`: checked before any client is
+/// made, so that a wrong value names what set it rather than failing as "creating the Kafka
+/// consumer" (secrets masked).
+fn check_property(setting: &str, property: &str, value: &str) -> Result<(), ConfigError> {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set(property, value);
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(error) => Err(invalid(
+            &format!("{setting}={}", redact_property(property, value)),
+            error.to_string(),
+        )),
     }
 }
 
@@ -421,7 +486,23 @@ mod tests {
             parse(&["--kafka-config", "enable.auto.offset.store=true"]).expect_err("must refuse");
         assert!(
             err.to_string()
-                .starts_with("invalid setting KAFKA_CONFIG__ENABLE_AUTO_OFFSET_STORE"),
+                .starts_with("invalid setting --kafka-config enable.auto.offset.store"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kafka_properties_librdkafka_refuses_name_their_setting() {
+        let err = parse(&["--kafka-config", "fetch.wait.max.ms=abc"]).expect_err("must refuse");
+        assert!(
+            err.to_string()
+                .starts_with("invalid setting --kafka-config fetch.wait.max.ms=abc: "),
+            "{err}"
+        );
+        let err = parse(&["--kafka-security-protocol", "bogus"]).expect_err("must refuse");
+        assert!(
+            err.to_string()
+                .starts_with("invalid setting KAFKA_SECURITY_PROTOCOL=bogus: "),
             "{err}"
         );
     }

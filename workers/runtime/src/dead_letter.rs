@@ -18,6 +18,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::dependency::Dependency;
 use crate::error::{ErrorClass, RuntimeError, Stage};
 use crate::family::Coordinates;
 
@@ -128,6 +129,11 @@ impl DeadLetters {
 
     fn producer(&self) -> Result<&FutureProducer, rdkafka::error::KafkaError> {
         crate::get_or_try_init(&self.producer, || self.config.create())
+    }
+
+    /// The brokers the dead letters go to.
+    pub fn brokers(&self) -> Dependency {
+        Dependency::kafka(self.config.get("bootstrap.servers").unwrap_or_default())
     }
 
     /// The DLQ topic.

@@ -19,6 +19,7 @@ use cdc_schemas::{ChangeEvent, Columns, Format, RawRecord, SchemaLookup};
 use rdkafka::message::Message;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id};
 
+use crate::dependency::Dependency;
 use crate::error::ErrorClass;
 use crate::family::Event;
 
@@ -64,6 +65,13 @@ impl Decoder {
             service_topics: service_topics.into_iter().collect(),
             registry: registry_url.map(Registry::new),
         }
+    }
+
+    /// The schema registry, the one dependency decoding has (its failures are transient).
+    pub fn registry(&self) -> Option<Dependency> {
+        self.registry
+            .as_ref()
+            .map(|r| Dependency::schema_registry(&r.url))
     }
 
     /// The same decoder, keeping only the row-image columns `columns` selects for each table
@@ -166,7 +174,7 @@ impl Registry {
                 .build()
                 .map_err(|e| DecodeFailure {
                     class: ErrorClass::Transient,
-                    message: format!("schema registry {}: {e}", self.url),
+                    message: format!("{}: {e}", Dependency::schema_registry(&self.url)),
                 })
         })
     }

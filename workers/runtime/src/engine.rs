@@ -239,6 +239,15 @@ impl ClientContext for EngineContext {
         if statistics.brokers.values().any(|b| b.state == "UP") {
             self.health.set_broker_down(false);
         }
+        // Joined with no partitions (more members than partitions) calls no rebalance
+        // callback: only the group's state says the worker has its share.
+        if statistics
+            .cgrp
+            .as_ref()
+            .is_some_and(|g| g.join_state == "steady")
+        {
+            self.health.set_joined();
+        }
         // Only partitions this worker owns: librdkafka keeps reporting a revoked one for a while.
         let owned = self.partitions();
         for (topic, t) in &statistics.topics {
@@ -288,6 +297,7 @@ impl ConsumerContext for EngineContext {
                     .increment(1);
                 tracing::info!(family = %self.family, partitions = %describe(tpl), "partitions assigned");
                 self.split_queues(tpl);
+                self.health.set_joined();
             }
             Rebalance::Revoke(tpl) => {
                 counter!(metric::REBALANCES, "family" => self.family.clone(), "kind" => "revoke")

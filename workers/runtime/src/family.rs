@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use cdc_schemas::{ChangeEvent, Columns};
 
+use crate::dependency::Dependency;
 use crate::error::ErrorClass;
 
 /// Where a record came from in Kafka.
@@ -93,6 +94,22 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
+    /// The same failure, of `dependency`: its log line, `/readyz` reason and message name it
+    /// (`redis 10.0.0.5:6379: connection refused`).
+    pub fn at(self, dependency: &Dependency) -> Self {
+        match self {
+            HandlerError::Transient(e) => HandlerError::Transient(e.context(dependency.clone())),
+            HandlerError::Permanent(e) => HandlerError::Permanent(e.context(dependency.clone())),
+        }
+    }
+
+    /// The dependency that failed, if the family named it ([`HandlerError::at`]).
+    pub fn dependency(&self) -> Option<&Dependency> {
+        match self {
+            HandlerError::Transient(e) | HandlerError::Permanent(e) => e.downcast_ref(),
+        }
+    }
+
     /// The class that decides retry or dead letter.
     pub fn class(&self) -> ErrorClass {
         match self {

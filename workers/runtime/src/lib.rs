@@ -17,17 +17,22 @@
 //! - [`pipeline`]: one batch's path; also the replay entry point.
 //! - [`family`]: the [`Handler`] trait and what it receives.
 //! - [`decode`]: records → events, with the schema registry.
+//! - [`dependency`]: the services a worker talks to, named without credentials.
 //! - [`dead_letter`]: the DLQ producer and its headers.
+//! - [`backlog`]: the dead letters pending in a DLQ (the `dlq` tool and the DLQ metrics).
 //! - [`kafka`]: librdkafka settings.
 //! - [`provision`]: topic creation from `topics/`.
 //! - [`sink`]: Redis connection and error classification.
 //! - [`observe`]: metrics, probes, logging.
+//! - [`watch`]: the topics' existence (readiness) and the DLQ's depth (metrics), in the background.
 //! - [`error`]: error classes and fatal errors.
 
+pub mod backlog;
 pub mod cli;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod dependency;
 pub mod engine;
 pub mod error;
 pub mod family;
@@ -36,9 +41,11 @@ pub mod observe;
 pub mod pipeline;
 pub mod provision;
 pub mod sink;
+pub mod watch;
 pub mod worker;
 
 pub use config::WorkerConfig;
+pub use dependency::Dependency;
 pub use error::{ErrorClass, RuntimeError, Stage};
 pub use family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
 pub use worker::{Running, run, start};

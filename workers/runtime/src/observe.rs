@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -57,22 +57,39 @@ pub mod metric {
     pub const REBALANCES: &str = "cdc_rebalances_total";
     /// Counter `{family, result}`: offset commits (ok, error).
     pub const COMMITS: &str = "cdc_commits_total";
+    /// Gauge `{family, partition}`: dead letters of the family's DLQ partition not yet handled
+    /// by its replay group (what `dlq ls` counts), every `DLQ_METRICS_INTERVAL`.
+    pub const DLQ_PENDING: &str = "cdc_dlq_pending";
+    /// Gauge `{family, partition}`: seconds since the first pending dead letter of the DLQ
+    /// partition was produced (0: none pending), every `DLQ_METRICS_INTERVAL`.
+    pub const DLQ_OLDEST_PENDING_AGE_SECONDS: &str = "cdc_dlq_oldest_pending_age_seconds";
 }
 
 /// Liveness and readiness of one worker.
 ///
-/// Live while the poll thread runs. Ready while live, the broker answers, and no partition is
-/// paused on a transient failure.
+/// Live while the poll thread runs. Ready while live, the broker answers, every topic of the
+/// family exists, the group has assigned the worker its partitions (none is a valid share once
+/// the group is joined), and no partition waits on a transient failure. Each cause of not being
+/// ready carries a reason for `/readyz`, so the on-call reads what to fix rather than a bare 503.
 #[derive(Debug, Default)]
 pub struct Health {
     polling: AtomicBool,
     broker_down: AtomicBool,
-    paused: AtomicUsize,
+    joined: AtomicBool,
+    missing_topics: Mutex<Vec<String>>,
+    /// Why each waiting retry waits, by [`PauseId`]: a partition may wait twice at once (its
+    /// next batch's decoding beside the batch being applied).
+    pauses: Mutex<BTreeMap<u64, String>>,
+    next_pause: AtomicU64,
     /// Messages dispatched so far (for tests and the demo summary).
     pub dispatched: AtomicI64,
     /// Consumer lag of each partition the worker owns (`cdc_consumer_lag`).
     pub partition_lag: PartitionGauge,
 }
+
+/// One retry waiting on a transient failure, from [`Health::pause`] to [`Health::resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PauseId(u64);
 
 /// A per-partition gauge whose series leave `/metrics` with their partition: the `metrics`
 /// facade cannot remove a series, so a revoked partition's lag would stay behind, frozen at its
@@ -84,9 +101,7 @@ pub struct PartitionGauge {
 
 impl PartitionGauge {
     fn values(&self) -> MutexGuard<'_, BTreeMap<PartitionKey, i64>> {
-        self.values
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.values)
     }
 
     /// Sets the value of a partition.
@@ -142,19 +157,38 @@ impl Health {
         self.broker_down.store(down, Ordering::SeqCst);
     }
 
-    /// A partition starts waiting on a transient failure.
-    pub fn pause(&self) {
-        self.paused.fetch_add(1, Ordering::SeqCst);
+    /// The group has given the worker its share of the partitions (possibly none).
+    pub fn set_joined(&self) {
+        self.joined.store(true, Ordering::SeqCst);
+    }
+
+    /// The family's topics the brokers do not know, as of the last look.
+    pub fn set_missing_topics(&self, topics: Vec<String>) {
+        *lock(&self.missing_topics) = topics;
+    }
+
+    /// A partition starts waiting on a transient failure, for `reason`.
+    pub fn pause(&self, reason: String) -> PauseId {
+        let id = PauseId(self.next_pause.fetch_add(1, Ordering::SeqCst));
+        lock(&self.pauses).insert(id.0, reason);
+        id
+    }
+
+    /// A waiting partition's latest reason (the failure may change while it waits).
+    pub fn update_pause(&self, id: PauseId, reason: String) {
+        if let Some(old) = lock(&self.pauses).get_mut(&id.0) {
+            *old = reason;
+        }
     }
 
     /// A partition's transient failure is over.
-    pub fn resume(&self) {
-        self.paused.fetch_sub(1, Ordering::SeqCst);
+    pub fn resume(&self, id: PauseId) {
+        lock(&self.pauses).remove(&id.0);
     }
 
-    /// Partitions currently paused.
+    /// Retries currently waiting on a transient failure.
     pub fn paused(&self) -> usize {
-        self.paused.load(Ordering::SeqCst)
+        lock(&self.pauses).len()
     }
 
     /// The poll thread runs.
@@ -162,10 +196,35 @@ impl Health {
         self.polling.load(Ordering::SeqCst)
     }
 
-    /// Live, broker reachable, nothing paused.
-    pub fn is_ready(&self) -> bool {
-        self.is_live() && !self.broker_down.load(Ordering::SeqCst) && self.paused() == 0
+    /// Why the worker is not ready, one reason a line; empty when it is.
+    pub fn not_ready(&self) -> Vec<String> {
+        if !self.is_live() {
+            return vec!["the poll loop is not running".into()];
+        }
+        let mut reasons = Vec::new();
+        if self.broker_down.load(Ordering::SeqCst) {
+            reasons.push("no broker reachable (librdkafka: all brokers down)".into());
+        }
+        let missing = lock(&self.missing_topics);
+        reasons.extend(missing.iter().map(|t| format!("topic {t} does not exist")));
+        if !self.joined.load(Ordering::SeqCst) {
+            reasons.push("no partitions assigned yet (joining the consumer group)".into());
+        }
+        reasons.extend(lock(&self.pauses).values().cloned());
+        reasons
     }
+
+    /// Live, broker reachable, topics there, group joined, nothing paused.
+    pub fn is_ready(&self) -> bool {
+        self.not_ready().is_empty()
+    }
+}
+
+/// `mutex`'s guard, poisoned or not: the values behind it stay consistent whatever panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -249,11 +308,11 @@ pub async fn serve(
         )
         .route(
             "/healthz",
-            get(|State(s): State<HttpState>| async move { probe(s.health.is_live()) }),
+            get(|State(s): State<HttpState>| async move { liveness(s.health.is_live()) }),
         )
         .route(
             "/readyz",
-            get(|State(s): State<HttpState>| async move { probe(s.health.is_ready()) }),
+            get(|State(s): State<HttpState>| async move { readiness(&s.health.not_ready()) }),
         )
         .with_state(state);
     tokio::spawn(async move {
@@ -267,22 +326,38 @@ pub async fn serve(
     Ok(bound)
 }
 
-fn probe(ok: bool) -> (StatusCode, &'static str) {
-    if ok {
+fn liveness(live: bool) -> (StatusCode, &'static str) {
+    if live {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not running\n")
+    }
+}
+
+/// `/readyz`: 200 `ok`, or 503 with every reason the worker is not ready, one a line.
+fn readiness(reasons: &[String]) -> (StatusCode, String) {
+    if reasons.is_empty() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        let lines: String = reasons
+            .iter()
+            .map(|r| format!("not ready: {r}\n"))
+            .collect();
+        (StatusCode::SERVICE_UNAVAILABLE, lines)
     }
 }
 
 /// Initialises logging: JSON lines (or text) on stderr, level from `RUST_LOG` (default `info`).
-/// Safe to call more than once; later calls do nothing.
+/// Text is coloured only on a terminal: a file or a pipe (`kubectl logs`, a log shipper) gets
+/// no escape codes. Safe to call more than once; later calls do nothing.
 pub fn init_tracing(format: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder

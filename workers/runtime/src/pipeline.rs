@@ -23,9 +23,10 @@ use rdkafka::message::Message;
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::{DecodeFailure, Decoded, Decoder};
+use crate::dependency::Dependency;
 use crate::error::{ErrorClass, Stage};
 use crate::family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
-use crate::observe::{Health, metric};
+use crate::observe::{Health, PauseId, metric};
 
 /// Everything needed to process a family's records.
 pub struct Pipeline<H> {
@@ -139,8 +140,10 @@ impl<H: Handler> Pipeline<H> {
             let decoded = self
                 .retry_transient(
                     Stage::Decode,
+                    At::of(msg),
                     || self.decoder.decode(msg),
                     DecodeFailure::is_transient,
+                    |_| self.decoder.registry(),
                 )
                 .await;
             slots.push(match decoded {
@@ -249,9 +252,18 @@ impl<H: Handler> Pipeline<H> {
 
     /// One handler call, transient failures retried; `Err` is a permanent failure.
     async fn apply_once(&self, records: &[Record]) -> Result<Vec<Outcome>, anyhow::Error> {
+        let Some(first) = records.first() else {
+            return Ok(Vec::new());
+        };
+        let at = At {
+            topic: &first.at.topic,
+            partition: first.at.partition,
+            offset: first.at.offset,
+        };
         let result = self
             .retry_transient(
                 Stage::Apply,
+                at,
                 || async {
                     let started = Instant::now();
                     let result = self.handler.apply(records).await;
@@ -260,6 +272,7 @@ impl<H: Handler> Pipeline<H> {
                     result
                 },
                 |e: &HandlerError| e.class() == ErrorClass::Transient,
+                |e: &HandlerError| e.dependency().cloned(),
             )
             .await;
         match result {
@@ -290,8 +303,10 @@ impl<H: Handler> Pipeline<H> {
         let sent = self
             .retry_transient(
                 Stage::DeadLetter,
+                At::of(msg),
                 || self.dead_letters.send(&letter),
                 |_| true,
+                |_| Some(self.dead_letters.brokers()),
             )
             .await;
         if sent.is_ok() {
@@ -301,12 +316,15 @@ impl<H: Handler> Pipeline<H> {
 
     /// Runs `op` until it succeeds or fails with an error `is_transient` rejects, sleeping with
     /// exponential backoff and jitter between tries. While retrying, this partition counts as
-    /// paused (readiness false).
+    /// paused (readiness false, saying why), and each failure is logged with the `dependency`
+    /// that failed and the partition's position `at` (the first record waiting).
     async fn retry_transient<T, E, F, Fut>(
         &self,
         stage: Stage,
+        at: At<'_>,
         mut op: F,
         is_transient: impl Fn(&E) -> bool,
+        dependency: impl Fn(&E) -> Option<Dependency>,
     ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
@@ -335,10 +353,26 @@ impl<H: Handler> Pipeline<H> {
             .sleep(tokio::time::sleep)
             .when(|e| is_transient(e))
             .notify(|error, delay: Duration| {
-                paused.get_or_insert_with(|| Paused::new(&self.health, &self.family, stage));
+                let failed = dependency(error);
+                let reason = at.paused_reason(failed.as_ref(), error);
+                match &paused {
+                    Some(p) => self.health.update_pause(p.id, reason),
+                    None => paused = Some(Paused::new(&self.health, &self.family, stage, reason)),
+                }
                 counter!(metric::RETRIES, "family" => self.family.clone(), "stage" => stage.as_str()).increment(1);
                 counter!(metric::ERRORS, "family" => self.family.clone(), "stage" => stage.as_str(), "error_class" => "transient").increment(1);
-                tracing::warn!(family = %self.family, stage = stage.as_str(), %error, retry_in = ?delay, "transient failure; partition paused");
+                tracing::warn!(
+                    family = %self.family,
+                    stage = stage.as_str(),
+                    dependency = failed.as_ref().map_or("unknown", Dependency::kind),
+                    address = failed.as_ref().map_or("unknown", Dependency::address),
+                    topic = at.topic,
+                    partition = at.partition,
+                    offset = at.offset,
+                    %error,
+                    retry_in = ?delay,
+                    "transient failure; partition paused"
+                );
             })
             .await;
         drop(paused);
@@ -385,20 +419,61 @@ impl<H: Handler> Pipeline<H> {
     }
 }
 
-/// A partition waiting on a transient failure: counted in readiness and
+/// Where a partition waits: the first record of what is retried.
+#[derive(Debug, Clone, Copy)]
+struct At<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+impl<'a> At<'a> {
+    fn of(msg: &'a impl Message) -> Self {
+        Self {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+        }
+    }
+
+    /// The `/readyz` line of a partition waiting here on `error` of `dependency`.
+    fn paused_reason(
+        &self,
+        dependency: Option<&Dependency>,
+        error: &impl std::fmt::Display,
+    ) -> String {
+        let Self {
+            topic,
+            partition,
+            offset,
+        } = self;
+        // A family's error names its dependency already ([`HandlerError::at`]).
+        let error = error.to_string();
+        match dependency {
+            Some(d) if !error.contains(&d.to_string()) => {
+                format!("partition {topic}[{partition}] paused at offset {offset}: {d}: {error}")
+            }
+            _ => format!("partition {topic}[{partition}] paused at offset {offset}: {error}"),
+        }
+    }
+}
+
+/// A partition waiting on a transient failure: counted in readiness (with its reason) and
 /// `cdc_paused_partitions` from creation until dropped.
 struct Paused<'a> {
     health: &'a Health,
+    id: PauseId,
     family: &'a str,
     stage: Stage,
 }
 
 impl<'a> Paused<'a> {
-    fn new(health: &'a Health, family: &'a str, stage: Stage) -> Self {
-        health.pause();
+    fn new(health: &'a Health, family: &'a str, stage: Stage, reason: String) -> Self {
+        let id = health.pause(reason);
         metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => family.to_owned()).increment(1.0);
         Self {
             health,
+            id,
             family,
             stage,
         }
@@ -407,7 +482,7 @@ impl<'a> Paused<'a> {
 
 impl Drop for Paused<'_> {
     fn drop(&mut self) {
-        self.health.resume();
+        self.health.resume(self.id);
         metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => self.family.to_owned())
             .decrement(1.0);
         tracing::info!(family = %self.family, stage = self.stage.as_str(), "no longer waiting on the transient failure; partition resumed");

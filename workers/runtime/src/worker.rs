@@ -111,6 +111,13 @@ pub async fn start<H: Handler>(
             topics: topics.join(","),
             source,
         })?;
+    crate::watch::spawn(
+        family,
+        config,
+        &client_id,
+        health.clone(),
+        shutdown.child_token(),
+    )?;
     tracing::info!(family = %family.family, %group, topics = %topics.join(","), partitions, prefetch_queue_kbytes = prefetch.queue_kbytes, prefetch_fetch_bytes = prefetch.fetch_bytes, dlq = %family.dlq, %http_addr, "worker started");
 
     let (stopped_tx, stopped) = oneshot::channel();

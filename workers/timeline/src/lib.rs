@@ -29,9 +29,9 @@ pub mod writer;
 use std::time::Duration;
 
 use cdc_runtime::config::redact_uri;
-use cdc_runtime::{Event, Handler, HandlerError, Outcome, Record, WorkerConfig, sink};
+use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig, sink};
 
-use crate::fanout::Fanout;
+use crate::fanout::{Dependencies, Fanout};
 use crate::writer::Writer;
 
 /// The family's name in `topics/`.
@@ -152,11 +152,19 @@ impl Timeline {
             None => None,
         };
         let mysql = sql::pool(config);
+        let at = Dependencies {
+            redis: Dependency::redis(&config.redis_uri),
+            state: settings
+                .separate_state_redis(&config.redis_uri)
+                .map(Dependency::redis),
+            mysql: Dependency::mysql(&config.mysql_host, config.mysql_port),
+        };
         Ok(Self {
             fanout: Fanout::new(
                 redis,
                 state,
                 mysql.clone(),
+                at,
                 config.redis_key_prefix.clone(),
                 settings.fence_ttl.as_secs(),
                 settings.inboxes_per_call,
@@ -170,7 +178,12 @@ impl Handler for Timeline {
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         // A batch is one topic-partition: all service records or all Debezium changes.
         match batch.first().map(|r| &r.event) {
-            Some(Event::Service { .. }) => self.writer.apply(batch).await,
+            // The writer's one dependency is MySQL.
+            Some(Event::Service { .. }) => self
+                .writer
+                .apply(batch)
+                .await
+                .map_err(|e| e.at(&self.fanout.at.mysql)),
             Some(Event::Change(_)) => self.fanout.apply(batch).await,
             None => Ok(Vec::new()),
         }

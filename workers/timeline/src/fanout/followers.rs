@@ -12,6 +12,7 @@ use cdc_runtime::sink::redis_error;
 use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
 
+use super::Dependencies;
 use crate::keys;
 use crate::sql::transient;
 
@@ -22,6 +23,7 @@ const AUTHORS_PER_QUERY: usize = 500;
 pub async fn lookup(
     redis: &mut ConnectionManager,
     mysql: &MySqlPool,
+    at: &Dependencies,
     prefix: &str,
     uids: &[u64],
 ) -> Result<HashMap<u64, Vec<u64>>, HandlerError> {
@@ -34,7 +36,7 @@ pub async fn lookup(
         .arg(&cache_keys)
         .query_async(redis)
         .await
-        .map_err(redis_error)?;
+        .map_err(|e| redis_error(e).at(&at.redis))?;
     let mut missing = Vec::new();
     for (uid, value) in uids.iter().zip(cached) {
         // server-private: `if (cached)`, so an empty string is a miss too.
@@ -67,7 +69,7 @@ pub async fn lookup(
         let rows = query
             .fetch_all(mysql)
             .await
-            .map_err(|e| transient("reading chii_friends", e))?;
+            .map_err(|e| transient("reading chii_friends", e).at(&at.mysql))?;
         for uid in group {
             found.insert(*uid, Vec::new());
         }
@@ -85,7 +87,9 @@ pub async fn lookup(
         )
         .ignore();
     }
-    pipe.query_async::<()>(redis).await.map_err(redis_error)?;
+    pipe.query_async::<()>(redis)
+        .await
+        .map_err(|e| redis_error(e).at(&at.redis))?;
     Ok(found)
 }
 

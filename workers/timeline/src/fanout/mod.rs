@@ -63,7 +63,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cdc_runtime::sink::redis_error;
-use cdc_runtime::{Event, HandlerError, Outcome, Record};
+use cdc_runtime::{Dependency, Event, HandlerError, Outcome, Record};
 use cdc_schemas::ChangeEvent;
 use redis::aio::ConnectionManager;
 use sqlx::MySqlPool;
@@ -72,6 +72,24 @@ use crate::keys;
 use plan::{Item, Plan};
 use round_trips::{Call, Entry, Op, RoundTrips};
 use scripts::Scripts;
+
+/// Where the fan-out's connections point, named in their failures (logs, `/readyz`).
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    /// The cache Redis (`REDIS_URI`).
+    pub redis: Dependency,
+    /// The state Redis (`STATE_REDIS_URI`), if it is another one.
+    pub state: Option<Dependency>,
+    /// MySQL.
+    pub mysql: Dependency,
+}
+
+impl Dependencies {
+    /// The Redis of the fences: the state Redis, else the cache Redis.
+    pub fn state(&self) -> &Dependency {
+        self.state.as_ref().unwrap_or(&self.redis)
+    }
+}
 
 /// The fan-out's settings and connections.
 pub struct Fanout {
@@ -88,16 +106,20 @@ pub struct Fanout {
     pub fence_ttl_seconds: u64,
     /// Inboxes per script call.
     pub inboxes_per_call: usize,
+    /// Where `redis`, `state` and `mysql` point.
+    pub at: Dependencies,
     scripts: Scripts,
     scripts_loaded: AtomicBool,
 }
 
 impl Fanout {
-    /// A fan-out over these connections; `state`: a separate state Redis for the fences.
+    /// A fan-out over these connections (pointing `at`); `state`: a separate state Redis for
+    /// the fences.
     pub fn new(
         redis: ConnectionManager,
         state: Option<ConnectionManager>,
         mysql: MySqlPool,
+        at: Dependencies,
         prefix: String,
         fence_ttl_seconds: u64,
         inboxes_per_call: usize,
@@ -109,6 +131,7 @@ impl Fanout {
             prefix,
             fence_ttl_seconds,
             inboxes_per_call: inboxes_per_call.max(1),
+            at,
             scripts: Scripts::default(),
             scripts_loaded: AtomicBool::new(false),
         }
@@ -140,7 +163,7 @@ impl Fanout {
         }
         let mut redis = self.redis.clone();
         if !self.scripts_loaded.load(Ordering::Relaxed) {
-            self.load_scripts().await.map_err(redis_error)?;
+            self.load_scripts().await?;
             self.scripts_loaded.store(true, Ordering::Relaxed);
         }
         let authors: Vec<u64> = plans
@@ -153,8 +176,9 @@ impl Fanout {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let followers = followers::lookup(&mut redis, &self.mysql, &self.prefix, &authors).await?;
-        let mut round_trips = RoundTrips::new(&self.scripts, redis, self.state.clone());
+        let followers =
+            followers::lookup(&mut redis, &self.mysql, &self.at, &self.prefix, &authors).await?;
+        let mut round_trips = RoundTrips::new(&self.scripts, redis, self.state.clone(), &self.at);
         for (index, plan) in &plans {
             self.push(&mut round_trips, *index, plan, &followers)
                 .await?;
@@ -174,13 +198,20 @@ impl Fanout {
     }
 
     /// Loads the scripts each Redis runs.
-    async fn load_scripts(&self) -> redis::RedisResult<()> {
+    async fn load_scripts(&self) -> Result<(), HandlerError> {
         let mut cache = self.redis.clone();
+        let cache_failed = |e| redis_error(e).at(&self.at.redis);
         match &self.state {
-            None => scripts::load(&self.scripts.fenced(), &mut cache).await,
+            None => scripts::load(&self.scripts.fenced(), &mut cache)
+                .await
+                .map_err(cache_failed),
             Some(state) => {
-                scripts::load(&self.scripts.effects(), &mut cache).await?;
-                scripts::load(&self.scripts.fences(), &mut state.clone()).await
+                scripts::load(&self.scripts.effects(), &mut cache)
+                    .await
+                    .map_err(cache_failed)?;
+                scripts::load(&self.scripts.fences(), &mut state.clone())
+                    .await
+                    .map_err(|e| redis_error(e).at(self.at.state()))
             }
         }
     }

@@ -12,11 +12,12 @@
 
 use std::collections::HashSet;
 
-use cdc_runtime::HandlerError;
 use cdc_runtime::sink::redis_error;
+use cdc_runtime::{Dependency, HandlerError};
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Pipeline, Script};
 
+use super::Dependencies;
 use super::scripts::{self, Scripts, evalsha};
 
 /// Keys sent per pipeline round trip before it is flushed.
@@ -63,6 +64,8 @@ impl Call {
 /// state Redis, when an item comes twice); remembers which record each reply belongs to.
 pub struct RoundTrips<'a> {
     scripts: &'a Scripts,
+    /// Where `cache` and `state` point.
+    at: &'a Dependencies,
     cache: ConnectionManager,
     /// `None`: the fences are in the cache Redis.
     state: Option<ConnectionManager>,
@@ -74,14 +77,16 @@ pub struct RoundTrips<'a> {
 }
 
 impl<'a> RoundTrips<'a> {
-    /// Round trips to `cache`, with the fences in `state` if given.
+    /// Round trips to `cache`, with the fences in `state` if given; `at`: where they point.
     pub fn new(
         scripts: &'a Scripts,
         cache: ConnectionManager,
         state: Option<ConnectionManager>,
+        at: &'a Dependencies,
     ) -> Self {
         Self {
             scripts,
+            at,
             cache,
             state,
             entries: Vec::new(),
@@ -154,7 +159,13 @@ impl<'a> RoundTrips<'a> {
                 }
             }
         }
-        let replies: Vec<i64> = query(&pipe, &mut self.cache, &self.scripts.fenced()).await?;
+        let replies: Vec<i64> = query(
+            &pipe,
+            &mut self.cache,
+            &self.at.redis,
+            &self.scripts.fenced(),
+        )
+        .await?;
         for (owner, reply) in owners.into_iter().zip(replies) {
             if let Some(index) = owner {
                 self.results.push((index, reply == 1));
@@ -186,7 +197,7 @@ impl<'a> RoundTrips<'a> {
                 let fence = [call.fence().to_owned()];
                 pipe.add_command(evalsha(&self.scripts.claim, &fence, &call.fence_args()));
             }
-            query(&pipe, &mut state, &self.scripts.fences()).await?
+            query(&pipe, &mut state, self.at.state(), &self.scripts.fences()).await?
         };
 
         let mut pipe = redis::pipe();
@@ -221,7 +232,13 @@ impl<'a> RoundTrips<'a> {
             }
         }
         if queued > 0 {
-            let () = query(&pipe, &mut self.cache, &self.scripts.effects()).await?;
+            let () = query(
+                &pipe,
+                &mut self.cache,
+                &self.at.redis,
+                &self.scripts.effects(),
+            )
+            .await?;
         }
 
         let claimed: Vec<&Call> = calls
@@ -236,7 +253,8 @@ impl<'a> RoundTrips<'a> {
                 let fence = [call.fence().to_owned()];
                 pipe.add_command(evalsha(&self.scripts.done, &fence, &call.fence_args()));
             }
-            let done: Vec<i64> = query(&pipe, &mut state, &self.scripts.fences()).await?;
+            let done: Vec<i64> =
+                query(&pipe, &mut state, self.at.state(), &self.scripts.fences()).await?;
             for (call, done) in claimed.iter().zip(done) {
                 if done == 0 {
                     tracing::warn!(
@@ -255,18 +273,20 @@ impl<'a> RoundTrips<'a> {
     }
 }
 
-/// Sends `pipe` to `redis`; if Redis lost the scripts (restart, `SCRIPT FLUSH`), loads
-/// `scripts` and sends it again (every call is idempotent at its own position).
+/// Sends `pipe` to `redis` (which is `at`); if Redis lost the scripts (restart, `SCRIPT
+/// FLUSH`), loads `scripts` and sends it again (every call is idempotent at its own position).
 async fn query<T: FromRedisValue>(
     pipe: &Pipeline,
     redis: &mut ConnectionManager,
+    at: &Dependency,
     scripts: &[&Script],
 ) -> Result<T, HandlerError> {
+    let failed = |e| redis_error(e).at(at);
     match pipe.query_async(redis).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            scripts::load(scripts, redis).await.map_err(redis_error)?;
-            pipe.query_async(redis).await.map_err(redis_error)
+            scripts::load(scripts, redis).await.map_err(failed)?;
+            pipe.query_async(redis).await.map_err(failed)
         }
-        other => other.map_err(redis_error),
+        other => other.map_err(failed),
     }
 }
