@@ -128,6 +128,7 @@ refusals=(
     "sasl-without-secret|kafka.sasl.existingSecret is empty|kafka.sasl.mechanism=PLAIN"
     "replay-without-family|needs dlqReplay.family|dlqReplay.enabled=true"
     "replay-bad-partition|is not a partition of $fam_b|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.partition=$parts_b"
+    "replay-without-reason|needs dlqReplay.reason|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.dryRun=false"
 )
 refused=0
 for entry in "${refusals[@]}"; do

@@ -427,8 +427,12 @@ def main() -> int:
                 fail(f"Job {job['metadata']['name']}: runs {c.get('command')} {args}, expected dlq replay --family {replay.get('family')}")
             if replay.get("family") not in families:
                 fail(f"Job {job['metadata']['name']}: family {replay.get('family')} is not in topics/")
-            if bool(replay.get("confirm")) != ("--yes" in args):
-                fail(f"Job {job['metadata']['name']}: --yes does not follow dlqReplay.confirm")
+            if bool(replay.get("reason")) != ("--reason" in args) or (not replay.get("dryRun") and "--reason" not in args):
+                fail(f"Job {job['metadata']['name']}: --reason does not follow dlqReplay.reason (required unless dryRun)")
+            audit = next((e.get("value") for e in c.get("env", []) if e.get("name") == "DLQ_AUDIT_LOG"), None)
+            mounts = [m["mountPath"] for m in c.get("volumeMounts", []) if not m.get("readOnly")]
+            if not audit or not any(audit.startswith(m.rstrip("/") + "/") for m in mounts):
+                fail(f"Job {job['metadata']['name']}: DLQ_AUDIT_LOG {audit} is not on a writable volume (the root filesystem is read-only)")
             if "--rate" not in args:
                 fail(f"Job {job['metadata']['name']}: no --rate")
             if bool(replay.get("dryRun")) != ("--dry-run" in args):

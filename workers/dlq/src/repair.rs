@@ -349,6 +349,7 @@ impl Source {
             consumer: cdc_runtime::kafka::base_config(config, "dlq-source")
                 .set("group.id", "dlq-source-reader")
                 .set("enable.auto.commit", "false")
+                .set("fetch.wait.max.ms", "10")
                 .set("enable.partition.eof", "false")
                 .create()?,
         })
@@ -819,6 +820,13 @@ pub async fn rewind(
         }
     }
     let committed = consumer.committed_offsets(wanted.clone(), timeout)?;
+    // Reads single records to check the broker's time lookup: a group it never commits in, and
+    // fetches answered without waiting for more data.
+    let lookup: BaseConsumer = cdc_runtime::kafka::base_config(config, "dlq-rewind-lookup")
+        .set("group.id", "dlq-rewind-lookup")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
     let found = consumer.offsets_for_times(wanted, timeout)?;
     let mut target = TopicPartitionList::new();
     let mut moves = Vec::new();
@@ -828,7 +836,7 @@ pub async fn rewind(
             Offset::Offset(o) => Some(o),
             _ => None,
         };
-        let offset = first_offset_at(&consumer, e.topic(), e.partition(), at, answer, timeout)?;
+        let offset = first_offset_at(&lookup, e.topic(), e.partition(), at, answer, timeout)?;
         let current = match committed
             .find_partition(e.topic(), e.partition())
             .map(|c| c.offset())
