@@ -301,7 +301,13 @@ impl ReplayRun {
                     Some(body) => body,
                     None => continue,
                 };
-                match sink.send(&body, options.timeout, stop, &self.bar).await {
+                let wait = Wait {
+                    letter: &body,
+                    timeout: options.timeout,
+                    stop,
+                    bar: &self.bar,
+                };
+                match sink.send(&wait).await {
                     Ok(failed) => {
                         self.failed_again += u64::from(failed);
                         done.push(letter);
@@ -460,14 +466,9 @@ impl Sink {
     }
 
     /// Sends one letter; whether it failed again. Waits on transient failures at most
-    /// `timeout`; an interrupt abandons the wait (the letter stays pending).
-    async fn send(
-        &self,
-        letter: &Letter,
-        timeout: Duration,
-        stop: &CancellationToken,
-        bar: &ProgressBar,
-    ) -> Result<bool, DlqError> {
+    /// `wait.timeout`; an interrupt abandons the wait (the letter stays pending).
+    async fn send(&self, wait: &Wait<'_>) -> Result<bool, DlqError> {
+        let (letter, timeout) = (wait.letter, wait.timeout);
         match self {
             Sink::Origin(producer) => {
                 let record = origin_record(letter)?;
@@ -482,7 +483,7 @@ impl Sink {
                         )
                     })
             }
-            Sink::Direct(handler) => handler.apply(letter, timeout, stop, bar).await,
+            Sink::Direct(handler) => handler.apply(wait).await,
         }
     }
 }
@@ -580,31 +581,17 @@ impl DirectHandler {
         }
     }
 
-    async fn apply(
-        &self,
-        letter: &Letter,
-        timeout: Duration,
-        stop: &CancellationToken,
-        bar: &ProgressBar,
-    ) -> Result<bool, DlqError> {
-        let wait = Wait {
-            letter,
-            stores: &self.stores,
-            timeout,
-            stop,
-            bar,
-        };
+    async fn apply(&self, wait: &Wait<'_>) -> Result<bool, DlqError> {
         match &self.pipeline {
-            DirectPipeline::CacheInvalidation(p) => wait.apply(p).await,
-            DirectPipeline::Timeline(p) => wait.apply(p).await,
+            DirectPipeline::CacheInvalidation(p) => wait.apply(p, &self.stores).await,
+            DirectPipeline::Timeline(p) => wait.apply(p, &self.stores).await,
         }
     }
 }
 
-/// One letter applied directly, and how long it may wait on the stores.
+/// One letter being sent, and how long it may wait on what it needs.
 struct Wait<'a> {
     letter: &'a Letter,
-    stores: &'a str,
     timeout: Duration,
     stop: &'a CancellationToken,
     bar: &'a ProgressBar,
@@ -613,7 +600,11 @@ struct Wait<'a> {
 impl Wait<'_> {
     /// Runs the letter (as its original record) through `pipeline`; whether it failed again.
     /// While the pipeline waits on a transient failure, the progress line names the stores.
-    async fn apply<H: Handler>(&self, pipeline: &Pipeline<H>) -> Result<bool, DlqError> {
+    async fn apply<H: Handler>(
+        &self,
+        pipeline: &Pipeline<H>,
+        stores: &str,
+    ) -> Result<bool, DlqError> {
         let letter = self.letter;
         let original = letter.as_original().ok_or_else(|| {
             DlqError::Other(anyhow::anyhow!(
@@ -630,7 +621,7 @@ impl Wait<'_> {
         let waiting_for = || {
             format!(
                 "p{}@{} waits on {} (a transient failure; the warning above has the error)",
-                letter.partition, letter.offset, self.stores
+                letter.partition, letter.offset, stores
             )
         };
         loop {
@@ -642,7 +633,7 @@ impl Wait<'_> {
                 () = self.stop.cancelled() => {
                     return Err(DlqError::Interrupted(format!(
                         "while p{}@{} waited on {}; it stays pending",
-                        letter.partition, letter.offset, self.stores
+                        letter.partition, letter.offset, stores
                     )));
                 }
                 () = &mut deadline => return Err(unavailable(self.timeout, waiting_for())),
