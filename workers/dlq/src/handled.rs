@@ -17,23 +17,19 @@
 //! repeats nothing; a crash between two writes repeats at most one chunk's effects, which the
 //! families' idempotent effects absorb.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use cdc_runtime::backlog::{self, OffsetsByPartition, handled_key};
 use cdc_topics::Family;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::letter::{Letter, millis};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Offsets per DLQ partition.
-pub type OffsetsByPartition = BTreeMap<i32, BTreeSet<i64>>;
 
 /// What became of a handled letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,42 +61,10 @@ impl Handled {
     /// deployment provisioned before the topic existed) reads as empty.
     pub fn load(config: &cdc_runtime::WorkerConfig, family: &Family) -> anyhow::Result<Self> {
         let topic = family.dlq_handled_topic();
-        let consumer: BaseConsumer = cdc_runtime::kafka::base_config(config, "dlq-handled")
-            .set("group.id", family.replay_group())
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()?;
-        let mut offsets = OffsetsByPartition::new();
-        let exists = consumer
-            .fetch_metadata(Some(&topic), TIMEOUT)?
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if exists {
-            let (low, high) = consumer.fetch_watermarks(&topic, 0, TIMEOUT)?;
-            if low < high {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&topic, 0, Offset::Offset(low))?;
-                consumer.assign(&tpl)?;
-                let mut next = low;
-                while next < high {
-                    let msg = consumer
-                        .poll(TIMEOUT)
-                        .with_context(|| format!("no record from {topic} for {TIMEOUT:?}; expected offsets {next}..{high}"))?
-                        .with_context(|| format!("reading {topic}"))?;
-                    next = msg.offset() + 1;
-                    let Some((partition, offset)) = msg.key().and_then(parse_key) else {
-                        continue;
-                    };
-                    if msg.payload().is_some() {
-                        offsets.entry(partition).or_default().insert(offset);
-                    } else if let Some(set) = offsets.get_mut(&partition) {
-                        set.remove(&offset);
-                    }
-                }
-                consumer.unassign()?;
-            }
-        }
+        let consumer: BaseConsumer =
+            backlog::replay_group_config(config, family, "dlq-handled").create()?;
+        let offsets =
+            backlog::handled(&consumer, &topic).with_context(|| format!("reading {topic}"))?;
         let producer = cdc_runtime::kafka::base_config(config, "dlq-handled")
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -131,7 +95,7 @@ impl Handled {
         let value =
             json!({"outcome": outcome.as_str(), "at": at, "operation": operation}).to_string();
         for letter in letters {
-            self.send(&key(letter.partition, letter.offset), Some(&value))
+            self.send(&handled_key(letter.partition, letter.offset), Some(&value))
                 .await?;
         }
         for letter in letters {
@@ -150,7 +114,7 @@ impl Handled {
         for (&partition, &start) in starts {
             if let Some(set) = self.offsets.get_mut(&partition) {
                 let kept = set.split_off(&start);
-                covered.extend(set.iter().map(|&offset| key(partition, offset)));
+                covered.extend(set.iter().map(|&offset| handled_key(partition, offset)));
                 *set = kept;
             }
         }
@@ -175,25 +139,5 @@ impl Handled {
             .await
             .map(|_| ())
             .map_err(|(e, _)| anyhow::anyhow!("writing {key} to {}: {e}", self.topic))
-    }
-}
-
-fn key(partition: i32, offset: i64) -> String {
-    format!("{partition}@{offset}")
-}
-
-fn parse_key(key: &[u8]) -> Option<(i32, i64)> {
-    let (partition, offset) = std::str::from_utf8(key).ok()?.split_once('@')?;
-    Some((partition.parse().ok()?, offset.parse().ok()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_round_trip() {
-        assert_eq!(parse_key(key(3, 1_234).as_bytes()), Some((3, 1_234)));
-        assert_eq!(parse_key(b"3:1234"), None);
     }
 }

@@ -15,8 +15,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cli::Filter;
 use crate::error::DlqError;
-use crate::handled::{Handled, OffsetsByPartition};
+use crate::handled::Handled;
 use crate::letter::Letter;
+use cdc_runtime::backlog::OffsetsByPartition;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

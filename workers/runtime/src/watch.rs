@@ -11,6 +11,7 @@
 //! - `missing_topics`: the readiness look.
 //! - `export_dlq_depth`: the DLQ metrics.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -116,17 +117,26 @@ impl Watcher {
     fn dlq_depth(&self) -> rdkafka::error::KafkaResult<()> {
         let topic = &self.family.dlq;
         let partitions = backlog::partitions(&self.client, topic, METADATA_TIMEOUT)?;
-        let pending = backlog::pending(&self.client, topic, &partitions)?;
-        let first = backlog::first_timestamps(&self.client, topic, &pending)?;
+        let handled = backlog::handled(&self.client, &self.family.dlq_handled_topic())?;
+        let backlogs: BTreeMap<i32, (backlog::Backlog, i64)> =
+            backlog::pending(&self.client, topic, &partitions)?
+                .into_iter()
+                .map(|(p, range)| (p, (backlog::Backlog::of(range, handled.get(&p)), range.1)))
+                .collect();
+        let firsts: backlog::Ranges = backlogs
+            .iter()
+            .map(|(&p, &(b, end))| (p, (b.first, end)))
+            .collect();
+        let first = backlog::first_timestamps(&self.client, topic, &firsts)?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        for (partition, (start, end)) in pending {
+        for (partition, (backlog, _)) in backlogs {
             let labels = [
                 ("family", self.family.family.clone()),
                 ("partition", partition.to_string()),
             ];
-            gauge!(metric::DLQ_PENDING, &labels).set((end - start).max(0) as f64);
+            gauge!(metric::DLQ_PENDING, &labels).set(backlog.count as f64);
             let age_ms = first.get(&partition).map_or(0, |&ms| (now_ms - ms).max(0));
             gauge!(metric::DLQ_OLDEST_PENDING_AGE_SECONDS, &labels).set(age_ms as f64 / 1000.0);
         }
