@@ -274,6 +274,21 @@ async fn ls_show_dry_run_purge_and_replay_put_things_right() {
     assert_eq!(s.redis().await, untouched, "Redis untouched");
     assert!(s.audit_lines().is_empty(), "nothing audited");
 
+    // While the registry still lacks the schemas, every letter fails again: a replay stops after
+    // the failures it is allowed.
+    let out = s.dlq(&["replay", "--family", FAMILY, "--stop-after-failures", "2"]);
+    assert_eq!(out.status.code(), Some(3), "partial: letters failed again");
+    assert!(
+        stdout(&out).contains("replayed 2 letter(s)") && stdout(&out).contains("2 failed again"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        s.pending(),
+        s.dead_lettered as u64,
+        "two handled, two new letters"
+    );
+
     // The registry is fixed; a direct replay applies everything but the malformed record,
     // which returns to the DLQ with one more attempt.
     s.registry
@@ -352,11 +367,13 @@ async fn ls_show_dry_run_purge_and_replay_put_things_right() {
             step("replay", "outcome"),
             step("replay", "intent"),
             step("replay", "outcome"),
+            step("replay", "intent"),
+            step("replay", "outcome"),
             step("purge", "intent"),
             step("purge", "outcome"),
         ]
     );
-    let (intent, outcome) = (&audit[4], &audit[5]);
+    let (intent, outcome) = (&audit[6], &audit[7]);
     assert_eq!(intent["id"], outcome["id"]);
     assert_eq!(intent["reason"], "integration test");
     assert_eq!(intent["details"]["filter"], "--stage decode");
@@ -493,12 +510,21 @@ async fn filtered_replays_and_purges_handle_each_letter_exactly_once() {
         "the group moved past the handled prefix: {group}"
     );
 
+    // --max caps one replay.
+    let out = s.dlq(&["replay", "--family", FAMILY, "--to", "origin", "--max", "5"]);
+    assert!(
+        stdout(&out).contains("re-produced 5 letter(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(s.pending(), total as u64 - 8);
+
     // A full replay takes exactly the rest; each letter reached its topic once, the purged one
     // never.
     let out = s.dlq(&["replay", "--family", FAMILY, "--to", "origin"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stdout(&out).contains(&format!("re-produced {} letter(s)", total - 3)),
+        stdout(&out).contains(&format!("re-produced {} letter(s)", total - 8)),
         "{}",
         stdout(&out)
     );
@@ -770,4 +796,5 @@ fn help_lists_only_the_tools_own_flags() {
         stderr.contains(&nowhere),
         "the hidden flag was used: {stderr}"
     );
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
 }

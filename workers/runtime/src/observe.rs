@@ -351,10 +351,25 @@ fn readiness(reasons: &[String]) -> (StatusCode, String) {
 /// Text is coloured only on a terminal: a file or a pipe (`kubectl logs`, a log shipper) gets
 /// no escape codes. Safe to call more than once; later calls do nothing.
 pub fn init_tracing(format: &str) {
+    init_tracing_with(format, &log_filter(WORKER_LOG_FILTER));
+}
+
+/// What workers log when `RUST_LOG` does not say.
+pub const WORKER_LOG_FILTER: &str = "info,rdkafka=warn";
+
+/// `RUST_LOG` if set, else `default`.
+pub fn log_filter(default: &str) -> String {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// [`init_tracing`] with the `tracing_subscriber` filter `filter`.
+pub fn init_tracing_with(format: &str, filter: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(WORKER_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
