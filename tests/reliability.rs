@@ -601,6 +601,29 @@ async fn poison_interleaved_with_good_events() {
         "every partition moved past its poison"
     );
     assert_same_state("poison interleaved", &lane.state().await, &expected);
+    // `show` prints a letter whose body was dropped as such, with the original's size.
+    let shown = lane.dlq(&[
+        "show",
+        "--family",
+        cache_invalidation::FAMILY,
+        "--limit",
+        "100",
+    ]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let oversize = poisoned
+        .iter()
+        .filter(|(o, _)| o.headers.iter().any(|(_, v)| v == b"oversize"))
+        .map(|(o, _)| o.value.as_ref().map_or(0, Vec::len))
+        .collect::<Vec<_>>();
+    assert!(!oversize.is_empty(), "the stream has an oversize record");
+    for size in &oversize {
+        assert!(
+            shown.contains(&format!(
+                "body   dropped, too large for the DLQ (value, value {size} bytes)"
+            )),
+            "{shown}"
+        );
+    }
     // A replay puts the poison through the handler again, and it fails again; the letters whose
     // body was dropped are replayed from their source coordinates.
     let out = lane.dlq(&["replay", "--family", cache_invalidation::FAMILY]);
