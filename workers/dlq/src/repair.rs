@@ -284,7 +284,8 @@ impl ReplayRun {
             .map_or(CHUNK, |r| (r.ceil() as usize).clamp(1, CHUNK));
         let selected = std::mem::take(&mut selection.selected);
         let mut outcome = Ok(());
-        'chunks: for chunk in selected.chunks(chunk_size) {
+        let mut enough_failures = false;
+        for chunk in selected.chunks(chunk_size) {
             let mut done: Vec<&Letter> = Vec::with_capacity(chunk.len());
             for letter in chunk {
                 if stop.is_cancelled() {
@@ -297,9 +298,13 @@ impl ReplayRun {
                 if let Some(p) = pacer.as_mut() {
                     p.tick().await;
                 }
-                let body = match source.body_of(letter, options.timeout)? {
-                    Some(body) => body,
-                    None => continue,
+                let body = match source.body_of(letter, options.timeout) {
+                    Ok(Some(body)) => body,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
                 };
                 let wait = Wait {
                     letter: &body,
@@ -318,24 +323,22 @@ impl ReplayRun {
                         break;
                     }
                 }
-                if options
+                enough_failures = options
                     .stop_after_failures
-                    .is_some_and(|n| self.failed_again >= n)
-                {
+                    .is_some_and(|n| self.failed_again >= n);
+                if enough_failures {
                     eprintln!(
                         "stopping: {} letter(s) failed again (--stop-after-failures)",
                         self.failed_again
                     );
-                    selection.save(&done, Outcome::Replayed, operation).await?;
-                    self.replayed
-                        .extend(done.iter().map(|l| (l.partition, l.offset)));
-                    break 'chunks;
+                    break;
                 }
             }
+            // What was sent is saved whatever stopped the chunk.
             selection.save(&done, Outcome::Replayed, operation).await?;
             self.replayed
                 .extend(done.iter().map(|l| (l.partition, l.offset)));
-            if outcome.is_err() {
+            if outcome.is_err() || enough_failures {
                 break;
             }
         }
