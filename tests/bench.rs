@@ -43,6 +43,7 @@ use fleet_harness::bulk::{DEBEZIUM_BATCH_BYTES, FILL_BATCH_BYTES, Fill, fill, fi
 use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::mysql::TestDatabase;
+use fleet_harness::process::free_port;
 use fleet_harness::{Out, brokers, create_topic, provisioned_family, redis, redis_uri, unique};
 use futures::StreamExt;
 use rand::Rng;
@@ -438,12 +439,6 @@ fn target_dir() -> PathBuf {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 struct Worker {

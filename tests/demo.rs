@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
-use fleet_harness::process::KillOnDrop;
+use fleet_harness::process::{KillOnDrop, free_port};
 use fleet_harness::{
     Out, brokers, end_offsets, http_get, keys_under, produce, producer, read_all, redis_uri,
     registry_url, require_broker, seed_keys, unique, wait_drained,
@@ -344,12 +344,6 @@ async fn run() -> anyhow::Result<()> {
 
 fn step(n: u32, what: &str) {
     println!("\n{n}. {what}");
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// `cdc_messages_total` summed by outcome, from a worker's `/metrics`.

@@ -604,10 +604,7 @@ async fn a_replay_with_redis_down_gives_up_after_its_timeout_naming_redis() {
         .restart(true)
         .await
         .expect("registry with schemas");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port().expect("port");
     let out = s.dlq_with_env(
         &["replay", "--family", FAMILY, "--timeout", "2s"],
         &[(

@@ -200,9 +200,7 @@ pub struct PrivateMariaDb {
 impl PrivateMariaDb {
     /// Initialises a datadir and starts the server on a free port (a few seconds).
     pub async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::process::free_port()?;
         let dir = std::env::temp_dir().join(format!("cdc-mariadb-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data"))?;

@@ -107,13 +107,8 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// Starts tansu on a free port, advertising the proxy's port, and the proxy.
     pub async fn start() -> anyhow::Result<Self> {
-        let free = || -> anyhow::Result<u16> {
-            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port())
-        };
-        let broker_port = free()?;
-        let proxy_port = free()?;
+        let broker_port = crate::process::free_port()?;
+        let proxy_port = crate::process::free_port()?;
         // Where scripts/install.sh puts it (scripts/lib.sh: `$CDC_STATE_DIR/bin`).
         let state =
             std::env::var("CDC_STATE_DIR").unwrap_or_else(|_| "/var/tmp/bangumi-cdc".into());
