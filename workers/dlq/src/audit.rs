@@ -2,6 +2,7 @@
 //! outcome after, as JSON lines appended to a file and emitted as log events. An operation that
 //! cannot write its intent does not start.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -130,44 +131,30 @@ fn who() -> String {
 
 /// Letter coordinates in a compact readable form: `p0@3-7,9 p1@2` (DLQ partition, offsets).
 pub fn coordinates(letters: impl IntoIterator<Item = (i32, i64)>) -> String {
-    let mut sorted: Vec<(i32, i64)> = letters.into_iter().collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut parts: Vec<String> = Vec::new();
-    let mut spans: Vec<(i64, i64)> = Vec::new();
-    let mut flush = |partition: i32, spans: &mut Vec<(i64, i64)>| {
-        if spans.is_empty() {
-            return;
-        }
-        let text: Vec<String> = spans
-            .drain(..)
-            .map(|(a, b)| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect();
-        parts.push(format!("p{partition}@{}", text.join(",")));
-    };
-    let mut current = None;
+    let sorted: BTreeSet<(i32, i64)> = letters.into_iter().collect();
+    let mut spans: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
     for (partition, offset) in sorted {
-        if current != Some(partition) {
-            if let Some(p) = current {
-                flush(p, &mut spans);
-            }
-            current = Some(partition);
-        }
-        match spans.last_mut() {
+        let partition = spans.entry(partition).or_default();
+        match partition.last_mut() {
             Some((_, end)) if *end + 1 == offset => *end = offset,
-            _ => spans.push((offset, offset)),
+            _ => partition.push((offset, offset)),
         }
     }
-    if let Some(p) = current {
-        flush(p, &mut spans);
-    }
-    parts.join(" ")
+    let span = |&(first, last): &(i64, i64)| {
+        if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        }
+    };
+    spans
+        .iter()
+        .map(|(p, spans)| {
+            let spans: Vec<String> = spans.iter().map(span).collect();
+            format!("p{p}@{}", spans.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
