@@ -198,7 +198,7 @@ impl AuditArgs {
 }
 
 /// How `ls --by` groups pending letters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum GroupBy {
     /// The error message.
     Error,

@@ -23,11 +23,12 @@ use std::time::Duration;
 use anyhow::Context;
 use cdc_runtime::backlog::{self, OffsetsByPartition, handled_key};
 use cdc_topics::Family;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use crate::letter::{Letter, millis};
+use crate::reader::DlqReader;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,30 +50,35 @@ impl Outcome {
     }
 }
 
-/// The handled topic of one family's DLQ: what it says, and a producer to add to it.
+/// The handled topic of one family's DLQ: what it says, and a producer to add to it (made at
+/// the first write: `ls` and `show` only read).
 pub struct Handled {
     topic: String,
     offsets: OffsetsByPartition,
-    producer: FutureProducer,
+    producer_config: ClientConfig,
+    producer: Option<FutureProducer>,
 }
 
 impl Handled {
-    /// Reads the handled topic whole. A missing topic (a DLQ nothing was handled in yet, on a
-    /// deployment provisioned before the topic existed) reads as empty.
-    pub fn load(config: &cdc_runtime::WorkerConfig, family: &Family) -> anyhow::Result<Self> {
+    /// Reads the handled topic whole through `reader`'s client. A missing topic (a DLQ nothing
+    /// was handled in yet, on a deployment provisioned before the topic existed) reads as empty.
+    pub fn load(
+        config: &cdc_runtime::WorkerConfig,
+        family: &Family,
+        reader: &DlqReader,
+    ) -> anyhow::Result<Self> {
         let topic = family.dlq_handled_topic();
-        let consumer: BaseConsumer =
-            backlog::replay_group_config(config, family, "dlq-handled").create()?;
-        let offsets =
-            backlog::handled(&consumer, &topic).with_context(|| format!("reading {topic}"))?;
-        let producer = cdc_runtime::kafka::base_config(config, "dlq-handled")
+        let offsets = backlog::handled(reader.consumer(), &topic)
+            .with_context(|| format!("reading {topic}"))?;
+        let mut producer_config = cdc_runtime::kafka::base_config(config, "dlq-handled");
+        producer_config
             .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()?;
+            .set("acks", "all");
         Ok(Self {
             topic,
             offsets,
-            producer,
+            producer_config,
+            producer: None,
         })
     }
 
@@ -123,18 +129,20 @@ impl Handled {
         }
         Ok(())
     }
-}
 
-impl Handled {
     /// Writes one record (`None`: a tombstone) and waits for its acknowledgement. One at a time:
     /// tansu reports the high watermark of a partition whose last batch holds several records
     /// as that batch's first offset + 1, and [`Handled::load`] reads up to the high watermark.
-    async fn send(&self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+    async fn send(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+        let producer = match &mut self.producer {
+            Some(producer) => producer,
+            none => none.insert(self.producer_config.create()?),
+        };
         let mut record = FutureRecord::<str, str>::to(&self.topic).key(key);
         if let Some(value) = value {
             record = record.payload(value);
         }
-        self.producer
+        producer
             .send(record, TIMEOUT)
             .await
             .map(|_| ())

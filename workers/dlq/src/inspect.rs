@@ -37,6 +37,30 @@ impl Summary {
     }
 }
 
+/// What one row of `ls` counts: a DLQ partition (in number order), or a group of `--by`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Row {
+    Partition(i32),
+    Group(GroupBy, String),
+}
+
+impl Row {
+    fn of(letter: &Letter, by: Option<GroupBy>) -> Self {
+        by.map_or(Row::Partition(letter.partition), |by| {
+            Row::Group(by, group_of(letter, by))
+        })
+    }
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Row::Partition(p) => p.fmt(f),
+            Row::Group(_, g) => g.fmt(f),
+        }
+    }
+}
+
 /// What `ls --by` groups a letter under.
 fn group_of(letter: &Letter, by: GroupBy) -> String {
     match by {
@@ -80,43 +104,45 @@ pub fn ls(
             );
         }
         let pending = reader.pending()?;
-        let handled = Handled::load(config, family)?;
-        let mut summaries: BTreeMap<String, Summary> = match by {
+        let handled = Handled::load(config, family, &reader)?;
+        // Every partition has a row, pending letters or not.
+        let mut summaries: BTreeMap<Row, Summary> = match by {
             None => reader
                 .partitions
                 .iter()
-                .map(|p| (p.to_string(), Summary::default()))
+                .map(|&p| (Row::Partition(p), Summary::default()))
                 .collect(),
             Some(_) => BTreeMap::new(),
         };
         reader.read_pending(&pending, &handled, |letter| {
-            let group = by.map_or_else(|| letter.partition.to_string(), |by| group_of(&letter, by));
-            summaries.entry(group).or_default().add(&letter);
+            summaries
+                .entry(Row::of(&letter, by))
+                .or_default()
+                .add(&letter);
             true
         })?;
-        for (group, s) in summaries {
-            let next = group
-                .parse::<i32>()
-                .ok()
-                .filter(|_| by.is_none())
-                .and_then(|p| pending.get(&p).map(|(start, _)| *start));
-            rows.push((family, group, next, s));
+        for (row, s) in summaries {
+            let next = match row {
+                Row::Partition(p) => pending.get(&p).map(|(start, _)| *start),
+                Row::Group(..) => None,
+            };
+            rows.push((family, row, next, s));
         }
     }
     if as_json {
-        for (family, group, next, s) in &rows {
+        for (family, row, next, s) in &rows {
             let mut line = json!({
                 "family": family.family, "dlq": family.dlq, "replay_group": family.replay_group(),
                 "pending": s.pending,
                 "oldest_failure": s.oldest_ms.map(format_ms), "newest_failure": s.newest_ms.map(format_ms),
                 "error_kinds": s.kinds,
             });
-            match by {
-                None => {
-                    line["partition"] = json!(group.parse::<i32>().ok());
+            match row {
+                Row::Partition(p) => {
+                    line["partition"] = json!(p);
                     line["replay_offset"] = json!(next);
                 }
-                Some(by) => line[format!("{by:?}").to_lowercase()] = json!(group),
+                Row::Group(by, group) => line[format!("{by:?}").to_lowercase()] = json!(group),
             }
             println!("{line}");
         }
@@ -127,7 +153,7 @@ pub fn ls(
         "{:<20} {:<24} {:>8} {:>10} {:<21} {:<21} ERRORS",
         "FAMILY", column, "PENDING", "NEXT", "OLDEST FAILURE", "NEWEST FAILURE"
     );
-    for (family, group, next, s) in &rows {
+    for (family, row, next, s) in &rows {
         let kinds = s
             .kinds
             .iter()
@@ -135,8 +161,9 @@ pub fn ls(
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "{:<20} {group:<24} {:>8} {:>10} {:<21} {:<21} {kinds}",
+            "{:<20} {:<24} {:>8} {:>10} {:<21} {:<21} {kinds}",
             family.family,
+            row.to_string(),
             s.pending,
             next.map_or("-".into(), |n| n.to_string()),
             s.oldest_ms.map_or("-".into(), format_ms),
@@ -178,7 +205,7 @@ pub async fn show(
     if all {
         reader.read(&reader.everything()?, visit)?;
     } else {
-        let handled = Handled::load(config, family)?;
+        let handled = Handled::load(config, family, &reader)?;
         reader.read_pending(&reader.pending()?, &handled, &mut visit)?;
     }
     let decoder = Decoder::new(

@@ -68,6 +68,11 @@ impl DlqReader {
         })
     }
 
+    /// The client of the replay group it reads through.
+    pub(crate) fn consumer(&self) -> &BaseConsumer {
+        &self.consumer
+    }
+
     /// Rejects a filter naming a partition or an offset the DLQ does not have.
     pub fn check(&self, filter: &Filter) -> Result<(), DlqError> {
         let Some(partition) = filter.partition else {

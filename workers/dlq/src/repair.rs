@@ -14,7 +14,7 @@ use cdc_runtime::{Handler, WorkerConfig};
 use cdc_topics::Family;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -81,7 +81,7 @@ impl Selection {
         let reader = DlqReader::connect(config, family)?;
         reader.check(filter)?;
         let ranges: Ranges = reader.pending()?;
-        let handled = Handled::load(config, family)?;
+        let handled = Handled::load(config, family, &reader)?;
         let mut pending = Pending::new(&ranges);
         let mut selected = Vec::new();
         let limit = max.map_or(usize::MAX, |m| m as usize);
@@ -274,7 +274,7 @@ impl ReplayRun {
         stop: &CancellationToken,
     ) -> Result<(), DlqError> {
         let sink = Sink::connect(config, family, options).await?;
-        let source = Source::new(config)?;
+        let mut source = Source::new(config);
         let mut pacer = options
             .rate
             .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
@@ -348,26 +348,24 @@ impl ReplayRun {
 }
 
 /// Where bodiless letters' records are read back from: their source topics.
-struct Source {
-    consumer: BaseConsumer,
+struct Source<'a> {
+    config: &'a WorkerConfig,
+    /// Made at the first bodiless letter.
+    reader: Option<RecordReader>,
 }
 
-impl Source {
-    fn new(config: &WorkerConfig) -> Result<Self, DlqError> {
-        Ok(Self {
-            consumer: cdc_runtime::kafka::base_config(config, "dlq-source")
-                .set("group.id", "dlq-source-reader")
-                .set("enable.auto.commit", "false")
-                .set("fetch.wait.max.ms", "10")
-                .set("enable.partition.eof", "false")
-                .create()?,
-        })
+impl<'a> Source<'a> {
+    fn new(config: &'a WorkerConfig) -> Self {
+        Self {
+            config,
+            reader: None,
+        }
     }
 
     /// The letter to replay: `letter` itself, or, when its body was dropped (too large for the
     /// DLQ), the letter with its original record's key and value read back from the source
     /// topic. `None` when the source no longer holds it (said on stderr: purge it instead).
-    fn body_of(&self, letter: &Letter, timeout: Duration) -> Result<Option<Letter>, DlqError> {
+    fn body_of(&mut self, letter: &Letter, timeout: Duration) -> Result<Option<Letter>, DlqError> {
         if letter.header(DROPPED).is_none() {
             return Ok(Some(letter.clone()));
         }
@@ -382,7 +380,11 @@ impl Source {
             );
             return Ok(None);
         };
-        let (low, high) = self
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            none => none.insert(RecordReader::new(self.config, "dlq-source")?),
+        };
+        let (low, high) = reader
             .consumer
             .fetch_watermarks(&topic, partition, timeout)
             .map_err(|e| {
@@ -400,8 +402,43 @@ impl Source {
             );
             return Ok(None);
         }
+        let restored = reader.read(&topic, partition, offset, timeout, |record| {
+            letter.with_body_of(record)
+        })?;
+        Ok(Some(restored))
+    }
+}
+
+/// A client reading single records by their coordinates, in a group it never commits in, its
+/// fetches answered without waiting for more data.
+struct RecordReader {
+    consumer: BaseConsumer,
+}
+
+impl RecordReader {
+    fn new(config: &WorkerConfig, client_id: &str) -> Result<Self, DlqError> {
+        Ok(Self {
+            consumer: cdc_runtime::kafka::base_config(config, client_id)
+                .set("group.id", client_id)
+                .set("enable.auto.commit", "false")
+                .set("fetch.wait.max.ms", "10")
+                .set("enable.partition.eof", "false")
+                .create()?,
+        })
+    }
+
+    /// `f` of the record at `topic[partition]@offset`; an unavailable broker if it does not
+    /// arrive within `timeout`.
+    fn read<T>(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+        f: impl FnOnce(&BorrowedMessage<'_>) -> T,
+    ) -> Result<T, DlqError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         self.consumer.assign(&tpl)?;
         let record = self
             .consumer
@@ -417,9 +454,10 @@ impl Source {
                     "reading {topic}[{partition}]@{offset}: {e}"
                 ))
             })?;
-        let restored = letter.with_body_of(&record);
+        let result = f(&record);
+        drop(record);
         self.consumer.unassign()?;
-        Ok(Some(restored))
+        Ok(result)
     }
 }
 
@@ -719,24 +757,20 @@ pub async fn purge(
 /// against the records around it; when wrong (tansu answers 0 whatever the time), the offset is
 /// found by a binary search on the records' timestamps (CDC topics are appended in time order).
 fn first_offset_at(
-    consumer: &BaseConsumer,
+    records: &RecordReader,
     topic: &str,
     partition: i32,
     at: i64,
     answer: Option<i64>,
     timeout: Duration,
 ) -> Result<i64, DlqError> {
-    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-    let timestamp = |offset: i64| -> Result<i64, DlqError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        consumer.assign(&tpl)?;
-        let record = consumer.poll(timeout).ok_or_else(|| {
-            DlqError::Other(anyhow::anyhow!(
-                "no record at {topic}[{partition}]@{offset} within {timeout:?}"
-            ))
-        })??;
-        Ok(record.timestamp().to_millis().unwrap_or(i64::MIN))
+    let (low, high) = records
+        .consumer
+        .fetch_watermarks(topic, partition, timeout)?;
+    let timestamp = |offset: i64| {
+        records.read(topic, partition, offset, timeout, |record| {
+            record.timestamp().to_millis().unwrap_or(i64::MIN)
+        })
     };
     let is_first_at = |offset: i64| -> Result<bool, DlqError> {
         Ok(offset == high
@@ -814,13 +848,8 @@ pub async fn rewind(
         }
     }
     let committed = consumer.committed_offsets(wanted.clone(), timeout)?;
-    // Reads single records to check the broker's time lookup: a group it never commits in, and
-    // fetches answered without waiting for more data.
-    let lookup: BaseConsumer = cdc_runtime::kafka::base_config(config, "dlq-rewind-lookup")
-        .set("group.id", "dlq-rewind-lookup")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
+    // Reads single records to check the broker's time lookup.
+    let lookup = RecordReader::new(config, "dlq-rewind-lookup")?;
     let found = consumer.offsets_for_times(wanted, timeout)?;
     let mut target = TopicPartitionList::new();
     let mut moves = Vec::new();
