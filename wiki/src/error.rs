@@ -103,6 +103,9 @@ mod tests {
         assert_eq!(error.found().chars().count(), FOUND_MAX_CHARS + 1);
         assert!(error.found().ends_with("进…"));
         let exact = "a".repeat(FOUND_MAX_CHARS);
-        assert_eq!(WikiError::new(1, Expected::FieldStart, &exact).found(), exact);
+        assert_eq!(
+            WikiError::new(1, Expected::FieldStart, &exact).found(),
+            exact
+        );
     }
 }

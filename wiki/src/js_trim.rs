@@ -12,23 +12,18 @@
 /// The `Zs` list is that of Unicode 15 (Node 20); U+180E left `Zs` in Unicode 6.3 and is not
 /// whitespace to any current engine.
 pub fn is_js_whitespace(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\n'
-            | '\u{000B}'
-            | '\u{000C}'
-            | '\r'
-            | ' '
-            | '\u{00A0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200A}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202F}'
-            | '\u{205F}'
-            | '\u{3000}'
-            | '\u{FEFF}'
-    )
+    const SPACE_SEPARATORS: [char; 17] = [
+        ' ', '\u{A0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}',
+        '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}', '\u{2009}', '\u{200A}', '\u{202F}',
+        '\u{205F}', '\u{3000}',
+    ];
+    match c {
+        // WhiteSpace besides the space separators
+        '\t' | '\u{B}' | '\u{C}' | '\u{FEFF}' => true,
+        // LineTerminator
+        '\n' | '\r' | '\u{2028}' | '\u{2029}' => true,
+        _ => SPACE_SEPARATORS.contains(&c),
+    }
 }
 
 /// `text` without the leading and trailing characters JavaScript's `trim()` removes
@@ -43,8 +38,14 @@ mod tests {
 
     #[test]
     fn trims_what_javascript_trims() {
-        assert_eq!(js_trim("\u{FEFF}\u{3000} a b\t\r\n\u{2028}\u{2029}\u{A0}"), "a b");
-        assert_eq!(js_trim("\u{B}\u{C}\u{1680}\u{2000}x\u{200A}\u{202F}\u{205F}"), "x");
+        assert_eq!(
+            js_trim("\u{FEFF}\u{3000} a b\t\r\n\u{2028}\u{2029}\u{A0}"),
+            "a b"
+        );
+        assert_eq!(
+            js_trim("\u{B}\u{C}\u{1680}\u{2000}x\u{200A}\u{202F}\u{205F}"),
+            "x"
+        );
     }
 
     #[test]

@@ -223,9 +223,15 @@ mod tests {
             error_of("\r\n \r\n{{Infobox\r\n|别名={\r\n进击\r\n}\r\n}}"),
             (5, Expected::ItemBrackets)
         );
-        assert_eq!(error_of("\n\u{3000}\n{{Infobix\n}}"), (3, Expected::InfoboxStart));
+        assert_eq!(
+            error_of("\n\u{3000}\n{{Infobix\n}}"),
+            (3, Expected::InfoboxStart)
+        );
         assert_eq!(error_of("{{Infobox\n|a=b\n\n\n"), (2, Expected::InfoboxEnd));
         // A lone `\r` does not start a line.
-        assert_eq!(error_of("{{Infobox\r\n|a\rb\n}}\r"), (2, Expected::EqualsSign));
+        assert_eq!(
+            error_of("{{Infobox\r\n|a\rb\n}}\r"),
+            (2, Expected::EqualsSign)
+        );
     }
 }

@@ -98,9 +98,10 @@ impl Field {
 
 impl Item {
     fn is_printable(&self) -> bool {
-        let key_is_printable = self.key.as_deref().is_none_or(|key| {
-            !key.is_empty() && is_one_trimmed_line(key) && !key.contains('|')
-        });
+        let key_is_printable = self
+            .key
+            .as_deref()
+            .is_none_or(|key| !key.is_empty() && is_one_trimmed_line(key) && !key.contains('|'));
         key_is_printable && is_one_trimmed_line(&self.value)
     }
 }
@@ -214,9 +215,15 @@ mod tests {
         assert!(!with(|w| w.type_name = "a}}b".to_owned()));
         assert!(!with(|w| w.type_name = " a".to_owned()));
         assert!(!with(|w| w.fields[0].key = "a=b".to_owned()));
-        assert!(!with(|w| w.fields[0].value = FieldValue::Scalar("{".to_owned())));
-        assert!(!with(|w| w.fields[0].value = FieldValue::Scalar("a\nb".to_owned())));
-        assert!(!with(|w| w.fields[0].value = FieldValue::Scalar("a\u{FEFF}".to_owned())));
+        assert!(!with(
+            |w| w.fields[0].value = FieldValue::Scalar("{".to_owned())
+        ));
+        assert!(!with(
+            |w| w.fields[0].value = FieldValue::Scalar("a\nb".to_owned())
+        ));
+        assert!(!with(
+            |w| w.fields[0].value = FieldValue::Scalar("a\u{FEFF}".to_owned())
+        ));
         let item = |key: Option<&str>, value: &str| {
             let mut wiki = sample();
             wiki.fields[2].value = FieldValue::Array(vec![Item {

@@ -12,7 +12,10 @@ use common::{UPSTREAM_SUITE_ENV, own_suite_dir, run_suite};
 fn own_suite_passes() {
     let counts = run_suite(&own_suite_dir());
     println!("own conformance suite: {counts:?}");
-    assert!(counts.valid >= 30 && counts.invalid >= 20, "cases went missing: {counts:?}");
+    assert!(
+        counts.valid >= 30 && counts.invalid >= 20,
+        "cases went missing: {counts:?}"
+    );
 }
 
 #[test]
