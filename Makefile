@@ -38,7 +38,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Everything CI runs: lint, unit + integration tests against the real services, the Helm chart,
-# bounded fuzzing of the decoders, and the live Debezium end-to-end test.
+# bounded fuzzing of the decoders and the wiki parser, and the live Debezium end-to-end test.
 test: up lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast

@@ -66,7 +66,7 @@ for scenario in "${SCENARIOS[@]}"; do
 done
 
 if ((FUZZ_SECONDS > 0)); then
-    say "fuzzing every decoder for $FUZZ_SECONDS s each"
+    say "fuzzing every target for $FUZZ_SECONDS s each"
     FUZZ_SECONDS=$FUZZ_SECONDS bash scripts/fuzz.sh || failed=1
 fi
 
