@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use crate::error::{Expected, WikiError};
-use crate::js_trim::js_trim;
+use crate::js_trim::{is_js_whitespace, js_trim};
 use crate::wiki::{Field, FieldValue, Item, Wiki};
 
 /// What a wiki text starts with (after trimming).
@@ -53,7 +53,7 @@ pub fn parse(text: &str) -> Result<Wiki, WikiError> {
         return Ok(Wiki::default());
     }
     // `\r\n` → `\n` keeps every `\n`, so line numbers in `normalized` are those of `text`.
-    let leading = normalized.len() - normalized.trim_start_matches(crate::is_js_whitespace).len();
+    let leading = normalized.len() - normalized.trim_start_matches(is_js_whitespace).len();
     let first_line = 1 + count_newlines(&normalized[..leading]);
 
     let (opening, rest) = match trimmed.split_once('\n') {
