@@ -21,7 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE_DIR = ROOT / "topics" / "families"
 OUTPUT = ROOT / "helm" / "bangumi-cdc" / "files" / "families.json"
 
-REQUIRED = {"family": str, "group": str, "dlq": str, "partitions": int, "topics": list}
+REQUIRED = {"family": str, "group": str, "dlq": str, "partitions": int, "topics": list, "stores": list}
+STORES = {"redis", "mysql"}
 
 
 def load_families() -> dict:
@@ -38,6 +39,9 @@ def load_families() -> dict:
         name = data["family"]
         if name != path.stem:
             sys.exit(f"error: {path.relative_to(ROOT)}: family = {name!r} but the file is {path.name}")
+        unknown = set(data["stores"]) - STORES
+        if unknown:
+            sys.exit(f"error: {path.relative_to(ROOT)}: unknown stores {sorted(unknown)} (known: {sorted(STORES)})")
         if data["partitions"] < 1:
             sys.exit(f"error: {path.relative_to(ROOT)}: partitions must be >= 1")
         families[name] = {
@@ -49,6 +53,7 @@ def load_families() -> dict:
             "encoding": data.get("encoding", "auto"),
             "topics": list(data["topics"]),
             "service_topics": list(data.get("service_topics", [])),
+            "stores": list(data["stores"]),
             "batch": data.get("batch", {}),
             "retry": data.get("retry", {}),
         }

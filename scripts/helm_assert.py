@@ -209,6 +209,16 @@ def main() -> int:
                 fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
             if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
                 fail(f"{where}: env {name} holds a URI with a password")
+        # secrets: exactly those of the stores the family uses (topics/ `stores`), when set
+        store_secrets = {"redis": {"REDIS_URI"}, "mysql": {"MYSQL_PASS"}}
+        for store, names in store_secrets.items():
+            configured = bool((values.get(store) or {}).get("existingSecret"))
+            for name in names:
+                got = "secretKeyRef" in (env.get(name) or {}).get("valueFrom", {})
+                if got and store not in toml["stores"]:
+                    fail(f"{where}: gets {name} from a Secret but the family does not use {store}")
+                if configured and store in toml["stores"] and not got:
+                    fail(f"{where}: {name} not from {store}.existingSecret although the family uses {store}")
         # the fan-out's state Redis: the timeline's alone, exactly as redis.state says
         state = (values.get("redis") or {}).get("state") or {}
         got_state = env.get("STATE_REDIS_URI")

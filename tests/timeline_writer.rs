@@ -408,7 +408,7 @@ async fn a_value_out_of_range_dead_letters_its_message_and_the_rest_of_the_batch
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let config = worker_config(&family, &topic_prefix, "unused:", &group, &args).expect("config");
     let sql_mode: String = sqlx::query_scalar("SELECT @@SESSION.sql_mode")
-        .fetch_one(&timeline::sql::pool(&config))
+        .fetch_one(&cdc_runtime::mysql::pool(&config))
         .await
         .expect("the worker's sql_mode");
     assert!(

@@ -55,3 +55,34 @@ impl CacheInvalidation {
         left
     }
 }
+
+/// `fixtures/expected/subject-date.json`: per subject a change of the fixtures asks to date,
+/// the date it ends with, or why it keeps none.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubjectDate {
+    /// One entry per subject.
+    pub subjects: Vec<SubjectDateEntry>,
+}
+
+/// One subject's expected end.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubjectDateEntry {
+    /// `subject_id`.
+    pub subject_id: u32,
+    /// The date columns written, when it is dated.
+    #[serde(default)]
+    pub fields: Option<crate::subjects::Date>,
+    /// Why it is not (the worker's skip reason), otherwise.
+    #[serde(default)]
+    pub skip: Option<String>,
+}
+
+impl SubjectDate {
+    /// Reads the file.
+    pub fn load() -> anyhow::Result<Self> {
+        let path = crate::fixtures::dir().join("expected/subject-date.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}

@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod scenario;
 pub mod state;
+pub mod subjects;
 
 use std::time::Duration;
 

@@ -35,7 +35,14 @@ fn options_at(port: u16) -> anyhow::Result<MySqlConnectOptions> {
 }
 
 /// The tables of `schema.sql` a test database gets.
-pub const TABLES: &[&str] = &["chii_timeline", "chii_friends", "chii_members"];
+pub const TABLES: &[&str] = &[
+    "chii_timeline",
+    "chii_friends",
+    "chii_members",
+    "chii_subjects",
+    "chii_subject_fields",
+    "chii_subject_revisions",
+];
 
 /// A database of one test.
 pub struct TestDatabase {
@@ -109,7 +116,7 @@ impl TestDatabase {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        // Only the tables the timeline needs (some others use DDL sqlx's session rejects).
+        // Only the tables the workers read and write (some others use DDL sqlx's session rejects).
         let wanted = |s: &&str| {
             TABLES
                 .iter()
@@ -176,6 +183,62 @@ impl TestDatabase {
             q.execute(&self.pool).await?;
         }
         Ok(())
+    }
+
+    /// Inserts `subjects` into `chii_subjects`, each with a `chii_subject_fields` row whose date
+    /// is unset (year 0, month 0, `0000-00-00`).
+    pub async fn add_subjects(&self, subjects: &[crate::subjects::Subject]) -> anyhow::Result<()> {
+        for s in subjects {
+            sqlx::query(
+                "INSERT INTO chii_subjects (subject_id, subject_type_id, subject_name, subject_name_cn, subject_uid, \
+                 subject_creator, subject_image, subject_platform, field_infobox, field_meta_tags, field_summary, \
+                 field_5, subject_idx_cn, subject_airtime, subject_nsfw) \
+                 VALUES (?, ?, '', '', '', 0, '', ?, ?, '', '', '', '', 0, 0)",
+            )
+            .bind(s.id)
+            .bind(s.type_id)
+            .bind(s.platform)
+            .bind(&s.infobox)
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("inserting subject {}", s.id))?;
+        }
+        self.add_subject_fields(subjects.iter().map(|s| s.id)).await
+    }
+
+    /// Inserts a `chii_subject_fields` row with an unset date for each of `ids`.
+    pub async fn add_subject_fields(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> anyhow::Result<()> {
+        for id in ids {
+            sqlx::query(
+                "INSERT INTO chii_subject_fields (field_sid, field_tid, field_tags, field_rate_1, field_rate_3, \
+                 field_rate_5, field_rate_7, field_rate_10, field_airtime, field_year, field_mon, field_week_day, \
+                 field_date) VALUES (?, 0, '', 0, 0, 0, 0, 0, 0, 0, 0, 0, '0000-00-00')",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("inserting chii_subject_fields {id}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every `chii_subject_fields` row's date: `field_sid → (field_year, field_mon, field_date)`.
+    pub async fn subject_dates(
+        &self,
+    ) -> anyhow::Result<std::collections::BTreeMap<u32, crate::subjects::Date>> {
+        let rows: Vec<(u32, u32, i32, String)> = sqlx::query_as(
+            "SELECT field_sid, CAST(field_year AS UNSIGNED), CAST(field_mon AS SIGNED), \
+             CAST(field_date AS CHAR) FROM chii_subject_fields",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, year, month, date)| (id, crate::subjects::Date { year, month, date }))
+            .collect())
     }
 
     /// Drops the database.

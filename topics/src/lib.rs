@@ -16,14 +16,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The embedded family files, as `(file name, contents)`.
-const FILES: &[(&str, &str)] = &[
-    (
-        "cache-invalidation.toml",
-        include_str!("../families/cache-invalidation.toml"),
-    ),
-    ("timeline.toml", include_str!("../families/timeline.toml")),
-];
+/// The embedded family files, as `(file name, contents)`: every `families/*.toml`, in file-name
+/// order (`build.rs`).
+const FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/families.rs"));
 
 /// One topic family, as declared in its `topics/families/<name>.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -47,6 +42,9 @@ pub struct Family {
     /// Non-Debezium topics of the family (service messages).
     #[serde(default)]
     pub service_topics: Vec<String>,
+    /// The stores the family's workers talk to beside Kafka. The Helm chart gives the family's
+    /// Deployment the secrets of these and of no other.
+    pub stores: Vec<Store>,
     /// Per-partition batching.
     pub batch: Batch,
     /// Backoff for transient failures.
@@ -67,6 +65,16 @@ pub enum Encoding {
     JsonSchema,
     /// Confluent Avro converter (wire format with a registry schema id).
     Avro,
+}
+
+/// A store a family's workers talk to beside Kafka.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Store {
+    /// Redis (`REDIS_URI`).
+    Redis,
+    /// MySQL/MariaDB (`MYSQL_*`).
+    Mysql,
 }
 
 /// Per-partition batching limits: a batch closes at `max_messages` or after `max_wait`.
@@ -250,13 +258,20 @@ mod tests {
     }
 
     #[test]
-    fn no_topic_is_consumed_by_two_families() {
+    fn a_topic_of_several_families_has_one_partition_count() {
+        // chii_subjects feeds cache-invalidation and subject-date, each in its own group; the
+        // topic is provisioned by both, so they must agree on its partitions.
         let families = all().unwrap_or_else(|e| panic!("{e}"));
         let mut seen = std::collections::BTreeMap::new();
         for f in &families {
             for t in f.all_topics() {
-                if let Some(other) = seen.insert(t, &f.family) {
-                    panic!("{t} is in both {other} and {}", f.family);
+                if let Some(other) = seen.insert(t, f)
+                    && other.partitions != f.partitions
+                {
+                    panic!(
+                        "{t}: {} partitions in {}, {} in {}",
+                        other.partitions, other.family, f.partitions, f.family
+                    );
                 }
             }
         }

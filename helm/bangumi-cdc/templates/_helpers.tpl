@@ -150,6 +150,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $cfg "partitions" $partitions }}
 {{- $_ := set $cfg "group" $group }}
 {{- $_ := set $cfg "dlq" $data.dlq }}
+{{- $_ := set $cfg "stores" $data.stores }}
 {{- $_ := set $cfg "topics" (concat $data.topics (default (list) $data.service_topics)) }}
 {{- toJson $cfg }}
 {{- end }}
@@ -221,10 +222,13 @@ Release-wide checks; rendered (as nothing) by the settings ConfigMap so they alw
 {{- end }}
 
 {{/*
-Container env shared by workers and the replay Job: secrets by reference, never by value.
+Container env of a family's workers and replay Job: secrets by reference, never by value, and
+only those of the stores the family uses (topics/families/<name>.toml `stores`). Called with
+(dict "root" $ "stores" $f.stores).
 */}}
 {{- define "bangumi-cdc.secretEnv" -}}
-{{- with .Values.kafka.sasl }}
+{{- $stores := .stores }}
+{{- with .root.Values.kafka.sasl }}
 {{- if .existingSecret }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
@@ -240,8 +244,8 @@ Container env shared by workers and the replay Job: secrets by reference, never 
 {{- end }}
 {{- end }}
 {{- end }}
-{{- with .Values.redis }}
-{{- if .existingSecret }}
+{{- with .root.Values.redis }}
+{{- if and (has "redis" $stores) .existingSecret }}
 - name: REDIS_URI
   valueFrom:
     secretKeyRef:
@@ -249,8 +253,8 @@ Container env shared by workers and the replay Job: secrets by reference, never 
       key: {{ .uriKey }}
 {{- end }}
 {{- end }}
-{{- with .Values.mysql }}
-{{- if .existingSecret }}
+{{- with .root.Values.mysql }}
+{{- if and (has "mysql" $stores) .existingSecret }}
 - name: MYSQL_PASS
   valueFrom:
     secretKeyRef:
@@ -265,7 +269,7 @@ Container env shared by workers and the replay Job: secrets by reference, never 
 {{- end }}
 {{- end }}
 {{- end }}
-{{- with .Values.extraEnv }}
+{{- with .root.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}

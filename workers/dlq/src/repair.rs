@@ -570,6 +570,7 @@ struct DirectHandler {
 enum DirectPipeline {
     CacheInvalidation(Pipeline<cache_invalidation::CacheInvalidation>),
     Timeline(Pipeline<timeline::Timeline>),
+    SubjectDate(Pipeline<subject_date::SubjectDate>),
 }
 
 impl DirectHandler {
@@ -616,6 +617,19 @@ impl DirectHandler {
                     ),
                 })
             }
+            subject_date::FAMILY => {
+                // No read delay: a dead letter is old enough for every replica to have its row.
+                let settings = subject_date::Settings {
+                    read_delay: std::time::Duration::ZERO,
+                };
+                let handler = subject_date::SubjectDate::connect(config.clone(), settings)
+                    .await
+                    .map_err(DlqError::Other)?;
+                Ok(Self {
+                    pipeline: DirectPipeline::SubjectDate(pipeline(config, family, handler)?),
+                    stores: format!("MySQL at {}:{}", config.mysql_host, config.mysql_port),
+                })
+            }
             other => Err(DlqError::Usage(format!(
                 "--to direct is not available for family {other}; use --to origin"
             ))),
@@ -626,6 +640,7 @@ impl DirectHandler {
         match &self.pipeline {
             DirectPipeline::CacheInvalidation(p) => wait.apply(p, &self.stores).await,
             DirectPipeline::Timeline(p) => wait.apply(p, &self.stores).await,
+            DirectPipeline::SubjectDate(p) => wait.apply(p, &self.stores).await,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The command line every family binary shares: `run` (default), `provision`, `--print-config`.
 //!
-//! A family's `main` is one call to [`main`] with its name and a function that connects its
-//! handler's sinks; everything else (config, logging, signals, exit codes) happens here.
+//! A family's `main` is one call to [`main`] (or [`main_with`], for a family with settings of
+//! its own) with its name and a function that connects its handler's sinks; everything else
+//! (config, logging, signals, exit codes) happens here.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WorkerConfig;
+use crate::config::{ConfigError, WorkerConfig};
 use crate::error::RuntimeError;
 use crate::family::Handler;
 use crate::provision::{Provisioned, provision};
@@ -22,7 +23,7 @@ pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(about, long_about = None)]
-struct Cli {
+struct Cli<S: FamilySettings> {
     #[command(subcommand)]
     command: Option<Command>,
     /// Print the effective configuration (secrets masked) and exit.
@@ -30,6 +31,31 @@ struct Cli {
     print_config: bool,
     #[command(flatten)]
     config: WorkerConfig,
+    #[command(flatten)]
+    settings: S,
+}
+
+/// A family's own settings beside [`WorkerConfig`]: flags and environment variables of its
+/// binary, checked before anything starts and shown by `--print-config`.
+pub trait FamilySettings: clap::Args + std::fmt::Debug + Send + 'static {
+    /// Checks the settings; an error names the variable.
+    fn validate(&self) -> Result<(), ConfigError>;
+    /// `--print-config` lines (nothing secret).
+    fn describe(&self) -> String;
+}
+
+/// The settings of a family that has none of its own.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct NoSettings {}
+
+impl FamilySettings for NoSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,7 +77,19 @@ where
     F: FnOnce(WorkerConfig) -> Fut,
     Fut: Future<Output = anyhow::Result<H>>,
 {
-    let cli = Cli::parse();
+    main_with(family, |config, NoSettings {}| connect(config))
+}
+
+/// Runs a family binary named `family` with settings `S` of its own; `connect` builds its
+/// handler from the configuration and the settings.
+pub fn main_with<S, H, F, Fut>(family: &str, connect: F) -> ExitCode
+where
+    S: FamilySettings,
+    H: Handler,
+    F: FnOnce(WorkerConfig, S) -> Fut,
+    Fut: Future<Output = anyhow::Result<H>>,
+{
+    let cli = Cli::<S>::parse();
     let log_format = cli.config.log_format.clone();
     run_to_exit(&log_format, async move {
         run_cli(family, cli, connect)
@@ -95,10 +133,11 @@ pub fn exit_code(error: &RuntimeError) -> ExitCode {
     })
 }
 
-async fn run_cli<H, F, Fut>(name: &str, cli: Cli, connect: F) -> Result<(), RuntimeError>
+async fn run_cli<S, H, F, Fut>(name: &str, cli: Cli<S>, connect: F) -> Result<(), RuntimeError>
 where
+    S: FamilySettings,
     H: Handler,
-    F: FnOnce(WorkerConfig) -> Fut,
+    F: FnOnce(WorkerConfig, S) -> Fut,
     Fut: Future<Output = anyhow::Result<H>>,
 {
     let family = cdc_topics::by_name(name)?.ok_or_else(|| crate::config::ConfigError::Invalid {
@@ -106,9 +145,14 @@ where
         reason: format!("no topics/families/{name}.toml"),
     })?;
     let config = cli.config.finish(&family)?;
+    cli.settings.validate()?;
     let family = family.with_topic_prefix(&config.kafka_topic_prefix);
     if cli.print_config {
+        let settings = cli.settings.describe();
         println!("{}", config.redacted(&family));
+        if !settings.is_empty() {
+            println!("{settings}");
+        }
         return Ok(());
     }
     match cli.command.unwrap_or(Command::Run) {
@@ -117,7 +161,7 @@ where
         }
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
-            let handler = connect(config.clone())
+            let handler = connect(config.clone(), cli.settings)
                 .await
                 .map_err(|source| RuntimeError::Sink {
                     what: "the family's sinks",

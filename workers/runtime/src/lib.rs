@@ -23,6 +23,7 @@
 //! - [`kafka`]: librdkafka settings.
 //! - [`provision`]: topic creation from `topics/`.
 //! - [`sink`]: Redis connection and error classification.
+//! - [`mysql`]: the MySQL/MariaDB pool (strict sessions) and error classification.
 //! - [`observe`]: metrics, probes, logging.
 //! - [`watch`]: the topics' existence (readiness) and the DLQ's depth (metrics), in the background.
 //! - [`error`]: error classes and fatal errors.
@@ -37,6 +38,7 @@ pub mod engine;
 pub mod error;
 pub mod family;
 pub mod kafka;
+pub mod mysql;
 pub mod observe;
 pub mod pipeline;
 pub mod provision;

@@ -118,7 +118,7 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
 
 /// Applies the writer's pending migrations on `MYSQL_DB` and says what it did.
 async fn migrate(config: &WorkerConfig) -> Result<ExitCode, RuntimeError> {
-    let pool = crate::sql::pool(config);
+    let pool = cdc_runtime::mysql::pool(config);
     let applied = crate::migrate::run(&pool).await;
     pool.close().await;
     let applied = applied.map_err(|e| RuntimeError::Sink {

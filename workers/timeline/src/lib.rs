@@ -15,14 +15,13 @@
 //! # Layout
 //! - [`Timeline`]: the [`Handler`]; routes a batch to the fan-out or the writer.
 //! - [`Settings`]: this family's own settings; [`cli`]: the binary's command line.
-//! - [`keys`]: Redis key formats; [`sql`]: the MySQL pool and error classes.
+//! - [`keys`]: Redis key formats.
 //! - [`migrate`]: the writer's tables, as migrations (`timeline migrate`).
 
 pub mod cli;
 pub mod fanout;
 pub mod keys;
 pub mod migrate;
-pub mod sql;
 pub mod trim;
 pub mod writer;
 
@@ -151,7 +150,7 @@ impl Timeline {
             ),
             None => None,
         };
-        let mysql = sql::pool(config);
+        let mysql = cdc_runtime::mysql::pool(config);
         let at = Dependencies {
             redis: Dependency::redis(&config.redis_uri),
             state: settings

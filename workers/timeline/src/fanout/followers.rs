@@ -14,7 +14,7 @@ use sqlx::MySqlPool;
 
 use super::Dependencies;
 use crate::keys;
-use crate::sql::transient;
+use cdc_runtime::mysql::transient;
 
 /// Authors per `IN (…)` query.
 const AUTHORS_PER_QUERY: usize = 500;

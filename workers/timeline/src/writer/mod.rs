@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
 use sqlx::{MySql, MySqlPool, Transaction};
 
-use crate::sql::classify;
+use cdc_runtime::mysql::classify;
 use merge::{Previous, Update};
 use message::{Merge, Write};
 
@@ -164,7 +164,7 @@ impl Writer {
 /// transient error saying so and to run `timeline migrate` (the partition waits, `/readyz` is
 /// false, until it is run); else as [`classify`]d.
 fn applied_table_error(what: &str, error: sqlx::Error) -> HandlerError {
-    if crate::sql::server_error(&error).is_some_and(|n| SCHEMA_ERRORS.contains(&n)) {
+    if cdc_runtime::mysql::server_error(&error).is_some_and(|n| SCHEMA_ERRORS.contains(&n)) {
         return HandlerError::Transient(anyhow::anyhow!(
             "{what}: table {APPLIED_TABLE} is missing or older than this worker ({error}); run `timeline migrate` on the database"
         ));

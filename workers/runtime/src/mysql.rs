@@ -17,9 +17,10 @@
 
 use std::time::Duration;
 
-use cdc_runtime::{HandlerError, WorkerConfig};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{Executor, MySqlPool};
+
+use crate::{HandlerError, WorkerConfig};
 
 /// Added to the server's `sql_mode` on every connection: a value a column cannot hold is an
 /// error naming the column (and dead-lettered), never silently clamped or truncated as a
