@@ -1,5 +1,6 @@
 //! `make demo`: the fleet on its embedded default. Provisions every family's topics on the local
-//! broker (under a fresh prefix), seeds Redis with the cache keys the fixtures will touch, publishes
+//! broker (under a fresh prefix), seeds Redis with the cache keys the fixtures will touch and
+//! MariaDB with the subjects they leave (undated), publishes
 //! the real Debezium fixtures plus one malformed record, runs each family's real binary until its
 //! consumer group has committed everything, prints what happened, and stops the workers with
 //! SIGTERM.
@@ -16,6 +17,7 @@ use anyhow::{Context, bail};
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::process::{KillOnDrop, free_port};
+use fleet_harness::subjects::{self, Date};
 use fleet_harness::{
     Out, brokers, end_offsets, http_get, keys_under, produce, producer, read_all, redis_uri,
     registry_url, require_broker, seed_keys, unique, wait_drained,
@@ -143,6 +145,14 @@ async fn run() -> anyhow::Result<()> {
         "    MariaDB database {} (chii_friends: 2, 3, 4 follow 1)",
         db.name
     );
+    // The subject-date worker reads subjects back from MariaDB: the rows the fixtures leave,
+    // each with a chii_subject_fields row whose date is not set yet.
+    let subjects = subjects::as_the_fixtures_leave_them()?;
+    db.add_subjects(&subjects).await?;
+    println!(
+        "    {} chii_subjects rows, their chii_subject_fields undated",
+        subjects.len()
+    );
 
     step(
         3,
@@ -152,12 +162,17 @@ async fn run() -> anyhow::Result<()> {
     let mut published: BTreeMap<&str, usize> = BTreeMap::new();
     for f in fixtures::load(Encoding::Json)? {
         let topic = format!("{topic_prefix}{}", f.topic);
-        if let Some(family) = runnable
+        // A topic may feed several families (chii_subjects: cache-invalidation, subject-date).
+        let consumers: Vec<&str> = runnable
             .iter()
-            .find(|fam| fam.all_topics().any(|t| t == topic))
-        {
+            .filter(|fam| fam.all_topics().any(|t| t == topic))
+            .map(|fam| fam.family.as_str())
+            .collect();
+        if !consumers.is_empty() {
             produce(&producer, &topic, &[f.record]).await?;
-            *published.entry(family.family.as_str()).or_default() += 1;
+        }
+        for family in consumers {
+            *published.entry(family).or_default() += 1;
         }
     }
     if let Some(family) = runnable.iter().find(|f| f.family == "cache-invalidation") {
@@ -304,6 +319,24 @@ async fn run() -> anyhow::Result<()> {
                 .join(", ")
         );
     }
+    let dated: Vec<(u32, Date)> = db
+        .subject_dates()
+        .await?
+        .into_iter()
+        .filter(|(_, date)| *date != Date::unset())
+        .collect();
+    println!(
+        "  MariaDB: {} of {} subjects dated from their infobox, e.g. {}",
+        dated.len(),
+        subjects.len(),
+        dated
+            .iter()
+            .filter(|(id, _)| *id > 100)
+            .take(4)
+            .map(|(id, d)| format!("{id} → {}/{}/{}", d.year, d.month, d.date))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for w in &workers {
         let dlq = end_offsets(&w.family.dlq, w.family.partitions)?
             .iter()
