@@ -199,19 +199,24 @@ async fn reversed_and_duplicated_changes_end_the_same() {
     db.drop_now().await.expect("drop");
 }
 
-/// A `chii_subjects` update as Debezium's JSON converter writes it, for `subject_id`, written
-/// at `ts_ms`, on `partition`.
-fn subject_update(subject_id: u32, ts_ms: i64, partition: i32) -> Out {
-    let row = json!({ "subject_id": subject_id });
+/// A change of `table` as Debezium's JSON converter writes it (`source` as the fixtures'),
+/// written at `ts_ms`, on `partition`.
+fn change(
+    table: &str,
+    key: serde_json::Value,
+    after: serde_json::Value,
+    ts_ms: i64,
+    partition: i32,
+) -> Out {
     Out {
         partition: Some(partition),
-        key: Some(row.to_string().into_bytes()),
+        key: Some(key.to_string().into_bytes()),
         value: Some(
             json!({
-                "before": row, "after": row, "op": "u", "ts_ms": ts_ms,
+                "before": after, "after": after, "op": "u", "ts_ms": ts_ms,
                 "source": {
                     "version": "3.6.3.Final", "connector": "mysql", "name": "debezium.chii",
-                    "ts_ms": ts_ms, "snapshot": "false", "db": "bangumi", "table": "chii_subjects",
+                    "ts_ms": ts_ms, "snapshot": "false", "db": "bangumi", "table": table,
                     "server_id": 1, "file": "mysql-bin.000001", "pos": 4, "row": 0,
                 },
             })
@@ -220,6 +225,22 @@ fn subject_update(subject_id: u32, ts_ms: i64, partition: i32) -> Out {
         ),
         ..Out::default()
     }
+}
+
+/// An update of subject `subject_id`, written at `ts_ms`, on `partition`.
+fn subject_update(subject_id: u32, ts_ms: i64, partition: i32) -> Out {
+    let row = json!({ "subject_id": subject_id });
+    change("chii_subjects", row.clone(), row, ts_ms, partition)
+}
+
+/// The topic of `table` in `family`.
+fn topic_of(family: &Family, table: &str) -> String {
+    family
+        .topics
+        .iter()
+        .find(|t| t.ends_with(&format!(".{table}")))
+        .unwrap_or_else(|| panic!("{} has no topic of {table}", family.family))
+        .clone()
 }
 
 fn now_ms() -> i64 {
@@ -252,12 +273,7 @@ fn dated(year: u32, month: i32, date: &str) -> Date {
 async fn the_read_delay_holds_only_its_partition_and_loses_nothing() {
     let prefix = unique("sd-delay");
     let family = provisioned_family(FAMILY, &prefix).await.expect("family");
-    let subjects_topic = family
-        .topics
-        .iter()
-        .find(|t| t.ends_with(".chii_subjects"))
-        .expect("chii_subjects topic")
-        .clone();
+    let subjects_topic = topic_of(&family, "chii_subjects");
     let db = TestDatabase::create().await.expect("database");
     db.add_subjects(&[subject(1, "2001年4月3日"), subject(2, "2002-05-06")])
         .await
@@ -320,12 +336,7 @@ async fn the_read_delay_holds_only_its_partition_and_loses_nothing() {
 async fn many_changes_of_a_subject_update_its_row_once_per_batch() {
     let prefix = unique("sd-batch");
     let family = provisioned_family(FAMILY, &prefix).await.expect("family");
-    let subjects_topic = family
-        .topics
-        .iter()
-        .find(|t| t.ends_with(".chii_subjects"))
-        .expect("chii_subjects topic")
-        .clone();
+    let subjects_topic = topic_of(&family, "chii_subjects");
     let db = TestDatabase::create().await.expect("database");
     db.add_subjects(&[
         subject(1, "2001年4月3日"),
@@ -386,34 +397,12 @@ async fn many_changes_of_a_subject_update_its_row_once_per_batch() {
 async fn a_change_without_its_subject_is_dead_lettered_and_the_partition_moves_on() {
     let prefix = unique("sd-reject");
     let family = provisioned_family(FAMILY, &prefix).await.expect("family");
-    let revisions_topic = family
-        .topics
-        .iter()
-        .find(|t| t.ends_with(".chii_subject_revisions"))
-        .expect("revisions topic")
-        .clone();
+    let revisions_topic = topic_of(&family, "chii_subject_revisions");
     let db = TestDatabase::create().await.expect("database");
     db.add_subjects(&[subject(7, "2007-07-07")])
         .await
         .expect("subjects");
-    let revision = |row: serde_json::Value| Out {
-        partition: Some(0),
-        key: Some(br#"{"rev_id":1}"#.to_vec()),
-        value: Some(
-            json!({
-                "before": null, "after": row, "op": "c", "ts_ms": 0,
-                "source": {
-                    "version": "3.6.3.Final", "connector": "mysql", "name": "debezium.chii",
-                    "ts_ms": 0, "snapshot": "false", "db": "bangumi",
-                    "table": "chii_subject_revisions", "server_id": 1, "file": "mysql-bin.000001",
-                    "pos": 4, "row": 0,
-                },
-            })
-            .to_string()
-            .into_bytes(),
-        ),
-        ..Out::default()
-    };
+    let revision = |row| change("chii_subject_revisions", json!({ "rev_id": 1 }), row, 0, 0);
     produce(
         &producer().expect("producer"),
         &revisions_topic,

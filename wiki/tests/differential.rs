@@ -254,25 +254,6 @@ const PADDING: Parts = (
     ],
     &["\u{85}", "\u{180E}", "\u{200B}"],
 );
-const SOUP: &[&str] = &[
-    "{{Infobox",
-    "}}",
-    "{",
-    "}",
-    "[",
-    "]",
-    "|",
-    "=",
-    "\n",
-    "\n",
-    "\r\n",
-    "\r",
-    " ",
-    "\u{3000}",
-    "\u{85}",
-    "a",
-    "键",
-];
 
 impl Generator {
     fn new(seed: u64) -> Self {
@@ -327,7 +308,9 @@ impl Generator {
     fn wiki_like(&mut self) -> String {
         self.noise = [0, 0, 1, 3, 10, 40][self.below(6)];
         if self.percent(4) {
-            return (0..self.below(40)).map(|_| self.pick(SOUP)).collect();
+            return (0..self.below(40))
+                .map(|_| self.pick(common::TOKENS))
+                .collect();
         }
         let mut lines = Vec::new();
         if self.percent(15) {

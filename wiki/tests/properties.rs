@@ -6,32 +6,13 @@ use bangumi_wiki::{Field, FieldValue, Item, Wiki, js_trim, parse};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
+mod common;
+use common::TOKENS;
+
 /// Characters that matter to the syntax (and a few that do not), without `\n`.
 const ALPHABET: &[char] = &[
     'a', 'b', '中', '名', ' ', '=', '|', '[', ']', '{', '}', '\u{3000}', '\u{85}', '\r', '\t',
     '\u{FEFF}', '\u{2028}',
-];
-/// Pieces of wiki syntax, line breaks included.
-const TOKENS: &[&str] = &[
-    "{{Infobox",
-    "}}",
-    "{",
-    "}",
-    "[",
-    "]",
-    "|",
-    "=",
-    "\n",
-    "\n",
-    "\r\n",
-    "\r",
-    " ",
-    "\u{3000}",
-    "\u{85}",
-    "\u{FEFF}",
-    "a",
-    "中文名",
-    "[a|b]",
 ];
 
 fn raw_text(alphabet: &'static [char]) -> impl Strategy<Value = String> {

@@ -6,6 +6,7 @@
 //!   with the conversion from our [`Wiki`].
 //! - [`run_suite`]: runs a `{valid,invalid}/*.wiki` directory (ours or the upstream spec's).
 //! - [`wiki_files`]: the `.wiki` inputs of such a directory.
+//! - [`TOKENS`]: pieces of syntax the generated texts are made of.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
@@ -178,3 +179,26 @@ pub fn own_suite_dir() -> PathBuf {
 
 /// The environment variable naming an upstream `bangumi/wiki-syntax-spec` checkout's `tests/`.
 pub const UPSTREAM_SUITE_ENV: &str = "WIKI_SYNTAX_SPEC_DIR";
+
+/// Pieces of wiki syntax, line breaks included.
+pub const TOKENS: &[&str] = &[
+    "{{Infobox",
+    "}}",
+    "{",
+    "}",
+    "[",
+    "]",
+    "|",
+    "=",
+    "\n",
+    "\n",
+    "\r\n",
+    "\r",
+    " ",
+    "\u{3000}",
+    "\u{85}",
+    "\u{FEFF}",
+    "a",
+    "中文名",
+    "[a|b]",
+];
