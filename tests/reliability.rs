@@ -14,6 +14,8 @@
 //!   meanwhile, zero dead letters, nothing lost.
 //! - `mariadb_outage_of_20s_for_the_timeline`: a private MariaDB stopped (killed) for 20 s
 //!   while the timeline fans out items whose followers are not cached: the same.
+//! - `mariadb_outage_of_20s_for_subject_date`: the same for subject-date, which reads every
+//!   subject back from MariaDB and writes its date there.
 //! - `rebalance_1_3_1_under_load`: a group going 1 → 3 → 1 consumers while events flow.
 //! - `rebalance_1_3_1_under_load_for_the_timeline`: the same for the timeline (fan-out and
 //!   writer), whose records the rebalances deliver twice and out of their first order.
@@ -304,6 +306,44 @@ async fn mariadb_outage_of_20s_for_the_timeline() {
     lane.clean_up().await;
     report(
         "mariadb_outage_of_20s_for_the_timeline",
+        stream.records.len(),
+        0,
+        started,
+        &format!(
+            "outage=20s ready_again_after={:.1}s state: {}",
+            recovered.as_secs_f64(),
+            state.summary()
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_outage_of_20s_for_subject_date() {
+    let started = Instant::now();
+    let stream = Stream::subjects(1_000 * scale());
+    let mut mariadb = PrivateMariaDb::start().await.expect("private MariaDB");
+    let lane = Lane::new(
+        subject_date::FAMILY,
+        "sd-mariadb",
+        &redis_uri(),
+        Some(&mariadb),
+    )
+    .await;
+    let reference = fault_free_state(subject_date::FAMILY, "sd-mariadb", &stream);
+    let faulty = run_through_outage(&lane, &stream, &mut mariadb, Duration::from_secs(20));
+    let (expected, recovered) = tokio::join!(reference, faulty);
+    assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
+    let state = lane.state().await;
+    let dated = state.tables.get("chii_subject_fields").map_or(0, |rows| {
+        rows.iter()
+            .filter(|row| !row.contains("0000-00-00"))
+            .count()
+    });
+    assert_eq!(dated, stream.subjects.len(), "every subject dated");
+    assert_same_state("MariaDB outage (subject-date)", &state, &expected);
+    lane.clean_up().await;
+    report(
+        "mariadb_outage_of_20s_for_subject_date",
         stream.records.len(),
         0,
         started,

@@ -128,3 +128,47 @@ impl TimelineItems {
         self.item(&self.delete, "before", id, author, pos)
     }
 }
+
+/// Generated subject changes, made from a real `chii_subjects` update of the fixtures'
+/// `subject-date` scenario with the subject id (key and rows) and binlog position replaced. The
+/// subject-date family dates the subject from its row in MariaDB, not from the event.
+pub struct SubjectUpdates {
+    template: Value,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl SubjectUpdates {
+    /// Loads the template from the fixtures.
+    pub fn load() -> anyhow::Result<Self> {
+        let f = fixtures::load(Encoding::Json)?
+            .into_iter()
+            .find(|f| {
+                f.topic.ends_with(".chii_subjects")
+                    && f.scenario == "subject-date"
+                    && f.record
+                        .value
+                        .as_deref()
+                        .is_some_and(|v| String::from_utf8_lossy(v).contains(r#""op":"u""#))
+            })
+            .context("no chii_subjects update in the fixtures' subject-date scenario")?;
+        let value = f.record.value.context("template has no value")?;
+        Ok(Self {
+            template: serde_json::from_slice(&value)?,
+            headers: f.record.headers,
+        })
+    }
+
+    /// The update of subject `id`, at binlog position `pos`.
+    pub fn event(&self, id: u64, pos: u64) -> Out {
+        let mut v = self.template.clone();
+        v["before"]["subject_id"] = id.into();
+        v["after"]["subject_id"] = id.into();
+        v["source"]["pos"] = pos.into();
+        Out {
+            partition: None,
+            key: Some(format!("{{\"subject_id\":{id}}}").into_bytes()),
+            value: Some(v.to_string().into_bytes()),
+            headers: self.headers.clone(),
+        }
+    }
+}

@@ -138,8 +138,8 @@ impl TestDatabase {
         vec!["--mysql-db".into(), self.name.clone()]
     }
 
-    /// The rows of every table a worker may write, for full-state comparison: `chii_timeline`
-    /// without its auto-increment id (two runs may interleave partitions differently), and how
+    /// The rows of every table a worker may write, for full-state comparison: `chii_friends`,
+    /// `chii_subject_fields`, `chii_timeline` without its auto-increment id (two runs may interleave partitions differently), and how
     /// many writer messages were recorded as applied (their coordinates differ between runs).
     pub async fn dump(&self) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
         let mut tables = std::collections::BTreeMap::new();
@@ -147,10 +147,12 @@ impl TestDatabase {
             "chii_timeline".to_owned(),
             crate::state::dump_table(&self.pool, "chii_timeline", &["tml_id"]).await?,
         );
-        tables.insert(
-            "chii_friends".to_owned(),
-            crate::state::dump_table(&self.pool, "chii_friends", &[]).await?,
-        );
+        for table in ["chii_friends", "chii_subject_fields"] {
+            tables.insert(
+                table.to_owned(),
+                crate::state::dump_table(&self.pool, table, &[]).await?,
+            );
+        }
         let applied: Option<i64> = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.TABLES t \
              WHERE t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = 'cdc_applied_messages'",

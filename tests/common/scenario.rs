@@ -11,7 +11,7 @@ use cdc_topics::Family;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{MemberUpdates, TimelineItems, member_key};
+use crate::events::{MemberUpdates, SubjectUpdates, TimelineItems, member_key};
 use crate::mysql::{PrivateMariaDb, TestDatabase};
 use crate::process::{KillOnDrop, signal, wait_exit, worker_command};
 use crate::state::{State, dump_redis};
@@ -23,6 +23,7 @@ use crate::{
 pub const MEMBERS: &str = "debezium.chii.bangumi.chii_members";
 pub const TIMELINE: &str = "debezium.chii.bangumi.chii_timeline";
 pub const WRITER: &str = "timeline";
+pub const SUBJECTS: &str = "debezium.chii.bangumi.chii_subjects";
 
 /// Event counts are multiplied by this (`RELIABILITY_SCALE`, default 1).
 pub fn scale() -> u64 {
@@ -65,6 +66,8 @@ pub struct Stream {
     pub redis: Vec<(String, String)>,
     /// `chii_friends` rows: (followed, follower).
     pub friends: Vec<(u64, u64)>,
+    /// `chii_subjects` rows (each with an undated `chii_subject_fields` row).
+    pub subjects: Vec<crate::subjects::Subject>,
     /// The records, in order.
     pub records: Vec<(&'static str, Out)>,
 }
@@ -155,6 +158,38 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Subjects 1..=n, each dated by its infobox (`放送开始`, a different day each), updated
+    /// once, and every third one again later.
+    pub fn subjects(n: u64) -> Self {
+        let updates = SubjectUpdates::load().expect("template");
+        let mut stream = Stream::default();
+        for i in 1..=n {
+            stream.subjects.push(crate::subjects::Subject {
+                id: u32::try_from(i).expect("subject id"),
+                type_id: 2,
+                platform: 1,
+                infobox: format!(
+                    "{{{{Infobox animanga/TVAnime\r\n|中文名= 作品{i}\r\n|放送开始= {}年{}月{}日\r\n}}}}",
+                    1990 + i % 30,
+                    1 + i % 12,
+                    1 + i % 28
+                ),
+            });
+        }
+        let mut pos = 100_000;
+        for i in 1..=n {
+            pos += 1;
+            stream.records.push((SUBJECTS, updates.event(i, pos)));
+            if i % 3 == 0 && i > 30 {
+                pos += 1;
+                stream.records.push((SUBJECTS, updates.event(i - 30, pos)));
+            }
+        }
+        stream
+    }
+}
+
 /// One isolated run: its own topics, consumer group, Redis key prefix and (timeline) database.
 pub struct Lane {
     pub family: Family,
@@ -186,8 +221,8 @@ impl Worker {
 }
 
 impl Lane {
-    /// A lane of `family` on the Redis at `redis_uri`; the timeline also gets a database (on
-    /// `mariadb`, else the machine's MariaDB).
+    /// A lane of `family` on the Redis at `redis_uri`; a family that uses MySQL also gets a
+    /// database (on `mariadb`, else the machine's MariaDB).
     pub async fn new(
         family: &str,
         name: &str,
@@ -203,7 +238,7 @@ impl Lane {
             // Only the members topic: its three partitions are what the group splits.
             provisioned.topics.retain(|t| t.ends_with(MEMBERS));
         }
-        let (db, mysql_port) = if family == timeline::FAMILY {
+        let (db, mysql_port) = if provisioned.stores.contains(&cdc_topics::Store::Mysql) {
             match mariadb {
                 Some(server) => (
                     Some(TestDatabase::create_on(server).await.expect("database")),
@@ -266,6 +301,14 @@ impl Lane {
             };
             let handler = timeline::Timeline::connect(&config, &settings, group).expect("handler");
             cdc_runtime::start(&self.family, &config, handler, shutdown.clone()).await
+        } else if self.family.family == subject_date::FAMILY {
+            let settings = subject_date::Settings {
+                read_delay: Duration::ZERO,
+            };
+            let handler = subject_date::SubjectDate::connect(config.clone(), settings)
+                .await
+                .expect("handler");
+            cdc_runtime::start(&self.family, &config, handler, shutdown.clone()).await
         } else {
             let handler = CacheInvalidation::connect(config.clone())
                 .await
@@ -280,7 +323,7 @@ impl Lane {
         self.start_in(&self.group, extra).await
     }
 
-    /// Seeds Redis and `chii_friends`.
+    /// Seeds Redis, `chii_friends` and `chii_subjects`.
     pub async fn prepare(&self, stream: &Stream) {
         let mut conn = redis_at(&self.redis_uri).await.expect("redis");
         for chunk in stream.redis.chunks(10_000) {
@@ -302,6 +345,7 @@ impl Lane {
                 }
                 q.execute(&db.pool).await.expect("friends");
             }
+            db.add_subjects(&stream.subjects).await.expect("subjects");
         }
     }
 
