@@ -25,10 +25,13 @@
 //! - [`Wiki`], [`Field`], [`FieldValue`], [`Item`] (`wiki.rs`): the parsed document, field lookup,
 //!   and the canonical printer ([`Wiki`]'s `Display`) with [`Wiki::is_printable`].
 //! - [`WikiError`], [`Expected`] (`error.rs`): why and where a text was rejected.
+//! - [`go`]: the same syntax as Bangumi's Go services read it (`wiki-parser-go`), for workers
+//!   replacing them.
 //! - [`js_trim`], [`is_js_whitespace`] (`js_trim.rs`): ECMAScript's `String.prototype.trim`,
 //!   which decides what counts as blank everywhere in the syntax.
 
 mod error;
+pub mod go;
 mod js_trim;
 mod parse;
 mod wiki;
