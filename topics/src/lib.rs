@@ -75,6 +75,8 @@ pub enum Store {
     Redis,
     /// MySQL/MariaDB (`MYSQL_*`).
     Mysql,
+    /// Meilisearch (`MEILISEARCH_*`).
+    Meilisearch,
 }
 
 /// Per-partition batching limits: a batch closes at `max_messages` or after `max_wait`.

@@ -61,7 +61,10 @@ pub fn parse(text: &str) -> Result<Wiki, WikiError> {
     }
     let type_name = {
         let after = &opening[OPENING.len()..];
-        after.find(CLOSING).map_or(after, |end| &after[..end]).trim()
+        after
+            .find(CLOSING)
+            .map_or(after, |end| &after[..end])
+            .trim()
     };
     let mut fields = Vec::new();
     let body = trimmed
@@ -169,7 +172,11 @@ mod tests {
         let text = "{{Infobox Crt\r\n|别名= \r\n| 别名 ={\r\n[喜多郁代\u{3000}]\r\n[愛称|喜多ちゃん]\r\n[]\r\n}\r\n}}";
         assert_eq!(
             values(text, "别名"),
-            Some(vec!["喜多郁代\u{3000}".into(), "喜多ちゃん".into(), String::new()])
+            Some(vec![
+                "喜多郁代\u{3000}".into(),
+                "喜多ちゃん".into(),
+                String::new()
+            ])
         );
         assert_eq!(parse(text).map(|w| w.type_name), Ok("Crt".into()));
     }

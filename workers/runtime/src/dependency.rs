@@ -1,4 +1,4 @@
-//! The services a worker depends on (Redis, MySQL, the brokers, the schema registry), named by
+//! The services a worker depends on (Redis, MySQL, Meilisearch, the brokers, the schema registry), named by
 //! kind and address — never by credentials — so that a transient failure's log line, its
 //! `/readyz` reason and its metrics say which one to look at.
 //!
@@ -38,6 +38,11 @@ impl Dependency {
         )
     }
 
+    /// The Meilisearch server at `url`.
+    pub fn meilisearch(url: &str) -> Self {
+        Self::new("meilisearch", address_of(url))
+    }
+
     /// The schema registry at `url`.
     pub fn schema_registry(url: &str) -> Self {
         Self::new("schema-registry", address_of(url))
@@ -47,7 +52,7 @@ impl Dependency {
         Self { kind, address }
     }
 
-    /// `redis`, `mysql`, `kafka` or `schema-registry`.
+    /// `redis`, `mysql`, `meilisearch`, `kafka` or `schema-registry`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
