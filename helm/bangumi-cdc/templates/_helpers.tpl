@@ -128,7 +128,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $auto "maxReplicas" $max }}
 {{- end }}
 {{- range $key, $value := (default (dict) $cfg.env) }}
-{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|REDIS_URI|STATE_REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
+{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|MEILISEARCH_KEY|REDIS_URI|STATE_REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
 {{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis.existingSecret; state Redis: redis.state; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB)" $where $key $name) }}
 {{- end }}
 {{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
@@ -267,6 +267,15 @@ only those of the stores the family uses (topics/families/<name>.toml `stores`).
       name: {{ .existingSecret }}
       key: {{ .userKey }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- with .root.Values.meilisearch }}
+{{- if and (has "meilisearch" $stores) .existingSecret }}
+- name: MEILISEARCH_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .keyKey }}
 {{- end }}
 {{- end }}
 {{- with .root.Values.extraEnv }}
