@@ -10,6 +10,12 @@
 //!   the ceiling, RSS (peak, under load, idle), CPU per event.
 //! - `timeline`: the real `timeline` binary fanning out `chii_timeline` creates over a generated
 //!   follower graph in MariaDB (≈100 followers per author, a few authors with 100k).
+//! - `subject-date`: the real `subject-date` binary catching up on a 1-partition topic of
+//!   `chii_subjects` updates (`BENCH_SUBJECT_DATE_EVENTS`, default 200 000, over 20 000
+//!   generated subjects with realistic infoboxes in MariaDB, `SUBJECT_DATE_READ_DELAY=0s`),
+//!   beside the legacy's work done one event at a time by a bare sqlx loop (`SELECT` the subject,
+//!   parse, `UPDATE` in autocommit) and the `UPDATE`s alone; `chii_subject_fields` is checked to
+//!   end the same after each.
 //! - `latency`: produce → effect visible in Redis (keyspace notifications) at a fixed rate,
 //!   beside a do-nothing consumer's produce → receive latency with the same fetch settings.
 //! - `scaling`: drain rate with 1, 2, 4 partitions (one process; and one process per
@@ -44,6 +50,7 @@ use fleet_harness::events::{MemberUpdates, member_key};
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::mysql::TestDatabase;
 use fleet_harness::process::free_port;
+use fleet_harness::subjects::{Date, Subject};
 use fleet_harness::{Out, brokers, create_topic, provisioned_family, redis, redis_uri, unique};
 use futures::StreamExt;
 use rand::Rng;
@@ -57,6 +64,7 @@ use serde_json::{Value, json};
 
 const MEMBERS_TOPIC: &str = "debezium.chii.bangumi.chii_members";
 const TIMELINE_TOPIC: &str = "debezium.chii.bangumi.chii_timeline";
+const SUBJECTS_TOPIC: &str = "debezium.chii.bangumi.chii_subjects";
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -68,6 +76,9 @@ struct Options {
     scaling_events: u64,
     timeline_events: u64,
     timeline_authors: u64,
+    /// Subjects in the subject-date database, and `chii_subjects` updates drained.
+    subject_date_subjects: u64,
+    subject_date_events: u64,
     timeline_pool: u64,
     big_authors: u64,
     big_followers: u64,
@@ -102,7 +113,13 @@ impl Options {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let events = env_u64("BENCH_EVENTS")?.unwrap_or(if quick { 50_000 } else { 1_000_000 });
         let all = [
-            "ceiling", "cache", "timeline", "latency", "scaling", "prefetch",
+            "ceiling",
+            "cache",
+            "timeline",
+            "subject-date",
+            "latency",
+            "scaling",
+            "prefetch",
         ];
         let mut sections: HashSet<String> = std::env::args().skip(1).collect();
         for s in &sections {
@@ -120,6 +137,12 @@ impl Options {
             scaling_events: (events / 5).clamp(1_000, 200_000),
             timeline_events: if quick { 2_000 } else { 10_000 },
             timeline_authors: if quick { 200 } else { 1_000 },
+            subject_date_subjects: if quick { 2_000 } else { 20_000 },
+            subject_date_events: env_u64("BENCH_SUBJECT_DATE_EVENTS")?.unwrap_or(if quick {
+                20_000
+            } else {
+                200_000
+            }),
             timeline_pool: if quick { 20_000 } else { 100_000 },
             big_authors: if quick { 1 } else { 3 },
             big_followers: if quick { 20_000 } else { 100_000 },
@@ -1074,6 +1097,548 @@ async fn timeline_run(
 }
 
 // ---------------------------------------------------------------------------------------------
+// subject-date: a catch-up of chii_subjects updates, beside the legacy's one-event-at-a-time loop
+
+/// splitmix64: the bench's subjects and event order are the same in every run.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The subject of the `i`th event: uniform over `1..=subjects`, so a subject changes
+/// events / subjects times on average and batches hold a few repeats.
+fn subject_of_event(i: u64, subjects: u64) -> u32 {
+    u32::try_from(1 + mix(i ^ 0x5EED_0000_0000_0000) % subjects).unwrap_or(1)
+}
+
+/// Subject `id` of the bench, modelled on the fixtures' real infoboxes: anime (TV, OVA, movie,
+/// web), books (manga, novels, artbooks), music, games and live action in Bangumi's proportions
+/// (roughly), several fields each, aliases and platforms as arrays, editions as arrays of dates,
+/// and the date written the ways the wiki writes it, some the legacy finds no date in.
+fn bench_subject(id: u32) -> Subject {
+    let r = |salt: u64| mix((u64::from(id) << 8) | salt);
+    let year = 1960 + r(1) % 66;
+    let month = 1 + r(2) % 12;
+    let day = 1 + r(3) % 28;
+    let later = |d: u64| format!("{year}-{:02}-{:02}", month, (day + d).min(28));
+    let date = match r(4) % 100 {
+        0..=29 => format!("{year}年{month}月{day}日"),
+        30..=54 => format!("{year}-{month:02}-{day:02}"),
+        55..=63 => format!("{year}-{month:02}-{day:02} (日本)"),
+        64..=70 => format!("{year}年{month}月"),
+        71..=75 => format!("{year}年"),
+        76..=80 => format!("初回限定盤 ({year}-{month:02}-{day:02})"),
+        81..=84 => format!("({year}/{month:02}/{day:02})"),
+        // No date by the legacy's rules.
+        85..=89 => format!("{year}/{month:02}/{day:02}"),
+        90..=95 => "未定".to_owned(),
+        _ => String::new(),
+    };
+    let array = r(5).is_multiple_of(5);
+    let n = r(6);
+    let aliases = match n % 3 {
+        0 => String::new(),
+        1 => format!("|别名={{\r\n[Subject {id}]\r\n}}\r\n"),
+        _ => format!("|别名={{\r\n[Subject {id}]\r\n[サブジェクト{id}]\r\n[条目{id}号]\r\n}}\r\n"),
+    };
+    let (type_id, platform, infobox) = match r(7) % 20 {
+        // Anime: TV, OVA, movie, web.
+        0..=5 => {
+            let platform = [1, 1, 1, 2, 3, 5][(n % 6) as usize];
+            let (kind, date_key) = match platform {
+                2 => ("OVA", "发售日"),
+                3 => ("Movie", "上映年度"),
+                _ => ("TVAnime", "放送开始"),
+            };
+            (
+                2,
+                platform,
+                format!(
+                    "{{{{Infobox animanga/{kind}\r\n|中文名= 动画{id}\r\n{aliases}|话数= {eps}\r\n\
+                     |{date_key}= {date}\r\n|放送星期= 星期{wd}\r\n|官方网站= https://anime-{id}.example.jp/\r\n\
+                     |播放电视台= TOKYO MX\r\n|播放结束= {end}年{month}月\r\n|原作= 原作者{a}\r\n\
+                     |导演= 监督{b}\r\n|脚本= 脚本家{c}\r\n|音乐= 作曲家{a}\r\n|人物设定= 设计师{b}\r\n\
+                     |动画制作= 工作室{c}\r\n}}}}",
+                    eps = 1 + n % 26,
+                    wd = ["一", "二", "三", "四", "五", "六", "日"][(n % 7) as usize],
+                    end = year + 1,
+                    a = n % 997,
+                    b = n % 991,
+                    c = n % 983,
+                ),
+            )
+        }
+        // Books: manga, novels, artbooks; some with a date per edition.
+        6..=11 => {
+            let platform = [1001, 1001, 1002, 1003][(n % 4) as usize];
+            let kind = match platform {
+                1001 => "Manga",
+                1002 => "Novel",
+                _ => "Book",
+            };
+            let released = if array {
+                format!(
+                    "{{\r\n[特装版|]\r\n[初回限定版|{}]\r\n[通常版|{}]\r\n}}",
+                    later(0),
+                    later(14)
+                )
+            } else {
+                date
+            };
+            (
+                1,
+                platform,
+                format!(
+                    "{{{{Infobox animanga/{kind}\r\n|中文名= 书籍{id}\r\n{aliases}|作者= 作家{a}\r\n\
+                     |出版社= 出版社{b}\r\n|连载杂志= 杂志{c}\r\n|发售日= {released}\r\n|页数= {pages}\r\n\
+                     |ISBN= 978408{isbn:07}\r\n|册数= {vols}\r\n}}}}",
+                    a = n % 997,
+                    b = n % 89,
+                    c = n % 53,
+                    pages = 100 + n % 300,
+                    isbn = n % 10_000_000,
+                    vols = 1 + n % 30,
+                ),
+            )
+        }
+        // Music.
+        12..=14 => (
+            3,
+            0,
+            format!(
+                "{{{{Infobox Album\r\n|中文名= 专辑{id}\r\n{aliases}|版本特性= 通常盤\r\n|发售日期= {date}\r\n\
+                 |价格= ¥{price}\r\n|播放时长= {min}:{sec:02}\r\n|碟片数量= {discs}\r\n|艺术家= 歌手{a}\r\n\
+                 |作曲= 作曲家{b}\r\n|作词= 作词家{b}\r\n}}}}",
+                price = 1_000 + n % 3_000,
+                min = 4 + n % 60,
+                sec = n % 60,
+                discs = 1 + n % 3,
+                a = n % 997,
+                b = n % 991,
+            ),
+        ),
+        // Games: platforms as an array, some with a date per platform.
+        15..=17 => {
+            let released = if array {
+                format!("{{\r\n[PC|{}]\r\n[PS4|{}]\r\n}}", later(0), later(21))
+            } else {
+                date
+            };
+            (
+                4,
+                4001,
+                format!(
+                    "{{{{Infobox Game\r\n|中文名= 游戏{id}\r\n{aliases}|平台={{\r\n[PC]\r\n[PS4]\r\n[Nintendo Switch]\r\n}}\r\n\
+                     |游戏类型= {genre}\r\n|游玩人数= {players}\r\n|发行日期= {released}\r\n|售价= {price}円\r\n\
+                     |开发= 开发商{a}\r\n|发行= 发行商{b}\r\n}}}}",
+                    genre = ["ACT", "RPG", "SRPG", "AVG", "STG"][(n % 5) as usize],
+                    players = 1 + n % 4,
+                    price = 2_000 + n % 8_000,
+                    a = n % 997,
+                    b = n % 89,
+                ),
+            )
+        }
+        // Live action: TV series and movies.
+        _ => {
+            if n.is_multiple_of(2) {
+                (
+                    6,
+                    1,
+                    format!(
+                        "{{{{Infobox real/Television\r\n|中文名= 日剧{id}\r\n{aliases}|集数= {eps}\r\n|上映日= \r\n\
+                         |开始= {date}\r\n|结束= {end}年{month}月\r\n|电视台= TBS\r\n|主演= 演员{a}\r\n}}}}",
+                        eps = 8 + n % 5,
+                        end = year + 1,
+                        a = n % 997,
+                    ),
+                )
+            } else {
+                (
+                    6,
+                    6002,
+                    format!(
+                        "{{{{Infobox real/Movie\r\n|中文名= 电影{id}\r\n{aliases}|上映日= {date}\r\n\
+                         |片长= {len}分钟\r\n|导演= 导演{a}\r\n|主演= 演员{b}\r\n}}}}",
+                        len = 80 + n % 80,
+                        a = n % 997,
+                        b = n % 991,
+                    ),
+                )
+            }
+        }
+    };
+    Subject {
+        id,
+        type_id,
+        platform,
+        infobox,
+    }
+}
+
+/// What the legacy computes for `subject`: the fields it writes, or `None` when it writes
+/// nothing (the worker's `decide`).
+fn legacy_fields(type_id: u16, platform: u16, infobox: &str) -> Option<subject_date::date::Fields> {
+    let wiki = bangumi_wiki::parse(infobox).ok()?;
+    subject_date::date::extract(&wiki, type_id, platform)
+        .fields()
+        .ok()
+}
+
+/// `chii_subjects` updates made from the real fixture (the first update of the `subject-date`
+/// scenario): `subject_id` substituted in the key and both row images, the after image made the
+/// bench subject's, and an hour-old `source.ts_ms` (a catch-up after an outage).
+struct SubjectUpdates {
+    template: Value,
+    key: Value,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl SubjectUpdates {
+    fn load() -> anyhow::Result<Self> {
+        let f = fixtures::load(Encoding::Json)?
+            .into_iter()
+            .find(|f| {
+                f.scenario == "subject-date"
+                    && f.topic == SUBJECTS_TOPIC
+                    && f.record
+                        .value
+                        .as_ref()
+                        .is_some_and(|v| String::from_utf8_lossy(v).contains("\"op\":\"u\""))
+            })
+            .context("no chii_subjects update in the subject-date fixtures")?;
+        Ok(Self {
+            template: serde_json::from_slice(f.record.value.as_deref().unwrap_or_default())?,
+            key: f
+                .record
+                .key
+                .as_deref()
+                .map(serde_json::from_slice)
+                .transpose()?
+                .unwrap_or_else(|| json!({})),
+            headers: f.record.headers,
+        })
+    }
+
+    fn event(&self, s: &Subject, ts_ms: u64, pos: u64) -> Out {
+        let mut v = self.template.clone();
+        for image in ["before", "after"] {
+            v[image]["subject_id"] = s.id.into();
+            v[image]["subject_type_id"] = s.type_id.into();
+            v[image]["subject_platform"] = s.platform.into();
+        }
+        v["after"]["field_infobox"] = s.infobox.as_str().into();
+        v["source"]["ts_ms"] = ts_ms.into();
+        v["source"]["ts_us"] = (ts_ms * 1_000).into();
+        v["source"]["ts_ns"] = (ts_ms * 1_000_000).into();
+        v["source"]["pos"] = pos.into();
+        let mut k = self.key.clone();
+        k["subject_id"] = s.id.into();
+        Out {
+            partition: None,
+            key: Some(k.to_string().into_bytes()),
+            value: Some(v.to_string().into_bytes()),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct SubjectDateRun {
+    subjects: u64,
+    /// Subjects whose infobox gives a date the legacy stores.
+    dated_subjects: u64,
+    /// Subjects by type id.
+    subject_types: BTreeMap<u16, u64>,
+    /// Mean bytes of the generated infoboxes.
+    infobox_bytes: f64,
+    events: u64,
+    /// The family's `batch.max_messages`.
+    batch_max_messages: u64,
+    /// Mean distinct subjects in consecutive windows of `batch_max_messages` events.
+    distinct_per_batch: f64,
+    /// Seconds to create and seed the database.
+    setup_seconds: f64,
+    fill: Fill,
+    /// MariaDB's `innodb_flush_log_at_trx_commit` (1: each commit waits for its log flush).
+    innodb_flush_log_at_trx_commit: Option<i64>,
+    worker: Drain,
+    /// The legacy's work per event through sqlx: SELECT the subject, parse, UPDATE (autocommit).
+    legacy: Drain,
+    /// The UPDATEs alone, per event, autocommit (the date known beforehand).
+    update_floor: Option<Drain>,
+    /// `chii_subject_fields` ended the same after every run, and as computed here.
+    same_end_state: bool,
+    end_state: Vec<String>,
+}
+
+/// Sets every date of `db` back to unset.
+async fn reset_subject_dates(db: &TestDatabase) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE chii_subject_fields SET field_year = 0, field_mon = 0, field_date = '0000-00-00'",
+    )
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// A bare loop on one connection: per event, `SELECT` the subject (with `select`; else the
+/// fields come from `known`), compute its date, `UPDATE` its fields in autocommit.
+async fn legacy_loop(
+    label: &str,
+    db: &TestDatabase,
+    order: &[u32],
+    known: Option<&BTreeMap<u32, subject_date::date::Fields>>,
+) -> anyhow::Result<Drain> {
+    let mut conn = db.pool.acquire().await?;
+    let started = Instant::now();
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    let mut last_sample = Instant::now();
+    let mut last_report = Instant::now();
+    for (i, id) in order.iter().enumerate() {
+        let fields = match known {
+            Some(known) => known.get(id).cloned(),
+            None => {
+                let row: Option<(u32, u16, u16, String)> = sqlx::query_as(
+                    "SELECT subject_id, subject_type_id, subject_platform, field_infobox \
+                     FROM chii_subjects WHERE subject_id = ? LIMIT 1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                row.and_then(|(_, type_id, platform, infobox)| {
+                    legacy_fields(type_id, platform, &infobox)
+                })
+            }
+        };
+        if let Some(f) = fields {
+            sqlx::query(
+                "UPDATE chii_subject_fields SET field_year = ?, field_mon = ?, field_date = ? WHERE field_sid = ?",
+            )
+            .bind(f.year)
+            .bind(f.month)
+            .bind(&f.date)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let count = i as u64 + 1;
+        if count == 1
+            || count == order.len() as u64
+            || last_sample.elapsed() > Duration::from_millis(20)
+        {
+            samples.push((started.elapsed().as_secs_f64(), count));
+            last_sample = Instant::now();
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            say(format!("  {label}: {count} of {}", order.len()));
+            last_report = Instant::now();
+        }
+    }
+    let drain = drain_from_samples(label, &samples, order.len() as u64);
+    say(format!(
+        "  {label}: {:.0} events/s (5–95%), {:.0} overall",
+        drain.per_s_mid, drain.per_s
+    ));
+    Ok(Drain {
+        processes: 1,
+        ..drain
+    })
+}
+
+/// Compares `db`'s dates with `want`; returns a line for the report and whether they matched.
+async fn check_subject_dates(
+    label: &str,
+    db: &TestDatabase,
+    want: &BTreeMap<u32, Date>,
+) -> anyhow::Result<(BTreeMap<u32, Date>, String)> {
+    let got = db.subject_dates().await?;
+    let mismatches: Vec<String> = want
+        .iter()
+        .filter(|(id, d)| got.get(id) != Some(d))
+        .map(|(id, d)| format!("{id}: {:?}, expected {d:?}", got.get(id)))
+        .collect();
+    let differ = mismatches.len() + got.keys().filter(|id| !want.contains_key(id)).count();
+    let dated = got.values().filter(|d| **d != Date::unset()).count();
+    let line = if differ == 0 {
+        format!(
+            "{label}: all {} rows as expected ({dated} dated)",
+            got.len()
+        )
+    } else {
+        format!(
+            "{label}: {differ} of {} rows differ from the expected dates (first: {})",
+            want.len(),
+            mismatches.first().map_or("", String::as_str)
+        )
+    };
+    say(format!("  {line}"));
+    Ok((got, line))
+}
+
+async fn subject_date_bench(o: &Options) -> anyhow::Result<SubjectDateRun> {
+    let setup = Instant::now();
+    let n = o.subject_date_subjects;
+    let events = o.subject_date_events;
+    say(format!(
+        "subject-date: a database of {n} subjects with their chii_subject_fields rows"
+    ));
+    let subjects: Vec<_> = (1..=n)
+        .map(|id| bench_subject(u32::try_from(id).unwrap_or(u32::MAX)))
+        .collect();
+    let db = TestDatabase::create().await?;
+    db.add_subjects_in_bulk(&subjects).await?;
+    let setup_seconds = setup.elapsed().as_secs_f64();
+    let known: BTreeMap<u32, subject_date::date::Fields> = subjects
+        .iter()
+        .filter_map(|s| legacy_fields(s.type_id, s.platform, &s.infobox).map(|f| (s.id, f)))
+        .collect();
+    let order: Vec<u32> = (0..events).map(|i| subject_of_event(i, n)).collect();
+    // What chii_subject_fields must end as: the date of every subject some event is about.
+    let touched: HashSet<u32> = order.iter().copied().collect();
+    let want: BTreeMap<u32, Date> = subjects
+        .iter()
+        .map(|s| {
+            let known = known.get(&s.id).filter(|_| touched.contains(&s.id));
+            let date = known.map_or_else(Date::unset, |f| Date {
+                year: u32::from(f.year),
+                month: i32::from(f.month),
+                date: f.date.clone(),
+            });
+            (s.id, date)
+        })
+        .collect();
+    let mut subject_types = BTreeMap::new();
+    for s in &subjects {
+        *subject_types.entry(s.type_id).or_insert(0u64) += 1;
+    }
+    let infobox_bytes =
+        subjects.iter().map(|s| s.infobox.len()).sum::<usize>() as f64 / n.max(1) as f64;
+    say(format!(
+        "  {} of them dated, {infobox_bytes:.0} B per infobox, in {setup_seconds:.1} s",
+        known.len()
+    ));
+    let flush: Option<i64> =
+        sqlx::query_scalar("SELECT CAST(@@innodb_flush_log_at_trx_commit AS SIGNED)")
+            .fetch_optional(&db.pool)
+            .await
+            .ok()
+            .flatten();
+
+    let family = cdc_topics::by_name(subject_date::FAMILY)?.context("no subject-date family")?;
+    let batch = family.batch.max_messages.max(1);
+    let windows: Vec<usize> = order
+        .chunks(batch)
+        .map(|w| w.iter().collect::<HashSet<_>>().len())
+        .collect();
+    let distinct_per_batch = windows.iter().sum::<usize>() as f64 / windows.len().max(1) as f64;
+
+    // The topic: 1 partition, under a fresh prefix, the rest of the family provisioned.
+    let topic_prefix = format!("{}.", unique("bench"));
+    let topic = format!("{topic_prefix}{SUBJECTS_TOPIC}");
+    create_topic(&topic, 1).await?;
+    provisioned_family(subject_date::FAMILY, &topic_prefix).await?;
+    say(format!(
+        "filling {topic} with {events} updates of {n} subjects ({distinct_per_batch:.1} distinct per {batch} events)"
+    ));
+    let updates = SubjectUpdates::load()?;
+    let ts_ms = unix_now().saturating_sub(3_600) * 1_000;
+    let ord = Arc::new(order);
+    let (t, ord2) = (topic.clone(), ord.clone());
+    let fill = tokio::task::spawn_blocking(move || {
+        fill(&t, 1, events, &|i| {
+            let id = ord2[i as usize];
+            updates.event(&subjects[id as usize - 1], ts_ms, 500_000 + i)
+        })
+    })
+    .await??;
+    say(format!(
+        "  filled in {:.1} s ({:.0} B/msg)",
+        fill.seconds,
+        fill.bytes as f64 / events.max(1) as f64
+    ));
+
+    // The worker.
+    let mut end_state = Vec::new();
+    let group = unique("bench-sd");
+    let extra = [
+        ("MYSQL_DB", db.name.clone()),
+        ("SUBJECT_DATE_READ_DELAY", "0s".to_owned()),
+    ];
+    let env = worker_env(&topic_prefix, &group, &format!("{group}:"), &extra);
+    say("subject-date: the worker draining the topic");
+    let started = Instant::now();
+    let worker = Worker::spawn("subject-date", &group, &env)?;
+    let timeout = Duration::from_secs(300 + events / 100);
+    let drain = watch(
+        "subject-date worker",
+        std::slice::from_ref(&worker),
+        events,
+        started,
+        timeout,
+        None,
+    )
+    .await;
+    worker.stop().await?;
+    let drain = drain?;
+    say(format!(
+        "  subject-date worker: {:.0} events/s (5–95%), {:.0} overall, {:.1} µs CPU/event, RSS peak {} KiB",
+        drain.per_s_mid,
+        drain.per_s,
+        drain.cpu_us_per_event.unwrap_or(0.0),
+        drain.rss.as_ref().map_or(0, |r| r.peak_kb)
+    ));
+    let (worker_state, line) = check_subject_dates("worker", &db, &want).await?;
+    end_state.push(line);
+
+    // The legacy's loop, then the UPDATEs alone, each from unset dates.
+    say("subject-date: the legacy's loop (SELECT + UPDATE per event, autocommit)");
+    reset_subject_dates(&db).await?;
+    let legacy = legacy_loop("legacy loop: SELECT + UPDATE per event", &db, &ord, None).await?;
+    let (state, line) = check_subject_dates("legacy loop", &db, &want).await?;
+    let mut same = state == worker_state;
+    end_state.push(line);
+
+    say("subject-date: the UPDATEs alone (per event, autocommit)");
+    reset_subject_dates(&db).await?;
+    let floor = legacy_loop("UPDATE per event only", &db, &ord, Some(&known)).await?;
+    let (state, line) = check_subject_dates("UPDATE loop", &db, &want).await?;
+    same &= state == worker_state;
+    end_state.push(line);
+    end_state.push(if same {
+        "the worker, the legacy loop and the UPDATE loop left identical chii_subject_fields"
+            .to_owned()
+    } else {
+        "the runs left DIFFERENT chii_subject_fields".to_owned()
+    });
+    same &= worker_state == want;
+
+    let name = db.name.clone();
+    if let Err(e) = db.drop_now().await {
+        say(format!("  dropping database {name}: {e}"));
+    }
+    Ok(SubjectDateRun {
+        subjects: n,
+        dated_subjects: known.len() as u64,
+        subject_types,
+        infobox_bytes,
+        events,
+        batch_max_messages: batch as u64,
+        distinct_per_batch,
+        setup_seconds,
+        fill,
+        innodb_flush_log_at_trx_commit: flush,
+        worker: drain,
+        legacy,
+        update_floor: Some(floor),
+        same_end_state: same,
+        end_state,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Latency
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -1480,6 +2045,7 @@ struct Results {
     cache_invalidation: Option<Drain>,
     timeline_graph: Option<Graph>,
     timeline: Vec<TimelineRun>,
+    subject_date: Option<SubjectDateRun>,
     latency: Vec<LatencyRun>,
     scaling_partitions: Vec<ScalingRow>,
     scaling_batch: Vec<BatchRow>,
@@ -1658,13 +2224,16 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
     );
     let _ = writeln!(
         m,
-        "- run: {} events{}; latency {} s at {}/s; scaling {} events per drain; timeline {} events per run",
+        "- run: {} events{}; latency {} s at {}/s; scaling {} events per drain; timeline {} events per run; \
+         subject-date {} events over {} subjects",
         o.events,
         if o.quick { " (BENCH_QUICK)" } else { "" },
         o.latency_seconds,
         o.latency_rate,
         o.scaling_events,
-        o.timeline_events
+        o.timeline_events,
+        o.subject_date_events,
+        o.subject_date_subjects
     );
     let _ = writeln!(
         m,
@@ -1742,6 +2311,32 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
             fmt_rate(zadd),
             ratio(t.redis_commands_per_s, zadd)
         );
+    }
+    if let Some(sd) = &r.subject_date {
+        let _ = writeln!(
+            m,
+            "| subject-date catch-up, 1 partition | {} events/s | legacy loop (SELECT + UPDATE per event) {} events/s | {} | – |",
+            fmt_rate(sd.worker.per_s_mid),
+            fmt_rate(sd.legacy.per_s_mid),
+            ratio(sd.worker.per_s_mid, sd.legacy.per_s_mid)
+        );
+        if let Some(f) = &sd.update_floor {
+            let _ = writeln!(
+                m,
+                "| | | UPDATE per event alone {} events/s | {} | – |",
+                fmt_rate(f.per_s_mid),
+                ratio(sd.worker.per_s_mid, f.per_s_mid)
+            );
+        }
+        if let Some(rss) = &sd.worker.rss {
+            let _ = writeln!(
+                m,
+                "| subject-date RSS, draining | {} under load, {} idle after, {} peak | – | – | – |",
+                mib(rss.loaded_kb),
+                mib(rss.idle_kb),
+                mib(rss.peak_kb)
+            );
+        }
     }
     for l in &r.latency {
         let _ = writeln!(
@@ -1920,6 +2515,72 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
                 .collect();
             let _ = writeln!(m, "\n{}: Redis calls {}", t.label, top.join(", "));
         }
+    }
+
+    // subject-date
+    if let Some(sd) = &r.subject_date {
+        let _ = writeln!(m, "\n## 3b. subject-date catch-up (the release binary)\n");
+        let types: Vec<String> = sd
+            .subject_types
+            .iter()
+            .map(|(t, n)| format!("type {t}: {n}"))
+            .collect();
+        let _ = writeln!(
+            m,
+            "A fresh MariaDB database with {} generated subjects ({}) whose infoboxes are modelled on the fixtures' real ones \
+             ({:.0} B on average: several fields, aliases and platforms as arrays, some dates per edition as arrays, the date \
+             written the ways the wiki writes it; {} of them have a date the legacy stores), each with an undated \
+             `chii_subject_fields` row (set up in {:.1} s). A 1-partition topic holds {} `chii_subjects` updates made from the \
+             real fixture record (`subject_id` substituted, `source.ts_ms` an hour old: a catch-up after an outage; {:.0} B per \
+             record), spread uniformly over the subjects ({:.1} distinct subjects per {} consecutive events, the family's \
+             `batch.max_messages`). The worker drains it with `SUBJECT_DATE_READ_DELAY=0s` (one `SELECT … IN` and one \
+             transaction of `UPDATE`s per batch). The baselines, run on the same database after resetting the dates, are \
+             bare sqlx loops on one connection over the same events in the same order: the legacy's work per event \
+             (`SELECT … WHERE subject_id = ? LIMIT 1`, `bangumi_wiki::parse` + `subject_date::date::extract`, \
+             `UPDATE chii_subject_fields … WHERE field_sid = ?` in autocommit), and the `UPDATE`s alone with the dates known \
+             beforehand (what MariaDB takes per row write). MariaDB's `innodb_flush_log_at_trx_commit` = {}.\n",
+            sd.subjects,
+            types.join(", "),
+            sd.infobox_bytes,
+            sd.dated_subjects,
+            sd.setup_seconds,
+            sd.events,
+            sd.fill.bytes as f64 / sd.events.max(1) as f64,
+            sd.distinct_per_batch,
+            sd.batch_max_messages,
+            sd.innodb_flush_log_at_trx_commit
+                .map_or("?".to_owned(), |v| v.to_string())
+        );
+        let _ = writeln!(
+            m,
+            "| run | events/s (5–95%) | events/s (first→last) | worker ÷ this | RSS load / idle / peak | CPU µs/event |"
+        );
+        let _ = writeln!(m, "|---|---|---|---|---|---|");
+        for d in [Some(&sd.worker), Some(&sd.legacy), sd.update_floor.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} |",
+                d.label,
+                fmt_rate(d.per_s_mid),
+                fmt_rate(d.per_s),
+                ratio(sd.worker.per_s_mid, d.per_s_mid),
+                d.rss.as_ref().map_or("–".into(), |r| format!(
+                    "{} / {} / {}",
+                    mib(r.loaded_kb),
+                    mib(r.idle_kb),
+                    mib(r.peak_kb)
+                )),
+                d.cpu_us_per_event.map_or("–".into(), |c| format!("{c:.1}"))
+            );
+        }
+        let _ = writeln!(
+            m,
+            "\nEnd state of `chii_subject_fields` (checked after each run against the dates computed in the harness): {}.",
+            sd.end_state.join("; ")
+        );
     }
 
     // Latency
@@ -2329,6 +2990,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(m) => r.timeline.push(m),
             Err(e) => r.notes.push(format!("timeline with big authors: {e:#}")),
         }
+    }
+
+    // 3b: subject-date catch-up.
+    if o.wants("subject-date") {
+        r.subject_date = Some(subject_date_bench(&o).await?);
     }
 
     // 4: latency.

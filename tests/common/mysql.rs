@@ -208,6 +208,51 @@ impl TestDatabase {
         self.add_subject_fields(subjects.iter().map(|s| s.id)).await
     }
 
+    /// [`TestDatabase::add_subjects`] in multi-row inserts (hundreds of rows per statement), for
+    /// the bench's tens of thousands of subjects.
+    pub async fn add_subjects_in_bulk(
+        &self,
+        subjects: &[crate::subjects::Subject],
+    ) -> anyhow::Result<()> {
+        for chunk in subjects.chunks(500) {
+            let values = vec!["(?, ?, '', '', '', 0, '', ?, ?, '', '', '', '', 0, 0)"; chunk.len()]
+                .join(",");
+            let sql = format!(
+                "INSERT INTO chii_subjects (subject_id, subject_type_id, subject_name, subject_name_cn, subject_uid, \
+                 subject_creator, subject_image, subject_platform, field_infobox, field_meta_tags, field_summary, \
+                 field_5, subject_idx_cn, subject_airtime, subject_nsfw) VALUES {values}"
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q
+                    .bind(s.id)
+                    .bind(s.type_id)
+                    .bind(s.platform)
+                    .bind(&s.infobox);
+            }
+            q.execute(&self.pool)
+                .await
+                .with_context(|| format!("inserting subjects from {}", chunk[0].id))?;
+        }
+        for chunk in subjects.chunks(2_000) {
+            let values =
+                vec!["(?, 0, '', 0, 0, 0, 0, 0, 0, 0, 0, 0, '0000-00-00')"; chunk.len()].join(",");
+            let sql = format!(
+                "INSERT INTO chii_subject_fields (field_sid, field_tid, field_tags, field_rate_1, field_rate_3, \
+                 field_rate_5, field_rate_7, field_rate_10, field_airtime, field_year, field_mon, field_week_day, \
+                 field_date) VALUES {values}"
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(s.id);
+            }
+            q.execute(&self.pool)
+                .await
+                .with_context(|| format!("inserting chii_subject_fields from {}", chunk[0].id))?;
+        }
+        Ok(())
+    }
+
     /// Inserts a `chii_subject_fields` row with an unset date for each of `ids`.
     pub async fn add_subject_fields(
         &self,
