@@ -13,8 +13,8 @@
 //! infobox gives. Nothing needs fencing or recording.
 //!
 //! A batch waits until its newest change is [`Settings::read_delay`] old (the legacy sleeps 2 s
-//! in its only consumer), loads all its subjects with one `SELECT … IN`, and writes each changed
-//! subject once, in one transaction.
+//! in its only consumer), loads all its subjects with one `SELECT … IN`, and writes every dated
+//! subject once, in one `UPDATE`.
 //!
 //! # Layout
 //! - [`date`]: infobox → release date, the legacy's rules (pure).
@@ -152,23 +152,37 @@ impl SubjectDate {
         Ok(rows.into_iter().map(|s| (s.subject_id, s)).collect())
     }
 
-    /// Writes `updates` in one transaction.
+    /// Writes `updates` with one statement: the rows of a derived table of the new values,
+    /// joined to `chii_subject_fields` (a subject without a fields row gets none, as in the
+    /// legacy's `UPDATE … WHERE field_sid = ?`).
     async fn store(&self, updates: &[(u32, Fields)]) -> Result<(), HandlerError> {
-        let what = "updating chii_subject_fields";
-        let mut tx = self.pool.begin().await.map_err(|e| transient(what, e))?;
-        for (id, fields) in updates {
-            sqlx::query(
-                "UPDATE chii_subject_fields SET field_year = ?, field_mon = ?, field_date = ? WHERE field_sid = ?",
-            )
-            .bind(fields.year)
-            .bind(fields.month)
-            .bind(&fields.date)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| classify(what, e))?;
+        let mut query = QueryBuilder::new("UPDATE chii_subject_fields f JOIN (");
+        for (n, (id, fields)) in updates.iter().enumerate() {
+            query.push(if n == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
+            query
+                .push_bind(*id)
+                .push(" AS sid, ")
+                .push_bind(fields.year)
+                .push(" AS year, ")
+                .push_bind(fields.month)
+                .push(" AS mon, ")
+                .push_bind(&fields.date)
+                .push(" AS date");
         }
-        tx.commit().await.map_err(|e| classify(what, e))
+        query.push(
+            ") v ON f.field_sid = v.sid \
+             SET f.field_year = v.year, f.field_mon = v.mon, f.field_date = v.date",
+        );
+        query
+            .build()
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| classify("updating chii_subject_fields", e))
     }
 }
 
