@@ -49,22 +49,34 @@ wait_until() {
 # pid_alive NAME: the process recorded in $RUN_DIR/NAME.pid is running.
 pid_alive() { [[ -f $RUN_DIR/$1.pid ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
 
+# shared_bin_dirs: ../shared/bin beside the repository: beside this checkout and, in a linked git
+# worktree (git worktree add), beside the main checkout too.
+shared_bin_dirs() {
+    printf '%s\n' "$REPO_ROOT/../shared/bin"
+    local common
+    common=$(git -C "$REPO_ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null) || return 0
+    [[ $(basename "$common") == .git && $(dirname "$common") != "$REPO_ROOT" ]] \
+        && printf '%s\n' "$(dirname "$common")/../shared/bin"
+    return 0
+}
+
 # meilisearch_bin: the Meilisearch server binary, in this order: $MEILISEARCH_BIN, `meilisearch` on
-# PATH, ../shared/bin/meilisearch beside the repository, then the copy scripts/install.sh
-# downloaded into $BIN_DIR. Prints nothing and fails when there is none. The tests look it up
-# the same way (tests/common/meili.rs, `meilisearch_binary`).
+# PATH, ../shared/bin/meilisearch beside the repository (shared_bin_dirs), then the copy
+# scripts/install.sh downloaded into $BIN_DIR. Prints nothing and fails when there is none. The
+# tests look it up the same way (tests/common/meili.rs, `meilisearch_binary`).
 meilisearch_bin() {
     if [[ -n ${MEILISEARCH_BIN:-} ]]; then
         [[ -x $MEILISEARCH_BIN ]] && printf '%s\n' "$MEILISEARCH_BIN"
         return  # an explicit choice is never silently replaced
     fi
-    local c
-    for c in "$(command -v meilisearch 2>/dev/null)" "$REPO_ROOT/../shared/bin/meilisearch" "$BIN_DIR/meilisearch"; do
+    local c dirs
+    mapfile -t dirs < <(shared_bin_dirs)
+    for c in "$(command -v meilisearch 2>/dev/null)" "${dirs[@]/%//meilisearch}" "$BIN_DIR/meilisearch"; do
         [[ -n $c && -x $c ]] && { printf '%s\n' "$c"; return; }
     done
     return 1
 }
 
 MEILISEARCH_MISSING="no Meilisearch server binary: set MEILISEARCH_BIN to one, put \`meilisearch\` on PATH, \
-or place it at ../shared/bin/meilisearch beside the repository (a git worktree elsewhere: set MEILISEARCH_BIN); \
+or place it at ../shared/bin/meilisearch beside the repository; \
 with internet, scripts/install.sh downloads v$MEILISEARCH_VERSION (linux x86-64) into $BIN_DIR"

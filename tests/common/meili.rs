@@ -60,8 +60,10 @@ pub fn unique_index_prefix(name: &str) -> String {
 }
 
 /// The Meilisearch server binary, looked up as `scripts/lib.sh` does: `MEILISEARCH_BIN` (which
-/// must then be executable), `meilisearch` on `PATH`, `<repo>/../shared/bin/meilisearch`, then the
-/// copy `scripts/install.sh` downloaded into `$CDC_STATE_DIR/bin` (default `/var/tmp/bangumi-cdc`).
+/// must then be executable), `meilisearch` on `PATH`, `../shared/bin/meilisearch` beside the
+/// repository (beside this checkout, and beside the main checkout when this is a linked git
+/// worktree), then the copy `scripts/install.sh` downloaded into `$CDC_STATE_DIR/bin` (default
+/// `/var/tmp/bangumi-cdc`).
 pub fn meilisearch_binary() -> anyhow::Result<PathBuf> {
     if let Some(explicit) = std::env::var_os("MEILISEARCH_BIN") {
         let path = PathBuf::from(explicit);
@@ -80,25 +82,41 @@ pub fn meilisearch_binary() -> anyhow::Result<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("tests/ has no parent")?
+        .to_owned();
+    let shared = std::iter::once(repo.clone())
+        .chain(main_checkout(&repo))
+        .map(|checkout| checkout.join("../shared/bin/meilisearch"));
     let state = std::env::var_os("CDC_STATE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/bangumi-cdc"));
     on_path
         .into_iter()
-        .chain([
-            repo.join("../shared/bin/meilisearch"),
-            state.join("bin/meilisearch"),
-        ])
+        .chain(shared)
+        .chain([state.join("bin/meilisearch")])
         .find(|p| is_executable(p))
         .with_context(|| {
             format!(
                 "no Meilisearch server binary: set MEILISEARCH_BIN to one, put `meilisearch` on \
-                 PATH, or place it at {} (a git worktree elsewhere: set MEILISEARCH_BIN); with \
-                 internet, scripts/install.sh downloads one",
+                 PATH, or place it at {} (../shared/bin beside the repository); with internet, \
+                 scripts/install.sh downloads one",
                 repo.join("../shared/bin/meilisearch").display()
             )
         })
+}
+
+/// The main checkout of the repository when `checkout` is a linked git worktree (its `.git` is a
+/// file pointing into the main checkout's `.git/worktrees/`).
+fn main_checkout(checkout: &Path) -> Option<PathBuf> {
+    let pointer = std::fs::read_to_string(checkout.join(".git")).ok()?;
+    let gitdir = PathBuf::from(pointer.strip_prefix("gitdir:")?.trim());
+    let worktrees = gitdir.parent()?;
+    let common = worktrees.parent()?;
+    (worktrees.file_name()? == "worktrees" && common.file_name()? == ".git")
+        .then(|| common.parent().map(Path::to_owned))
+        .flatten()
 }
 
 fn is_executable(path: &Path) -> bool {
