@@ -152,10 +152,7 @@ async fn a_private_server_killed_and_restarted_keeps_its_data() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_private_server_times_out_then_answers_after_resume() {
     let mut server = PrivateMeilisearch::start().await.expect("private server");
-    let meili = server
-        .client()
-        .and_then(|c| c.with_timeout(Duration::from_secs(1)))
-        .expect("client");
+    let meili = server.client().expect("client");
     let task = meili
         .put_documents("subjects", "id", &subjects())
         .await
@@ -163,7 +160,8 @@ async fn a_paused_private_server_times_out_then_answers_after_resume() {
     meili.wait_task(task, TASK).await.expect("added");
 
     server.pause().expect("SIGSTOP");
-    let err = meili
+    let impatient = meili.with_timeout(Duration::from_secs(1)).expect("client");
+    let err = impatient
         .get_document("subjects", "2")
         .await
         .expect_err("a paused server answers nothing");

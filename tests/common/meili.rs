@@ -176,7 +176,8 @@ impl Meili {
         self.base.as_str().trim_end_matches('/')
     }
 
-    /// Fails with a clear message unless the server answers `GET /health` with `available`.
+    /// Fails with a clear message unless the server answers `GET /health` with `available` and
+    /// accepts the key (`GET /version`).
     pub async fn require(&self) -> anyhow::Result<()> {
         let (_, body) = self
             .call(Method::GET, &["health"], &[], None)
@@ -185,6 +186,9 @@ impl Meili {
         if body["status"] != "available" {
             bail!("Meilisearch at {} is not available: {body}", self.url());
         }
+        self.expect(Method::GET, &["version"], &[], None)
+            .await
+            .with_context(|| format!("Meilisearch at {} refuses the key", self.url()))?;
         Ok(())
     }
 
