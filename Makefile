@@ -12,7 +12,7 @@ FUZZ_SECONDS ?= 15
 help:
 	@echo "make demo      run the fleet on the embedded fixtures and print a summary"
 	@echo "make test      fmt, clippy, unit and integration tests against the real services"
-	@echo "make up|down|status   local broker, schema registry stand-in, Redis, MariaDB"
+	@echo "make up|down|status   local broker, schema registry stand-in, Redis, MariaDB, Meilisearch"
 	@echo "make fixtures  regenerate fixtures/debezium from real Debezium (needs Java)"
 	@echo "make test-live only the live Debezium end-to-end test (part of make test)"
 	@echo "make bench     benchmarks; writes BENCHMARKS.md"

