@@ -123,3 +123,31 @@ pub fn registry() -> anyhow::Result<Vec<(u32, String)>> {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(entries.into_iter().map(|e| (e.id, e.schema)).collect())
 }
+
+/// The rows the fixtures leave in `table`: for each message key, the last row image of
+/// `json.jsonl`'s records of the table, unless its last change deletes it; in key order.
+pub fn rows_as_left(
+    table: &str,
+) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let mut rows = std::collections::BTreeMap::new();
+    let suffix = format!(".{table}");
+    for f in load(Encoding::Json)? {
+        let (true, Some(key), Some(value)) =
+            (f.topic.ends_with(&suffix), &f.record.key, &f.record.value)
+        else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_slice(value)
+            .with_context(|| format!("fixture line {}: value is not JSON", f.seq))?;
+        let key = String::from_utf8_lossy(key).into_owned();
+        match event.get("after") {
+            Some(serde_json::Value::Object(after)) => {
+                rows.insert(key, after.clone());
+            }
+            _ => {
+                rows.remove(&key);
+            }
+        }
+    }
+    Ok(rows.into_values().collect())
+}

@@ -42,6 +42,8 @@ pub const TABLES: &[&str] = &[
     "chii_subjects",
     "chii_subject_fields",
     "chii_subject_revisions",
+    "chii_characters",
+    "chii_persons",
 ];
 
 /// A database of one test.
@@ -288,6 +290,57 @@ impl TestDatabase {
             .collect())
     }
 
+    /// Fills `tables` with the rows the fixtures leave in them: each key's last row image
+    /// (none if its last change deletes it), the columns this database's table has (the
+    /// fixtures' `fx_*` test columns are left out). A Debezium `DATE` (days since 1970-01-01,
+    /// 0 for the zero date) becomes its date, a `YEAR` outside 1901–2155 the zero year.
+    pub async fn add_rows_as_the_fixtures_leave_them(&self, tables: &[&str]) -> anyhow::Result<()> {
+        for table in tables {
+            let types: std::collections::BTreeMap<String, String> = sqlx::query_as(
+                "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            )
+            .bind(table)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+            for row in crate::fixtures::rows_as_left(table)? {
+                let columns: Vec<(&String, &serde_json::Value)> =
+                    row.iter().filter(|(c, _)| types.contains_key(*c)).collect();
+                let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+                let sql = format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    names.join(", "),
+                    vec!["?"; names.len()].join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for (column, value) in &columns {
+                    query = match (types[*column].as_str(), value) {
+                        ("date", serde_json::Value::Number(days)) => {
+                            query.bind(date_of_days(days.as_i64().unwrap_or(0)))
+                        }
+                        // Debezium streams the zero YEAR as 1900 (2000 in snapshots).
+                        ("year", serde_json::Value::Number(year)) => query.bind(
+                            year.as_i64()
+                                .filter(|y| (1901..=2155).contains(y))
+                                .unwrap_or(0),
+                        ),
+                        (_, serde_json::Value::Number(n)) if n.is_i64() => query.bind(n.as_i64()),
+                        (_, serde_json::Value::Number(n)) => query.bind(n.as_f64()),
+                        (_, serde_json::Value::String(text)) => query.bind(text.clone()),
+                        (_, other) => query.bind(other.to_string()),
+                    };
+                }
+                query
+                    .execute(&self.pool)
+                    .await
+                    .with_context(|| format!("inserting a fixture row into {table}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the database.
     pub async fn drop_now(self) -> anyhow::Result<()> {
         sqlx::query(&format!("DROP DATABASE {}", self.name))
@@ -408,4 +461,23 @@ impl Drop for PrivateMariaDb {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The date of a Debezium `io.debezium.time.Date` (days since 1970-01-01); 0 is the zero date
+/// `0000-00-00` (MySQL's zero date comes out as 0).
+fn date_of_days(days: i64) -> String {
+    if days == 0 {
+        return "0000-00-00".into();
+    }
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }

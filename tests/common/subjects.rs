@@ -1,12 +1,10 @@
 //! Subjects for the subject-date family: the `chii_subjects` rows the fixtures leave behind (the
 //! rows a worker reads back), and the date columns of `chii_subject_fields`.
 
-use std::collections::BTreeMap;
-
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::fixtures::{self, Encoding};
+use crate::fixtures;
 
 /// The columns of a `chii_subjects` row the date depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,29 +47,15 @@ impl Date {
 /// Every subject as the fixtures leave it: the last row image of each `subject_id` on the
 /// `chii_subjects` topic, without the subjects whose last change deletes them.
 pub fn as_the_fixtures_leave_them() -> anyhow::Result<Vec<Subject>> {
-    let mut subjects = BTreeMap::new();
-    for f in fixtures::load(Encoding::Json)? {
-        if !f.topic.ends_with(".chii_subjects") {
-            continue;
-        }
-        let Some(value) = &f.record.value else {
-            continue;
-        };
-        let event: serde_json::Value = serde_json::from_slice(value)
-            .with_context(|| format!("fixture line {}: value is not JSON", f.seq))?;
-        let row = |image: &str| event.get(image).filter(|v| !v.is_null());
-        if let Some(after) = row("after") {
-            let subject = subject_of(after).with_context(|| format!("fixture line {}", f.seq))?;
-            subjects.insert(subject.id, subject);
-        } else if let Some(before) = row("before") {
-            let gone = subject_of(before).with_context(|| format!("fixture line {}", f.seq))?;
-            subjects.remove(&gone.id);
-        }
-    }
-    Ok(subjects.into_values().collect())
+    let mut subjects: Vec<Subject> = fixtures::rows_as_left("chii_subjects")?
+        .iter()
+        .map(subject_of)
+        .collect::<anyhow::Result<_>>()?;
+    subjects.sort_by_key(|s| s.id);
+    Ok(subjects)
 }
 
-fn subject_of(row: &serde_json::Value) -> anyhow::Result<Subject> {
+fn subject_of(row: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<Subject> {
     let number = |column: &str| {
         row.get(column)
             .and_then(serde_json::Value::as_u64)

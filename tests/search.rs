@@ -1,0 +1,325 @@
+//! The search family against the real broker, MariaDB and Meilisearch:
+//! - golden: every record of the real Debezium fixtures, in each encoding, leaves in Meilisearch
+//!   the documents `fixtures/expected/search.json` states (derived independently, from the Go
+//!   indexer's rules, by `fixtures/expected/search.py`), as `GET /indexes/…/documents/{id}`
+//!   returns them, with redirected, banned and deleted entities absent; searches by an alias find
+//!   their entity; the stream again changes nothing; the records reversed end the same;
+//! - a document Meilisearch refuses dead-letters its record alone, with Meilisearch's error.
+
+use std::time::Duration;
+
+use cdc_runtime::dead_letter::header;
+use cdc_topics::Family;
+use fleet_harness::fixtures::{self, Encoding};
+use fleet_harness::meili::{Meili, meili_key, meili_url, unique_index_prefix};
+use fleet_harness::mysql::TestDatabase;
+use fleet_harness::{
+    Out, produce, producer, provisioned_family, read_all, unique, wait_drained, worker_config,
+};
+use search::{FAMILY, Search, Settings};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const DRAINED_WITHIN: Duration = Duration::from_secs(90);
+
+/// The tables whose rows the documents are made of.
+const TABLES: [&str; 4] = [
+    "chii_subjects",
+    "chii_subject_fields",
+    "chii_characters",
+    "chii_persons",
+];
+
+/// `fixtures/expected/search.json`.
+#[derive(Debug, Deserialize)]
+struct Expected {
+    subjects: Vec<Entity>,
+    characters: Vec<Entity>,
+    persons: Vec<Entity>,
+    searches: Vec<ExpectedSearch>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entity {
+    id: u32,
+    #[serde(default)]
+    document: Option<Value>,
+    #[serde(default)]
+    absent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExpectedSearch {
+    index: String,
+    q: String,
+    expect_id: u32,
+}
+
+impl Expected {
+    fn load() -> Self {
+        let path = fixtures::dir().join("expected/search.json");
+        let text = std::fs::read_to_string(&path).expect("search.json");
+        serde_json::from_str(&text).expect("search.json parses")
+    }
+
+    fn by_index(&self) -> [(&'static str, &[Entity]); 3] {
+        [
+            ("subjects", &self.subjects),
+            ("characters", &self.characters),
+            ("persons", &self.persons),
+        ]
+    }
+}
+
+/// A JSON value with every number as a float: Go writes a whole float64 as `8`, which equals
+/// `8.0`.
+fn numbers_as_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// One run of the family on its own topics, indexes and database.
+struct Lane {
+    family: Family,
+    topic_prefix: String,
+    index_prefix: String,
+    db: TestDatabase,
+    meili: Meili,
+}
+
+impl Lane {
+    async fn new(name: &str) -> Self {
+        let topic_prefix = format!("{}.", unique(name));
+        let family = provisioned_family(FAMILY, &topic_prefix)
+            .await
+            .expect("family");
+        let db = TestDatabase::create().await.expect("database");
+        db.add_rows_as_the_fixtures_leave_them(&TABLES)
+            .await
+            .expect("rows");
+        let meili = Meili::local().expect("meilisearch client");
+        meili.require().await.expect("Meilisearch (make up)");
+        Self {
+            family,
+            topic_prefix,
+            index_prefix: unique_index_prefix(name),
+            db,
+            meili,
+        }
+    }
+
+    /// The fixtures' records of the family's topics, in capture order.
+    fn records(&self, encoding: Encoding) -> Vec<(String, Out)> {
+        fixtures::load(encoding)
+            .expect("fixtures")
+            .into_iter()
+            .map(|f| (format!("{}{}", self.topic_prefix, f.topic), f.record))
+            .filter(|(topic, _)| self.family.topics.contains(topic))
+            .collect()
+    }
+
+    async fn produce(&self, records: &[(String, Out)]) {
+        let producer = producer().expect("producer");
+        for (topic, record) in records {
+            produce(&producer, topic, std::slice::from_ref(record))
+                .await
+                .expect("produce");
+        }
+    }
+
+    /// Runs a worker in `group` until it has committed everything.
+    async fn drain(&self, group: &str) {
+        let args = ["--mysql-db", self.db.name.as_str()];
+        let config =
+            worker_config(&self.family, &self.topic_prefix, "", group, &args).expect("config");
+        let settings = Settings {
+            meilisearch_url: meili_url(),
+            meilisearch_key: meili_key(),
+            meilisearch_index_prefix: self.index_prefix.clone(),
+            meilisearch_timeout: Duration::from_secs(10),
+        };
+        let handler = Search::connect(config.clone(), settings)
+            .await
+            .expect("handler");
+        let shutdown = CancellationToken::new();
+        let running = cdc_runtime::start(&self.family, &config, handler, shutdown.clone())
+            .await
+            .expect("start");
+        wait_drained(
+            group,
+            &self.family.topics,
+            self.family.partitions,
+            DRAINED_WITHIN,
+        )
+        .await
+        .expect("drained");
+        shutdown.cancel();
+        running.wait().await.expect("clean shutdown");
+    }
+
+    /// Every expected entity as Meilisearch returns it; panics naming the first difference.
+    async fn assert_documents(&self, expected: &Expected, when: &str) {
+        for (index, entities) in expected.by_index() {
+            let uid = format!("{}{index}", self.index_prefix);
+            for entity in entities {
+                let got = self
+                    .meili
+                    .get_document(&uid, &entity.id.to_string())
+                    .await
+                    .expect("get document");
+                match (&entity.document, got) {
+                    (Some(want), Some(got)) => assert_eq!(
+                        numbers_as_floats(&got),
+                        numbers_as_floats(want),
+                        "{when}: {index} {}",
+                        entity.id
+                    ),
+                    (None, None) => {}
+                    (want, got) => panic!(
+                        "{when}: {index} {}: expected {}, Meilisearch has {got:?}",
+                        entity.id,
+                        want.as_ref().map_or_else(
+                            || format!("none ({:?})", entity.absent),
+                            Value::to_string
+                        )
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn clean_up(self) {
+        self.meili
+            .delete_indexes_with_prefix(&self.index_prefix)
+            .await
+            .expect("delete indexes");
+        self.db.drop_now().await.expect("drop database");
+    }
+}
+
+async fn golden_run(encoding: Encoding) {
+    let expected = Expected::load();
+    let lane = Lane::new("search-golden").await;
+    let records = lane.records(encoding);
+    lane.produce(&records).await;
+    let group = unique("search-golden");
+    lane.drain(&group).await;
+    lane.assert_documents(&expected, &format!("{encoding:?}, one pass"))
+        .await;
+    for search in &expected.searches {
+        let uid = format!("{}{}", lane.index_prefix, search.index);
+        let hits = lane.meili.search(&uid, &search.q).await.expect("search");
+        assert!(
+            hits.contains(&search.expect_id.to_string()),
+            "searching {} for {:?} finds {} (hits {hits:?})",
+            search.index,
+            search.q,
+            search.expect_id
+        );
+    }
+
+    // The stream again (a replay): nothing changes.
+    lane.produce(&records).await;
+    lane.drain(&group).await;
+    lane.assert_documents(&expected, &format!("{encoding:?}, after a replay"))
+        .await;
+    assert!(
+        read_all(&lane.family.dlq, lane.family.partitions)
+            .expect("dlq")
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+    lane.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_json_without_schema() {
+    golden_run(Encoding::Json).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_json_with_schema() {
+    golden_run(Encoding::JsonSchema).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_avro_through_the_registry() {
+    golden_run(Encoding::Avro).await;
+}
+
+/// The fixtures' records in reverse order, all on one partition of each topic: every document
+/// is rebuilt from the rows as they are, so the order of the changes does not matter.
+#[tokio::test(flavor = "multi_thread")]
+async fn reversed_changes_end_the_same() {
+    let expected = Expected::load();
+    let lane = Lane::new("search-reverse").await;
+    let mut records = lane.records(Encoding::Json);
+    records.reverse();
+    for (_, record) in &mut records {
+        record.partition = Some(0);
+    }
+    lane.produce(&records).await;
+    lane.drain(&unique("search-reverse")).await;
+    lane.assert_documents(&expected, "reversed").await;
+    lane.clean_up().await;
+}
+
+/// A subject whose `field_tags` cannot be read is dead-lettered with the reason; the rest of its
+/// batch is indexed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_row_dead_letters_its_record_alone() {
+    let expected = Expected::load();
+    let lane = Lane::new("search-reject").await;
+    let broken = expected
+        .subjects
+        .iter()
+        .find(|e| e.document.is_some())
+        .expect("a subject with a document")
+        .id;
+    sqlx::query("UPDATE chii_subject_fields SET field_tags = 'a:1:{' WHERE field_sid = ?")
+        .bind(broken)
+        .execute(&lane.db.pool)
+        .await
+        .expect("break the tags");
+    lane.produce(&lane.records(Encoding::Json)).await;
+    lane.drain(&unique("search-reject")).await;
+    let letters = read_all(&lane.family.dlq, lane.family.partitions).expect("dlq");
+    assert!(
+        !letters.is_empty(),
+        "the broken subject's records are dead-lettered"
+    );
+    for letter in &letters {
+        let error = letter.header(header::ERROR_MESSAGE).unwrap_or_default();
+        assert!(
+            error.contains(&format!("subjects {broken}")) && error.contains("field_tags"),
+            "the reason names the subject and the column: {error}"
+        );
+    }
+    let other = expected
+        .subjects
+        .iter()
+        .find(|e| e.document.is_some() && e.id != broken)
+        .expect("another subject");
+    let uid = format!("{}subjects", lane.index_prefix);
+    assert!(
+        lane.meili
+            .get_document(&uid, &other.id.to_string())
+            .await
+            .expect("get")
+            .is_some(),
+        "the other subjects are indexed"
+    );
+    lane.clean_up().await;
+}
