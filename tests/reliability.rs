@@ -16,6 +16,9 @@
 //!   while the timeline fans out items whose followers are not cached: the same.
 //! - `mariadb_outage_of_20s_for_subject_date`: the same for subject-date, which reads every
 //!   subject back from MariaDB and writes its date there.
+//! - `meilisearch_killed_for_20s_for_search`, `meilisearch_paused_for_20s_for_search`: a
+//!   private Meilisearch killed (and restarted on its data), or paused with `SIGSTOP`, for 20 s
+//!   while the search family indexes subjects: the same.
 //! - `rebalance_1_3_1_under_load`: a group going 1 → 3 → 1 consumers while events flow.
 //! - `rebalance_1_3_1_under_load_for_the_timeline`: the same for the timeline (fan-out and
 //!   writer), whose records the rebalances deliver twice and out of their first order.
@@ -50,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use cdc_runtime::dead_letter::header;
 use fleet_harness::events::{MemberUpdates, member_key};
+use fleet_harness::meili::PrivateMeilisearch;
 use fleet_harness::mysql::PrivateMariaDb;
 use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_binary};
 use fleet_harness::scenario::{
@@ -353,6 +357,77 @@ async fn mariadb_outage_of_20s_for_subject_date() {
             state.summary()
         ),
     );
+}
+
+/// Meilisearch taken away for 20 s while the search family indexes subjects: killed (`-9`, then
+/// restarted on its data) or paused (`SIGSTOP`, requests hang until they time out).
+async fn meilisearch_outage_for_search(scenario: &str, pause: bool) {
+    let started = Instant::now();
+    let stream = Stream::subjects(1_000 * scale());
+    let mut meilisearch = PrivateMeilisearch::start()
+        .await
+        .expect("private Meilisearch");
+    let lane = Lane::new(search::FAMILY, scenario, &redis_uri(), None)
+        .await
+        .with_meilisearch_at(&meilisearch.url());
+    let reference = fault_free_state(search::FAMILY, scenario, &stream);
+    let faulty = async {
+        if pause {
+            run_through_outage(
+                &lane,
+                &stream,
+                &mut Paused(&mut meilisearch),
+                Duration::from_secs(20),
+            )
+            .await
+        } else {
+            run_through_outage(&lane, &stream, &mut meilisearch, Duration::from_secs(20)).await
+        }
+    };
+    let (expected, recovered) = tokio::join!(reference, faulty);
+    assert_eq!(lane.dlq_depth(), 0, "zero dead letters");
+    let state = lane.state().await;
+    assert_eq!(
+        state.tables.get("meilisearch subjects").map_or(0, Vec::len),
+        stream.subjects.len(),
+        "every subject indexed"
+    );
+    assert_same_state(scenario, &state, &expected);
+    lane.clean_up().await;
+    report(
+        scenario,
+        stream.records.len(),
+        0,
+        started,
+        &format!(
+            "outage=20s ready_again_after={:.1}s state: {}",
+            recovered.as_secs_f64(),
+            state.summary()
+        ),
+    );
+}
+
+/// A paused server: taken away by `SIGSTOP`, back by `SIGCONT`.
+struct Paused<'a>(&'a mut PrivateMeilisearch);
+
+impl fleet_harness::scenario::Dependency for Paused<'_> {
+    const NAME: &'static str = "Meilisearch (paused)";
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        self.0.pause()
+    }
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        self.0.resume()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn meilisearch_killed_for_20s_for_search() {
+    meilisearch_outage_for_search("meilisearch_killed_for_20s_for_search", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn meilisearch_paused_for_20s_for_search() {
+    meilisearch_outage_for_search("meilisearch_paused_for_20s_for_search", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -177,6 +177,35 @@ impl Meili {
         }
     }
 
+    /// Every document of index `uid`, in Meilisearch's order (none if the index does not exist).
+    pub async fn documents(&self, uid: &str) -> anyhow::Result<Vec<Value>> {
+        let mut all = Vec::new();
+        loop {
+            let offset = all.len().to_string();
+            let page = match self
+                .call(
+                    Method::GET,
+                    &["indexes", uid, "documents"],
+                    &[("offset", offset.as_str()), ("limit", "1000")],
+                    None,
+                )
+                .await?
+            {
+                (StatusCode::NOT_FOUND, body) if body["code"] == "index_not_found" => {
+                    return Ok(all);
+                }
+                (status, body) if status.is_success() => body,
+                (status, body) => return Err(api_error("GET documents", status, &body)),
+            };
+            let results = page["results"].as_array().cloned().unwrap_or_default();
+            let done = results.len() < 1000;
+            all.extend(results);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
     /// The ids (the `id` field, a string or a number rendered in decimal) of the hits of query
     /// `q` in index `uid`, best first (up to 1000).
     pub async fn search(&self, uid: &str, q: &str) -> anyhow::Result<Vec<String>> {

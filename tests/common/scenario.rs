@@ -199,6 +199,8 @@ pub struct Lane {
     pub redis_uri: String,
     pub db: Option<TestDatabase>,
     pub mysql_port: Option<u16>,
+    /// The lane's Meilisearch (URL) and index-name prefix, for a family that uses one.
+    pub meilisearch: Option<(String, String)>,
 }
 
 /// A worker running in this process.
@@ -249,8 +251,18 @@ impl Lane {
         } else {
             (None, None)
         };
+        let meilisearch = provisioned
+            .stores
+            .contains(&cdc_topics::Store::Meilisearch)
+            .then(|| {
+                (
+                    crate::meili::meili_url(),
+                    crate::meili::unique_index_prefix(name),
+                )
+            });
         Self {
             family: provisioned,
+            meilisearch,
             topic_prefix,
             key_prefix: format!("{}:", unique(&format!("it.rel.{name}"))),
             group: unique(&format!("it.rel.{name}.group")),
@@ -258,6 +270,14 @@ impl Lane {
             db,
             mysql_port,
         }
+    }
+
+    /// The same lane with its Meilisearch at `url` (a test's own server).
+    pub fn with_meilisearch_at(mut self, url: &str) -> Self {
+        if let Some((at, _)) = &mut self.meilisearch {
+            *at = url.to_owned();
+        }
+        self
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -300,6 +320,21 @@ impl Lane {
                 ..timeline::Settings::default()
             };
             let handler = timeline::Timeline::connect(&config, &settings, group).expect("handler");
+            cdc_runtime::start(&self.family, &config, handler, shutdown.clone()).await
+        } else if self.family.family == search::FAMILY {
+            let (url, index_prefix) = self
+                .meilisearch
+                .clone()
+                .expect("a search lane's Meilisearch");
+            let settings = search::Settings {
+                meilisearch_url: url,
+                meilisearch_key: crate::meili::meili_key(),
+                meilisearch_index_prefix: index_prefix,
+                meilisearch_timeout: Duration::from_secs(2),
+            };
+            let handler = search::Search::connect(config.clone(), settings)
+                .await
+                .expect("handler");
             cdc_runtime::start(&self.family, &config, handler, shutdown.clone()).await
         } else if self.family.family == subject_date::FAMILY {
             let settings = subject_date::Settings {
@@ -402,10 +437,24 @@ impl Lane {
         let redis = dump_redis(&self.redis_uri, &self.key_prefix)
             .await
             .expect("dump redis");
-        let tables = match &self.db {
+        let mut tables = match &self.db {
             Some(db) => db.dump().await.expect("dump tables"),
             None => Default::default(),
         };
+        if let Some((url, index_prefix)) = &self.meilisearch {
+            let meili = crate::meili::Meili::new(url, &crate::meili::meili_key()).expect("client");
+            for index in search::Index::ALL {
+                let mut documents: Vec<String> = meili
+                    .documents(&format!("{index_prefix}{}", index.name()))
+                    .await
+                    .expect("documents")
+                    .iter()
+                    .map(serde_json::Value::to_string)
+                    .collect();
+                documents.sort();
+                tables.insert(format!("meilisearch {}", index.name()), documents);
+            }
+        }
         State { redis, tables }
     }
 
@@ -441,6 +490,13 @@ impl Lane {
             .expect("delete the lane's keys");
         if let Some(db) = self.db {
             db.drop_now().await.expect("drop database");
+        }
+        if let Some((url, index_prefix)) = &self.meilisearch {
+            crate::meili::Meili::new(url, &crate::meili::meili_key())
+                .expect("client")
+                .delete_indexes_with_prefix(index_prefix)
+                .await
+                .expect("delete the lane's indexes");
         }
     }
 
