@@ -2534,7 +2534,7 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
              real fixture record (`subject_id` substituted, `source.ts_ms` an hour old: a catch-up after an outage; {:.0} B per \
              record), spread uniformly over the subjects ({:.1} distinct subjects per {} consecutive events, the family's \
              `batch.max_messages`). The worker drains it with `SUBJECT_DATE_READ_DELAY=0s` (one `SELECT … IN` and one \
-             transaction of `UPDATE`s per batch). The baselines, run on the same database after resetting the dates, are \
+             multi-row `UPDATE` per batch). The baselines, run on the same database after resetting the dates, are \
              bare sqlx loops on one connection over the same events in the same order: the legacy's work per event \
              (`SELECT … WHERE subject_id = ? LIMIT 1`, `bangumi_wiki::parse` + `subject_date::date::extract`, \
              `UPDATE chii_subject_fields … WHERE field_sid = ?` in autocommit), and the `UPDATE`s alone with the dates known \
