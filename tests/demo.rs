@@ -1,6 +1,6 @@
 //! `make demo`: the fleet on its embedded default. Provisions every family's topics on the local
 //! broker (under a fresh prefix), seeds Redis with the cache keys the fixtures will touch and
-//! MariaDB with the subjects they leave (undated), publishes
+//! MariaDB with the subjects, characters and persons they leave (dates unset), publishes
 //! the real Debezium fixtures plus one malformed record, runs each family's real binary until its
 //! consumer group has committed everything, prints what happened, and stops the workers with
 //! SIGTERM.
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use fleet_harness::expected::CacheInvalidation as Expected;
 use fleet_harness::fixtures::{self, Encoding};
+use fleet_harness::meili::{Meili, meili_key, meili_url, unique_index_prefix};
 use fleet_harness::process::{KillOnDrop, free_port};
 use fleet_harness::subjects::{self, Date};
 use fleet_harness::{
@@ -145,14 +146,31 @@ async fn run() -> anyhow::Result<()> {
         "    MariaDB database {} (chii_friends: 2, 3, 4 follow 1)",
         db.name
     );
-    // The subject-date worker reads subjects back from MariaDB: the rows the fixtures leave,
-    // each with a chii_subject_fields row whose date is not set yet.
+    // The subject-date and search workers read entities back from MariaDB: the rows the
+    // fixtures leave, with every subject's date unset so subject-date's work shows.
+    let tables = [
+        "chii_subjects",
+        "chii_subject_fields",
+        "chii_characters",
+        "chii_persons",
+    ];
+    db.add_rows_as_the_fixtures_leave_them(&tables).await?;
+    sqlx::query(
+        "UPDATE chii_subject_fields SET field_year = 0, field_mon = 0, field_date = '0000-00-00'",
+    )
+    .execute(&db.pool)
+    .await?;
     let subjects = subjects::as_the_fixtures_leave_them()?;
-    db.add_subjects(&subjects).await?;
     println!(
-        "    {} chii_subjects rows, their chii_subject_fields undated",
+        "    {}: the rows the fixtures leave ({} subjects, their dates unset)",
+        tables.join(", "),
         subjects.len()
     );
+    // The search worker's indexes, under the run's own prefix.
+    let meili = Meili::local()?;
+    meili.require().await?;
+    let index_prefix = unique_index_prefix(&run);
+    println!("    Meilisearch {} (indexes {index_prefix}*)", meili.url());
 
     step(
         3,
@@ -205,6 +223,9 @@ async fn run() -> anyhow::Result<()> {
             .env("REDIS_URI", redis_uri())
             .env("REDIS_KEY_PREFIX", &key_prefix)
             .env("MYSQL_DB", &db.name)
+            .env("MEILISEARCH_URL", meili_url())
+            .env("MEILISEARCH_KEY", meili_key())
+            .env("MEILISEARCH_INDEX_PREFIX", &index_prefix)
             .env("SCHEMA_REGISTRY_URL", registry_url())
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("KAFKA_CONFIG__SESSION_TIMEOUT_MS", "2000")
@@ -337,6 +358,24 @@ async fn run() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let subjects_index = format!("{index_prefix}subjects");
+    let query = "BOCCHI THE ROCK!";
+    let found = meili
+        .search_raw(
+            &subjects_index,
+            &serde_json::json!({ "q": query, "limit": 1 }),
+        )
+        .await?;
+    match found["hits"].get(0) {
+        Some(hit) => println!(
+            "  Meilisearch: {} documents in {subjects_index}; searching {query:?} finds subject {} {} (aliases {})",
+            meili.documents(&subjects_index).await?.len(),
+            hit["id"],
+            hit["name"],
+            hit["aliases"]
+        ),
+        None => println!("  Meilisearch: searching {query:?} in {subjects_index} finds nothing"),
+    }
     for w in &workers {
         let dlq = end_offsets(&w.family.dlq, w.family.partitions)?
             .iter()
@@ -358,6 +397,8 @@ async fn run() -> anyhow::Result<()> {
     let db_name = db.name.clone();
     db.drop_now().await?;
     println!("    dropped database {db_name}");
+    meili.delete_indexes_with_prefix(&index_prefix).await?;
+    println!("    deleted indexes {index_prefix}*");
     for mut w in workers {
         let stopping = Instant::now();
         Command::new("kill")
