@@ -4,7 +4,8 @@
 //!   indexer's rules, by `fixtures/expected/search.py`), as `GET /indexes/…/documents/{id}`
 //!   returns them, with redirected, banned and deleted entities absent; searches by an alias find
 //!   their entity; the stream again changes nothing; the records reversed end the same;
-//! - a document Meilisearch refuses dead-letters its record alone, with Meilisearch's error.
+//! - a row that cannot make a document dead-letters its record alone, with the reason;
+//! - `search settings` shows, then applies, the indexes' declared settings, idempotently.
 
 use std::time::Duration;
 
@@ -322,4 +323,87 @@ async fn an_unreadable_row_dead_letters_its_record_alone() {
         "the other subjects are indexed"
     );
     lane.clean_up().await;
+}
+
+/// `search settings` shows what it would change and changes nothing; `--apply` creates the
+/// indexes with the settings the Go indexer gives them (as `search.json` states them); a second
+/// `--apply` finds them up to date.
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_are_shown_then_applied_idempotently() {
+    let index_prefix = unique_index_prefix("search-settings");
+    let meili = Meili::local().expect("client");
+    meili.require().await.expect("Meilisearch (make up)");
+    let settings = |args: &[&str]| {
+        let output = std::process::Command::new(
+            fleet_harness::process::worker_binary("search").expect("search binary"),
+        )
+        .arg("settings")
+        .args(args)
+        .env("MEILISEARCH_URL", meili_url())
+        .env("MEILISEARCH_KEY", meili_key())
+        .env("MEILISEARCH_INDEX_PREFIX", &index_prefix)
+        .env("LOG_FORMAT", "text")
+        .output()
+        .expect("run search settings");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "search settings {args:?}: {stdout}"
+        );
+        stdout
+    };
+
+    let shown = settings(&[]);
+    assert!(
+        shown.contains(&format!("{index_prefix}subjects: missing")) && shown.contains("--apply"),
+        "{shown}"
+    );
+    assert!(
+        meili
+            .index_uids()
+            .await
+            .expect("indexes")
+            .iter()
+            .all(|uid| !uid.starts_with(&index_prefix)),
+        "nothing created without --apply"
+    );
+
+    let applied = settings(&["--apply"]);
+    assert_eq!(applied.matches(": applied").count(), 3, "{applied}");
+    let path = fixtures::dir().join("expected/search.json");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("search.json")).expect("json");
+    for index in ["subjects", "characters", "persons"] {
+        let want = &expected["settings"][index];
+        let uid = format!("{index_prefix}{index}");
+        let current =
+            search::meili::Meilisearch::new(&meili_url(), &meili_key(), Duration::from_secs(10))
+                .expect("client")
+                .settings(&uid)
+                .await
+                .expect("settings")
+                .expect("the index exists");
+        for key in ["searchableAttributes", "rankingRules"] {
+            assert_eq!(current[key], want[key], "{uid} {key}");
+        }
+        for key in ["filterableAttributes", "sortableAttributes"] {
+            let sorted = |v: &Value| {
+                let mut items: Vec<String> = v
+                    .as_array()
+                    .expect("a list")
+                    .iter()
+                    .map(Value::to_string)
+                    .collect();
+                items.sort();
+                items
+            };
+            assert_eq!(sorted(&current[key]), sorted(&want[key]), "{uid} {key}");
+        }
+    }
+    let again = settings(&["--apply"]);
+    assert_eq!(again.matches(": up to date").count(), 3, "{again}");
+    meili
+        .delete_indexes_with_prefix(&index_prefix)
+        .await
+        .expect("clean up");
 }

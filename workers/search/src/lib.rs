@@ -15,11 +15,14 @@
 //! # Layout
 //! - [`document`]: rows → documents, the Go indexer's rules (pure).
 //! - [`meili`]: the Meilisearch calls and their failure classes.
+//! - [`settings`]: the indexes' settings, declared once; [`cli`]: the binary's command line.
 //! - [`Index`]: the three indexes and the tables that feed them.
 //! - [`Settings`]: this family's settings; [`Search`]: the [`Handler`].
 
+pub mod cli;
 pub mod document;
 pub mod meili;
+pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -60,6 +63,11 @@ impl Index {
             Index::Characters => "characters",
             Index::Persons => "persons",
         }
+    }
+
+    /// The index's name after `prefix` (`MEILISEARCH_INDEX_PREFIX`).
+    pub fn name_with(self, prefix: &str) -> String {
+        format!("{prefix}{}", self.name())
     }
 
     /// The index a change of `table` is about, and the key column naming the entity.
@@ -184,7 +192,7 @@ impl Search {
 
     /// The full name of `index`.
     pub fn index_name(&self, index: Index) -> String {
-        format!("{}{}", self.index_prefix, index.name())
+        index.name_with(&self.index_prefix)
     }
 
     /// What the rows of `ids` of `index` make now.
@@ -375,17 +383,5 @@ impl Handler for Search {
                 Target::Done(outcome) => outcome,
             })
             .collect())
-    }
-}
-
-pub mod cli {
-    //! The `search` command line: the runtime's (`run`, `provision`, `--print-config`) with the
-    //! family's settings.
-
-    use std::process::ExitCode;
-
-    /// Runs the binary.
-    pub fn main() -> ExitCode {
-        cdc_runtime::cli::main_with(super::FAMILY, super::Search::connect)
     }
 }

@@ -116,6 +116,45 @@ impl Meilisearch {
         self.enqueue(request, index).await
     }
 
+    /// The settings of `index`; `None` when it does not exist.
+    pub async fn settings(&self, index: &str) -> anyhow::Result<Option<Value>> {
+        let response = self
+            .request(reqwest::Method::GET, &format!("/indexes/{index}/settings"))
+            .send()
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(response.error_for_status()?.json().await?))
+    }
+
+    /// Creates `index` with primary key `id`, and waits until it exists.
+    pub async fn create_index(&self, index: &str) -> anyhow::Result<()> {
+        let request = self
+            .request(reqwest::Method::POST, "/indexes")
+            .json(&json!({ "uid": index, "primaryKey": "id" }));
+        let task = self
+            .enqueue(request, index)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(self.wait(task).await?)
+    }
+
+    /// Changes the settings of `index` to `settings`, and waits until they apply.
+    pub async fn update_settings(&self, index: &str, settings: &Value) -> anyhow::Result<()> {
+        let request = self
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/indexes/{index}/settings"),
+            )
+            .json(settings);
+        let task = self
+            .enqueue(request, index)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(self.wait(task).await?)
+    }
+
     async fn enqueue(
         &self,
         request: reqwest::RequestBuilder,

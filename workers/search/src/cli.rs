@@ -1,0 +1,164 @@
+//! The `search` command line: `run` (default), `provision`, `settings [--apply]`,
+//! `--print-config`. The shape of `cdc_runtime::cli::main`, plus the settings subcommand and this
+//! family's [`Settings`].
+
+use std::process::ExitCode;
+
+use cdc_runtime::cli::{FamilySettings, cancel_on_signal};
+use cdc_runtime::config::ConfigError;
+use cdc_runtime::{RuntimeError, WorkerConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::meili::Meilisearch;
+use crate::settings::differences;
+use crate::{FAMILY, Index, Search, Settings};
+
+#[derive(Parser)]
+#[command(name = "search", about = "Bangumi search: Meilisearch documents of subjects, characters and persons", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
+    #[command(flatten)]
+    config: WorkerConfig,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume the family's topics until SIGTERM/SIGINT (the default).
+    Run,
+    /// Create the family's topics and DLQ on the broker (idempotent), then exit.
+    Provision {
+        /// Replication factor for new topics.
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+    /// Show how the indexes' settings on the server differ from the declared ones; with
+    /// `--apply`, make them equal (creating a missing index). Idempotent.
+    Settings {
+        /// Which index.
+        #[arg(long, value_enum, default_value_t = Which::All)]
+        index: Which,
+        /// Change the server's settings (otherwise only show the differences).
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Which {
+    Subjects,
+    Characters,
+    Persons,
+    All,
+}
+
+impl Which {
+    fn indexes(self) -> &'static [Index] {
+        match self {
+            Which::Subjects => &[Index::Subjects],
+            Which::Characters => &[Index::Characters],
+            Which::Persons => &[Index::Persons],
+            Which::All => &Index::ALL,
+        }
+    }
+}
+
+/// Runs the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_format = cli.config.log_format.clone();
+    cdc_runtime::cli::run_to_exit(&log_format, run_cli(cli))
+}
+
+async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
+    let family = cdc_topics::by_name(FAMILY)?.ok_or_else(|| ConfigError::Invalid {
+        name: "family".into(),
+        reason: format!("no topics/families/{FAMILY}.toml"),
+    })?;
+    let config = cli.config.finish(&family)?;
+    cli.settings.validate()?;
+    let family = family.with_topic_prefix(&config.kafka_topic_prefix);
+    if cli.print_config {
+        println!("{}\n{}", config.redacted(&family), cli.settings.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Provision { replication } => {
+            cdc_runtime::cli::provision_and_report(&config, &family, replication).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Settings { index, apply } => {
+            index_settings(&cli.settings, index.indexes(), apply).await
+        }
+        Command::Run => {
+            tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
+            let handler = Search::connect(config.clone(), cli.settings)
+                .await
+                .map_err(|source| RuntimeError::Sink {
+                    what: "the search family's sinks",
+                    source,
+                })?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            cdc_runtime::run(&family, &config, handler, shutdown)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `search settings`: one block per index with the differences, applied with `apply`.
+async fn index_settings(
+    settings: &Settings,
+    indexes: &[Index],
+    apply: bool,
+) -> Result<ExitCode, RuntimeError> {
+    let failed = |source: anyhow::Error| RuntimeError::Sink {
+        what: "Meilisearch",
+        source,
+    };
+    let meilisearch = Meilisearch::new(
+        &settings.meilisearch_url,
+        &settings.meilisearch_key,
+        settings.meilisearch_timeout,
+    )
+    .map_err(failed)?;
+    for index in indexes {
+        let name = index.name_with(&settings.meilisearch_index_prefix);
+        let wanted = index.settings();
+        let current = meilisearch.settings(&name).await.map_err(failed)?;
+        let changes = match &current {
+            None => {
+                println!("{name}: missing; to be created with primary key `id` and these settings");
+                differences(&serde_json::Value::Null, &wanted)
+            }
+            Some(current) => differences(current, &wanted),
+        };
+        if changes.is_empty() {
+            println!("{name}: up to date");
+            continue;
+        }
+        for (setting, have, want) in &changes {
+            println!("{name}: {setting}\n  - {have}\n  + {want}");
+        }
+        if !apply {
+            println!("{name}: not changed (run with --apply)");
+            continue;
+        }
+        if current.is_none() {
+            meilisearch.create_index(&name).await.map_err(failed)?;
+        }
+        meilisearch
+            .update_settings(&name, &wanted)
+            .await
+            .map_err(failed)?;
+        println!("{name}: applied");
+    }
+    Ok(ExitCode::SUCCESS)
+}
