@@ -308,16 +308,12 @@ async fn mariadb_outage_of_20s_for_the_timeline() {
     );
     assert_same_state("MariaDB outage", &state, &expected);
     lane.clean_up().await;
-    report(
+    report_outage(
         "mariadb_outage_of_20s_for_the_timeline",
-        stream.records.len(),
-        0,
+        &stream,
         started,
-        &format!(
-            "outage=20s ready_again_after={:.1}s state: {}",
-            recovered.as_secs_f64(),
-            state.summary()
-        ),
+        recovered,
+        &state,
     );
 }
 
@@ -346,8 +342,25 @@ async fn mariadb_outage_of_20s_for_subject_date() {
     assert_eq!(dated, stream.subjects.len(), "every subject dated");
     assert_same_state("MariaDB outage (subject-date)", &state, &expected);
     lane.clean_up().await;
-    report(
+    report_outage(
         "mariadb_outage_of_20s_for_subject_date",
+        &stream,
+        started,
+        recovered,
+        &state,
+    );
+}
+
+/// An outage scenario's result line: no dead letters, how long the worker took to be ready again.
+fn report_outage(
+    scenario: &str,
+    stream: &Stream,
+    started: Instant,
+    recovered: Duration,
+    state: &fleet_harness::state::State,
+) {
+    report(
+        scenario,
         stream.records.len(),
         0,
         started,
@@ -394,17 +407,7 @@ async fn meilisearch_outage_for_search(scenario: &str, pause: bool) {
     );
     assert_same_state(scenario, &state, &expected);
     lane.clean_up().await;
-    report(
-        scenario,
-        stream.records.len(),
-        0,
-        started,
-        &format!(
-            "outage=20s ready_again_after={:.1}s state: {}",
-            recovered.as_secs_f64(),
-            state.summary()
-        ),
-    );
+    report_outage(scenario, &stream, started, recovered, &state);
 }
 
 /// A paused server: taken away by `SIGSTOP`, back by `SIGCONT`.

@@ -15,7 +15,7 @@ use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::meili::{Meili, meili_key, meili_url, unique_index_prefix};
 use fleet_harness::mysql::TestDatabase;
 use fleet_harness::{
-    Out, produce, producer, provisioned_family, read_all, unique, wait_drained, worker_config,
+    Out, produce_in_order, provisioned_family, read_all, unique, wait_drained, worker_config,
 };
 use search::{FAMILY, Search, Settings};
 use serde::Deserialize;
@@ -123,21 +123,11 @@ impl Lane {
 
     /// The fixtures' records of the family's topics, in capture order.
     fn records(&self, encoding: Encoding) -> Vec<(String, Out)> {
-        fixtures::load(encoding)
-            .expect("fixtures")
-            .into_iter()
-            .map(|f| (format!("{}{}", self.topic_prefix, f.topic), f.record))
-            .filter(|(topic, _)| self.family.topics.contains(topic))
-            .collect()
+        fixtures::records_of(&self.family, &self.topic_prefix, encoding).expect("fixtures")
     }
 
     async fn produce(&self, records: &[(String, Out)]) {
-        let producer = producer().expect("producer");
-        for (topic, record) in records {
-            produce(&producer, topic, std::slice::from_ref(record))
-                .await
-                .expect("produce");
-        }
+        produce_in_order(records).await.expect("produce");
     }
 
     /// Runs a worker in `group` until it has committed everything.

@@ -19,8 +19,8 @@ use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::mysql::TestDatabase;
 use fleet_harness::subjects::{self, Date, Subject};
 use fleet_harness::{
-    Out, committed, produce, producer, provisioned_family, read_all, unique, wait_drained,
-    worker_config,
+    Out, committed, produce, produce_in_order, producer, provisioned_family, read_all, unique,
+    wait_drained, worker_config,
 };
 use serde_json::json;
 use subject_date::{FAMILY, Settings, SubjectDate};
@@ -52,21 +52,11 @@ async fn start(
 
 /// The fixtures' records of the family's topics, in capture order, as (topic, record).
 fn family_records(family: &Family, prefix: &str, encoding: Encoding) -> Vec<(String, Out)> {
-    fixtures::load(encoding)
-        .expect("fixtures")
-        .into_iter()
-        .map(|f| (format!("{prefix}{}", f.topic), f.record))
-        .filter(|(topic, _)| family.topics.contains(topic))
-        .collect()
+    fixtures::records_of(family, prefix, encoding).expect("fixtures")
 }
 
 async fn produce_all(records: &[(String, Out)]) {
-    let producer = producer().expect("producer");
-    for (topic, record) in records {
-        produce(&producer, topic, std::slice::from_ref(record))
-            .await
-            .expect("produce");
-    }
+    produce_in_order(records).await.expect("produce");
 }
 
 /// What `chii_subject_fields` must hold for the fixtures: the expected date of each dated

@@ -151,3 +151,17 @@ pub fn rows_as_left(
     }
     Ok(rows.into_values().collect())
 }
+
+/// The records of `encoding` on the topics of `family` (already under `topic_prefix`), in capture
+/// order, as `(topic, record)`.
+pub fn records_of(
+    family: &cdc_topics::Family,
+    topic_prefix: &str,
+    encoding: Encoding,
+) -> anyhow::Result<Vec<(String, Out)>> {
+    Ok(load(encoding)?
+        .into_iter()
+        .map(|f| (format!("{topic_prefix}{}", f.topic), f.record))
+        .filter(|(topic, _)| family.topics.contains(topic))
+        .collect())
+}

@@ -131,6 +131,16 @@ pub struct Out {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+/// Produces `records`, each to its topic, one at a time in order (a record is acknowledged
+/// before the next is sent, so the order holds across topics too).
+pub async fn produce_in_order(records: &[(String, Out)]) -> anyhow::Result<()> {
+    let producer = producer()?;
+    for (topic, record) in records {
+        produce(&producer, topic, std::slice::from_ref(record)).await?;
+    }
+    Ok(())
+}
+
 /// Produces `records` in order, waits for every acknowledgement, and returns where each landed
 /// as `(partition, offset)`.
 pub async fn produce(
