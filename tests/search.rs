@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 const DRAINED_WITHIN: Duration = Duration::from_secs(90);
 
-
 /// One run of the family on its own topics, indexes and database.
 struct Lane {
     family: Family,

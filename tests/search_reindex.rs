@@ -170,10 +170,32 @@ async fn a_reindex_of_the_fixtures_rows_holds_exactly_the_expected_documents() {
             search.expect_id
         );
     }
+    let client =
+        search::meili::Meilisearch::new(&meili_url(), &meili_key(), Duration::from_secs(10))
+            .expect("client");
+    for index in search::Index::ALL {
+        let current = client
+            .settings(&lane.uid(index.name()))
+            .await
+            .expect("settings")
+            .expect("the index exists");
+        let differences = search::settings::differences(&current, &index.settings());
+        assert!(
+            differences.is_empty(),
+            "{}: the declared settings: {differences:?}",
+            index.name()
+        );
+    }
     lane.assert_nothing_left().await;
     // Again, over the indexes it made: the same documents.
     lane.run_ok(&["--index", "subjects"]);
-    assert_documents(&lane.meili, &lane.index_prefix, &expected, "reindexed twice").await;
+    assert_documents(
+        &lane.meili,
+        &lane.index_prefix,
+        &expected,
+        "reindexed twice",
+    )
+    .await;
     lane.assert_nothing_left().await;
     lane.clean_up().await;
 }
@@ -240,7 +262,7 @@ async fn a_killed_reindex_resumes_where_it_was() {
 async fn search_keeps_answering_through_the_swap() {
     let expected = Expected::load();
     let lane = Lane::new("search-reindex-live", true, 1500).await;
-    lane.run_ok(&["--index", "subjects"]);
+    lane.run_ok(&["--index", "all"]);
     let live = lane.uid("subjects");
     // An operator's setting on the live index: the rebuilt index gets it too.
     let client =
@@ -280,10 +302,18 @@ async fn search_keeps_answering_through_the_swap() {
         searches += 1;
     };
     assert!(status.success(), "the reindex succeeded");
+    eprintln!(
+        "{searches} searches during the reindex, every one found {}",
+        search.expect_id
+    );
     assert!(searches > 10, "searched during the reindex ({searches})");
     let hits = lane.meili.search(&live, &search.q).await.expect("search");
     assert!(hits.contains(&search.expect_id.to_string()), "after it");
-    let settings = client.settings(&live).await.expect("settings").expect("live");
+    let settings = client
+        .settings(&live)
+        .await
+        .expect("settings")
+        .expect("live");
     assert_eq!(settings["synonyms"], synonyms, "the live settings are kept");
     assert_documents(&lane.meili, &lane.index_prefix, &expected, "after the swap").await;
     lane.assert_nothing_left().await;
@@ -328,6 +358,9 @@ async fn an_unreachable_store_is_named() {
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Meilisearch"), "names Meilisearch: {stderr}");
+    assert!(
+        stderr.contains("Meilisearch"),
+        "names Meilisearch: {stderr}"
+    );
     lane.clean_up().await;
 }

@@ -100,10 +100,8 @@ pub async fn assert_documents(meili: &Meili, index_prefix: &str, expected: &Expe
                 (want, got) => panic!(
                     "{when}: {index} {}: expected {}, Meilisearch has {got:?}",
                     entity.id,
-                    want.as_ref().map_or_else(
-                        || format!("none ({:?})", entity.absent),
-                        Value::to_string
-                    )
+                    want.as_ref()
+                        .map_or_else(|| format!("none ({:?})", entity.absent), Value::to_string)
                 ),
             }
         }

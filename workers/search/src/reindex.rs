@@ -147,7 +147,15 @@ impl Reindexer {
         let remaining = self.remaining(index, after).await?;
         let bar = progress_bar(remaining, &live);
         let result = self
-            .pages(index, after, options, &target, &state_uid, &bar, &mut summary)
+            .pages(
+                index,
+                after,
+                options,
+                &target,
+                &state_uid,
+                &bar,
+                &mut summary,
+            )
             .await;
         bar.finish_and_clear();
         result?;
@@ -174,11 +182,17 @@ impl Reindexer {
             .document(state_uid, index.name())
             .await
             .map_err(|e| self.meili(e))?;
-        let target_exists = m.settings(target).await.map_err(|e| self.meili(e))?.is_some();
+        let target_exists = m
+            .settings(target)
+            .await
+            .map_err(|e| self.meili(e))?
+            .is_some();
         if let Some(state) = &state
             && target_exists
             && state["target"] == target
-            && let Some(after) = state["after_id"].as_u64().and_then(|a| u32::try_from(a).ok())
+            && let Some(after) = state["after_id"]
+                .as_u64()
+                .and_then(|a| u32::try_from(a).ok())
         {
             return Ok(after);
         }
@@ -307,7 +321,9 @@ impl Reindexer {
             .delete_documents_by_key(state_uid, &[index.name()])
             .await
             .map_err(|e| self.meili(handler_error(e)))?;
-        m.wait(task).await.map_err(|e| self.meili(handler_error(e)))?;
+        m.wait(task)
+            .await
+            .map_err(|e| self.meili(handler_error(e)))?;
         if m.settings(live).await.map_err(|e| self.meili(e))?.is_none() {
             m.create_index(live).await.map_err(|e| self.meili(e))?;
         }
@@ -330,7 +346,9 @@ fn handler_error(error: HandlerError) -> anyhow::Error {
 /// Settings as `GET …/settings` gives them, without the nulls (unset; `PATCH` would reset them).
 fn without_nulls(settings: Value) -> Value {
     match settings {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
         other => other,
     }
 }
@@ -361,12 +379,20 @@ fn report(out: &mut impl Write, live: &str, dry_run: bool, summary: &Summary) {
     let _ = writeln!(
         out,
         "{live}: {} {} documents, {} skipped (redirected or banned), {} unusable, in {:.1}s ({rate:.0} documents/s){}",
-        if dry_run { "dry run: would write" } else { "wrote" },
+        if dry_run {
+            "dry run: would write"
+        } else {
+            "wrote"
+        },
         summary.written,
         summary.skipped,
         summary.unusable.len(),
         seconds,
-        if dry_run { "; nothing written" } else { "; swapped in" },
+        if dry_run {
+            "; nothing written"
+        } else {
+            "; swapped in"
+        },
     );
     if !dry_run {
         let _ = writeln!(
