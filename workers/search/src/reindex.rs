@@ -86,6 +86,27 @@ pub fn state_index(prefix: &str) -> String {
     format!("{prefix}search_reindex_state")
 }
 
+/// The indexes a reindex of one index uses.
+struct Names {
+    /// The live index.
+    live: String,
+    /// Where it is rebuilt ([`target_name`]).
+    target: String,
+    /// The state index ([`state_index`]).
+    state: String,
+}
+
+impl Names {
+    fn of(index: Index, prefix: &str) -> Self {
+        let live = index.name_with(prefix);
+        Self {
+            target: target_name(&live),
+            state: state_index(prefix),
+            live,
+        }
+    }
+}
+
 /// The connections a reindex uses.
 pub struct Reindexer {
     pool: MySqlPool,
@@ -128,15 +149,14 @@ impl Reindexer {
         out: &mut impl Write,
     ) -> Result<Summary, ReindexError> {
         let started = Instant::now();
-        let live = index.name_with(&self.prefix);
-        let target = target_name(&live);
-        let state_uid = state_index(&self.prefix);
+        let names = Names::of(index, &self.prefix);
+        let (live, target) = (&names.live, &names.target);
         let mut summary = Summary::default();
 
         let after = if options.dry_run {
             0
         } else {
-            self.prepare(index, &live, &target, &state_uid).await?
+            self.prepare(index, &names).await?
         };
         if after > 0 {
             summary.resumed_after = Some(after);
@@ -145,38 +165,25 @@ impl Reindexer {
             let _ = writeln!(out, "{live}: rebuilding into {target}");
         }
         let remaining = self.remaining(index, after).await?;
-        let bar = progress_bar(remaining, &live);
+        let bar = progress_bar(remaining, live);
         let result = self
-            .pages(
-                index,
-                after,
-                options,
-                &target,
-                &state_uid,
-                &bar,
-                &mut summary,
-            )
+            .pages(index, after, options, &names, &bar, &mut summary)
             .await;
         bar.finish_and_clear();
         result?;
 
         if !options.dry_run {
-            self.swap_in(index, &live, &target, &state_uid).await?;
+            self.swap_in(index, &names).await?;
         }
         summary.elapsed = started.elapsed();
-        report(out, &live, options.dry_run, &summary);
+        report(out, live, options.dry_run, &summary);
         Ok(summary)
     }
 
     /// The id to resume after: the state's when the target exists and the state names it;
     /// otherwise 0, with the target (re)created empty with the live index's settings.
-    async fn prepare(
-        &self,
-        index: Index,
-        live: &str,
-        target: &str,
-        state_uid: &str,
-    ) -> Result<u32, ReindexError> {
+    async fn prepare(&self, index: Index, names: &Names) -> Result<u32, ReindexError> {
+        let (live, target, state_uid) = (&names.live, &names.target, &names.state);
         let m = &self.meilisearch;
         let state = m
             .document(state_uid, index.name())
@@ -189,7 +196,7 @@ impl Reindexer {
             .is_some();
         if let Some(state) = &state
             && target_exists
-            && state["target"] == target
+            && state["target"] == target.as_str()
             && let Some(after) = state["after_id"]
                 .as_u64()
                 .and_then(|a| u32::try_from(a).ok())
@@ -207,7 +214,7 @@ impl Reindexer {
         m.update_settings(target, &settings)
             .await
             .map_err(|e| self.meili(e))?;
-        self.record(index, target, state_uid, 0).await?;
+        self.record(index, names, 0).await?;
         Ok(0)
     }
 
@@ -224,14 +231,12 @@ impl Reindexer {
     }
 
     /// Every page after `after`: read, built, written to `target` and recorded (not in a dry run).
-    #[allow(clippy::too_many_arguments)]
     async fn pages(
         &self,
         index: Index,
         mut after: u32,
         options: &Options,
-        target: &str,
-        state_uid: &str,
+        names: &Names,
         bar: &ProgressBar,
         summary: &mut Summary,
     ) -> Result<(), ReindexError> {
@@ -263,7 +268,7 @@ impl Reindexer {
                 if !documents.is_empty() {
                     let task = self
                         .meilisearch
-                        .replace_documents(target, &documents)
+                        .replace_documents(&names.target, &documents)
                         .await
                         .map_err(|e| self.meili(handler_error(e)))?;
                     self.meilisearch
@@ -271,7 +276,7 @@ impl Reindexer {
                         .await
                         .map_err(|e| self.meili(handler_error(e)))?;
                 }
-                self.record(index, target, state_uid, last).await?;
+                self.record(index, names, last).await?;
             }
             summary.written += documents.len() as u64;
             read += rows.len() as u64;
@@ -284,21 +289,16 @@ impl Reindexer {
         }
     }
 
-    /// Records that every entity of `index` up to `after_id` is in `target`.
-    async fn record(
-        &self,
-        index: Index,
-        target: &str,
-        state_uid: &str,
-        after_id: u32,
-    ) -> Result<(), ReindexError> {
-        let state = json!({ "id": index.name(), "after_id": after_id, "target": target });
-        let Value::Object(state) = state else {
-            unreachable!("a JSON object literal")
-        };
+    /// Records that every entity of `index` up to `after_id` is in the target.
+    async fn record(&self, index: Index, names: &Names, after_id: u32) -> Result<(), ReindexError> {
+        let state = Map::from_iter([
+            ("id".to_owned(), json!(index.name())),
+            ("after_id".to_owned(), json!(after_id)),
+            ("target".to_owned(), json!(names.target)),
+        ]);
         let task = self
             .meilisearch
-            .replace_documents(state_uid, &[state])
+            .replace_documents(&names.state, &[state])
             .await
             .map_err(|e| self.meili(handler_error(e)))?;
         self.meilisearch
@@ -309,13 +309,8 @@ impl Reindexer {
 
     /// Deletes the state, swaps `target` in as `live` (creating `live` first if missing), and
     /// deletes the old index (now named `target`).
-    async fn swap_in(
-        &self,
-        index: Index,
-        live: &str,
-        target: &str,
-        state_uid: &str,
-    ) -> Result<(), ReindexError> {
+    async fn swap_in(&self, index: Index, names: &Names) -> Result<(), ReindexError> {
+        let (live, target, state_uid) = (&names.live, &names.target, &names.state);
         let m = &self.meilisearch;
         let task = m
             .delete_documents_by_key(state_uid, &[index.name()])
@@ -399,6 +394,28 @@ fn report(out: &mut impl Write, live: &str, dry_run: bool, summary: &Summary) {
             out,
             "{live}: note: changes made while reindexing to rows already read are missing until \
              their next change; run with the worker stopped or reindex at a quiet time"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_fixed_so_a_rerun_finds_them() {
+        let names = Names::of(Index::Subjects, "staging_");
+        assert_eq!(names.live, "staging_subjects");
+        assert_eq!(names.target, "staging_subjects__reindex");
+        assert_eq!(names.state, "staging_search_reindex_state");
+    }
+
+    #[test]
+    fn unset_settings_are_left_out() {
+        let settings = json!({ "synonyms": {}, "searchCutoffMs": null, "rankingRules": ["words"] });
+        assert_eq!(
+            without_nulls(settings),
+            json!({ "synonyms": {}, "rankingRules": ["words"] })
         );
     }
 }
