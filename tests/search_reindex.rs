@@ -350,6 +350,11 @@ async fn an_unreachable_store_is_named() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("MariaDB"), "names MariaDB: {stderr}");
+    assert_eq!(
+        lane.indexes().await,
+        Vec::<String>::new(),
+        "nothing created while MariaDB is down"
+    );
 
     let output = lane
         .command(&["--index", "subjects"])

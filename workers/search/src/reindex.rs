@@ -153,6 +153,8 @@ impl Reindexer {
         let (live, target) = (&names.live, &names.target);
         let mut summary = Summary::default();
 
+        // MariaDB first: nothing is created in Meilisearch while the rows cannot be read.
+        let total = self.remaining(index, 0).await?;
         let after = if options.dry_run {
             0
         } else {
@@ -164,7 +166,11 @@ impl Reindexer {
         } else if !options.dry_run {
             let _ = writeln!(out, "{live}: rebuilding into {target}");
         }
-        let remaining = self.remaining(index, after).await?;
+        let remaining = if after > 0 {
+            self.remaining(index, after).await?
+        } else {
+            total
+        };
         let bar = progress_bar(remaining, live);
         let result = self
             .pages(index, after, options, &names, &bar, &mut summary)
@@ -188,7 +194,7 @@ impl Reindexer {
         let state = m
             .document(state_uid, index.name())
             .await
-            .map_err(|e| self.meili(e))?;
+            .map_err(|e| self.meili(handler_error(e)))?;
         let target_exists = m
             .settings(target)
             .await
@@ -204,7 +210,9 @@ impl Reindexer {
             return Ok(after);
         }
         if target_exists {
-            m.delete_index(target).await.map_err(|e| self.meili(e))?;
+            m.delete_index(target)
+                .await
+                .map_err(|e| self.meili(handler_error(e)))?;
         }
         let settings = match m.settings(live).await.map_err(|e| self.meili(e))? {
             Some(current) => without_nulls(current),
