@@ -129,6 +129,8 @@ refusals=(
     "replay-without-family|needs dlqReplay.family|dlqReplay.enabled=true"
     "replay-bad-partition|is not a partition of $fam_b|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.partition=$parts_b"
     "replay-without-reason|needs dlqReplay.reason|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.dryRun=false"
+    "reindex-bad-rate|at '/searchReindex/rate': minimum|searchReindex.enabled=true,searchReindex.rate=0"
+    "reindex-bad-index|at '/searchReindex/index'|searchReindex.enabled=true,searchReindex.index=episodes"
 )
 refused=0
 for entry in "${refusals[@]}"; do

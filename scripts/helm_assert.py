@@ -420,7 +420,7 @@ def main() -> int:
     all_jobs = by_kind.get("Job", [])
     component = lambda job: job["metadata"].get("labels", {}).get("app.kubernetes.io/component")
     jobs = [j for j in all_jobs if component(j) == "dlq-replay"]
-    others = [j["metadata"]["name"] for j in all_jobs if component(j) not in ("dlq-replay", "migrate")]
+    others = [j["metadata"]["name"] for j in all_jobs if component(j) not in ("dlq-replay", "migrate", "search-reindex")]
     if others:
         fail(f"unexpected Jobs {others}")
     if not replay.get("enabled"):
@@ -452,6 +452,40 @@ def main() -> int:
                 fail(f"Job {job['metadata']['name']}: container security context is not locked down")
             if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
                 fail(f"Job {job['metadata']['name']}: token mounted or restartPolicy is not Never")
+
+    # --- search reindex Job: only when asked for, with only the search family's secrets -------
+    reindex = values.get("searchReindex") or {}
+    reindexes = [j for j in all_jobs if component(j) == "search-reindex"]
+    if len(reindexes) != (1 if reindex.get("enabled") else 0):
+        fail(f"search reindex Job: expected {1 if reindex.get('enabled') else 0}, got {len(reindexes)}")
+    for job in reindexes:
+        name = job["metadata"]["name"]
+        pod = job["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        args = c.get("args", [])
+        if c.get("command") != ["search"] or args[:3] != ["reindex", "--index", reindex.get("index")]:
+            fail(f"Job {name}: runs {c.get('command')} {args}, expected search reindex --index {reindex.get('index')}")
+        rate = reindex.get("rate")
+        if (rate is None) == ("--rate" in args) or (rate is not None and args[args.index("--rate") + 1] != str(rate)):
+            fail(f"Job {name}: --rate does not follow searchReindex.rate ({rate})")
+        if args[args.index("--page-size") + 1] != str(reindex.get("pageSize")):
+            fail(f"Job {name}: --page-size does not follow searchReindex.pageSize")
+        if bool(reindex.get("dryRun")) != ("--dry-run" in args):
+            fail(f"Job {name}: --dry-run does not follow searchReindex.dryRun")
+        if not any((e.get("configMapRef") or {}).get("name", "").endswith("-settings") for e in c.get("envFrom", [])):
+            fail(f"Job {name}: does not take the settings ConfigMap")
+        secret_env = {e["name"] for e in c.get("env", []) if "valueFrom" in e}
+        if secret_env - {"MYSQL_PASS", "MYSQL_USER", "MEILISEARCH_KEY"}:
+            fail(f"Job {name}: secrets beyond the search family's: {sorted(secret_env)}")
+        if job["spec"].get("backoffLimit") != reindex.get("backoffLimit"):
+            fail(f"Job {name}: backoffLimit is not searchReindex.backoffLimit")
+        if job["spec"].get("activeDeadlineSeconds") != reindex.get("activeDeadlineSeconds"):
+            fail(f"Job {name}: activeDeadlineSeconds is not searchReindex.activeDeadlineSeconds")
+        csc = c.get("securityContext") or {}
+        if csc.get("readOnlyRootFilesystem") is not True or "ALL" not in (csc.get("capabilities") or {}).get("drop", []):
+            fail(f"Job {name}: container security context is not locked down")
+        if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
+            fail(f"Job {name}: token mounted or restartPolicy is not Never")
 
     # --- timeline migrate: a pre-install/pre-upgrade hook while the timeline family runs -------
     migrate_on = (values.get("timelineMigrate") or {}).get("enabled", True) and "timeline" in expected

@@ -14,82 +14,15 @@ use cdc_topics::Family;
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::meili::{Meili, meili_key, meili_url, unique_index_prefix};
 use fleet_harness::mysql::TestDatabase;
+use fleet_harness::search::{Expected, TABLES, assert_documents};
 use fleet_harness::{
     Out, produce_in_order, provisioned_family, read_all, unique, wait_drained, worker_config,
 };
 use search::{FAMILY, Search, Settings};
-use serde::Deserialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 const DRAINED_WITHIN: Duration = Duration::from_secs(90);
-
-/// The tables whose rows the documents are made of.
-const TABLES: [&str; 4] = [
-    "chii_subjects",
-    "chii_subject_fields",
-    "chii_characters",
-    "chii_persons",
-];
-
-/// `fixtures/expected/search.json`.
-#[derive(Debug, Deserialize)]
-struct Expected {
-    subjects: Vec<Entity>,
-    characters: Vec<Entity>,
-    persons: Vec<Entity>,
-    searches: Vec<ExpectedSearch>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Entity {
-    id: u32,
-    #[serde(default)]
-    document: Option<Value>,
-    #[serde(default)]
-    absent: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ExpectedSearch {
-    index: String,
-    q: String,
-    expect_id: u32,
-}
-
-impl Expected {
-    fn load() -> Self {
-        let path = fixtures::dir().join("expected/search.json");
-        let text = std::fs::read_to_string(&path).expect("search.json");
-        serde_json::from_str(&text).expect("search.json parses")
-    }
-
-    fn by_index(&self) -> [(&'static str, &[Entity]); 3] {
-        [
-            ("subjects", &self.subjects),
-            ("characters", &self.characters),
-            ("persons", &self.persons),
-        ]
-    }
-}
-
-/// A JSON value with every number as a float: Go writes a whole float64 as `8`, which equals
-/// `8.0`.
-fn numbers_as_floats(value: &Value) -> Value {
-    match value {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number),
-        Value::Array(items) => Value::Array(items.iter().map(numbers_as_floats).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
 
 /// One run of the family on its own topics, indexes and database.
 struct Lane {
@@ -162,33 +95,7 @@ impl Lane {
 
     /// Every expected entity as Meilisearch returns it; panics naming the first difference.
     async fn assert_documents(&self, expected: &Expected, when: &str) {
-        for (index, entities) in expected.by_index() {
-            let uid = format!("{}{index}", self.index_prefix);
-            for entity in entities {
-                let got = self
-                    .meili
-                    .get_document(&uid, &entity.id.to_string())
-                    .await
-                    .expect("get document");
-                match (&entity.document, got) {
-                    (Some(want), Some(got)) => assert_eq!(
-                        numbers_as_floats(&got),
-                        numbers_as_floats(want),
-                        "{when}: {index} {}",
-                        entity.id
-                    ),
-                    (None, None) => {}
-                    (want, got) => panic!(
-                        "{when}: {index} {}: expected {}, Meilisearch has {got:?}",
-                        entity.id,
-                        want.as_ref().map_or_else(
-                            || format!("none ({:?})", entity.absent),
-                            Value::to_string
-                        )
-                    ),
-                }
-            }
-        }
+        assert_documents(&self.meili, &self.index_prefix, expected, when).await;
     }
 
     async fn clean_up(self) {

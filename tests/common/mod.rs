@@ -16,6 +16,7 @@ pub mod mysql;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
+pub mod search;
 pub mod state;
 pub mod subjects;
 

@@ -1,4 +1,4 @@
-//! The `search` command line: `run` (default), `provision`, `settings [--apply]`,
+//! The `search` command line: `run` (default), `provision`, `settings [--apply]`, `reindex`,
 //! `--print-config`. The shape of `cdc_runtime::cli::main`, plus the settings subcommand and this
 //! family's [`Settings`].
 
@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::meili::Meilisearch;
+use crate::reindex;
 use crate::settings::differences;
 use crate::{FAMILY, Index, Search, Settings};
 
@@ -48,6 +49,29 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Rebuild an index from MariaDB into `<index>__reindex` (with the live index's settings),
+    /// then swap it in; resumes after an interruption. Exit 0 when every index is swapped in.
+    Reindex {
+        /// Which index.
+        #[arg(long, value_enum)]
+        index: Which,
+        /// At most this many rows read (documents written) per second.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: Option<u32>,
+        /// Read and build every document, write nothing, print the counts.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows per page: one SELECT and one Meilisearch task each.
+        #[arg(long, default_value_t = 1000, value_parser = page_size)]
+        page_size: usize,
+    },
+}
+
+fn page_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("{text}: not a number from 1 to 100000")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +119,19 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
         }
         Command::Settings { index, apply } => {
             index_settings(&cli.settings, index.indexes(), apply).await
+        }
+        Command::Reindex {
+            index,
+            rate,
+            dry_run,
+            page_size,
+        } => {
+            let options = reindex::Options {
+                rate,
+                dry_run,
+                page_size,
+            };
+            reindex_indexes(&config, &cli.settings, index.indexes(), &options).await
         }
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
@@ -159,6 +196,43 @@ async fn index_settings(
             .await
             .map_err(failed)?;
         println!("{name}: applied");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search reindex`: each index in turn; the first failure ends the run (exit 1), naming the
+/// store (a rerun resumes).
+async fn reindex_indexes(
+    config: &WorkerConfig,
+    settings: &Settings,
+    indexes: &[Index],
+    options: &reindex::Options,
+) -> Result<ExitCode, RuntimeError> {
+    let meilisearch = Meilisearch::new(
+        &settings.meilisearch_url,
+        &settings.meilisearch_key,
+        settings.meilisearch_timeout,
+    )
+    .map_err(|source| RuntimeError::Sink {
+        what: "Meilisearch",
+        source,
+    })?;
+    let reindexer = reindex::Reindexer::new(
+        cdc_runtime::mysql::pool(config),
+        cdc_runtime::Dependency::mysql(&config.mysql_host, config.mysql_port),
+        meilisearch,
+        &settings.meilisearch_index_prefix,
+    );
+    let mut out = std::io::stdout();
+    for index in indexes {
+        if let Err(error) = reindexer.run(*index, options, &mut out).await {
+            tracing::error!(index = index.name(), %error, "reindex failed");
+            eprintln!(
+                "error: reindex of {}: {error}; a rerun resumes",
+                index.name_with(&settings.meilisearch_index_prefix)
+            );
+            return Ok(ExitCode::FAILURE);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

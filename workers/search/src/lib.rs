@@ -16,12 +16,14 @@
 //! - [`document`]: rows → documents, the Go indexer's rules (pure).
 //! - [`meili`]: the Meilisearch calls and their failure classes.
 //! - [`settings`]: the indexes' settings, declared once; [`cli`]: the binary's command line.
-//! - [`Index`]: the three indexes and the tables that feed them.
+//! - [`reindex`]: `search reindex`, a whole index rebuilt from MariaDB and swapped in.
+//! - [`Index`]: the three indexes and the tables that feed them; [`built`]: rows → documents.
 //! - [`Settings`]: this family's settings; [`Search`]: the [`Handler`].
 
 pub mod cli;
 pub mod document;
 pub mod meili;
+pub mod reindex;
 pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -201,23 +203,7 @@ impl Search {
         index: Index,
         ids: &BTreeSet<u32>,
     ) -> Result<BTreeMap<u32, Change>, HandlerError> {
-        let built: BTreeMap<u32, Result<Built, String>> = match index {
-            Index::Subjects => load::<SubjectRow>(&self.pool, SUBJECTS_SQL, "s.subject_id", ids)
-                .await?
-                .into_iter()
-                .map(|row| (row.subject_id, row.build()))
-                .collect(),
-            Index::Characters => load::<CharacterRow>(&self.pool, CHARACTERS_SQL, "crt_id", ids)
-                .await?
-                .into_iter()
-                .map(|row| (row.crt_id, Ok(row.build())))
-                .collect(),
-            Index::Persons => load::<PersonRow>(&self.pool, PERSONS_SQL, "prsn_id", ids)
-                .await?
-                .into_iter()
-                .map(|row| (row.prsn_id, Ok(row.build())))
-                .collect(),
-        };
+        let built = built(&self.pool, index, Rows::Ids(ids)).await?;
         Ok(ids
             .iter()
             .map(|id| {
@@ -283,23 +269,97 @@ const PERSONS_SQL: &str = "SELECT prsn_id, prsn_name, prsn_infobox, prsn_comment
      prsn_redirect, prsn_writer, prsn_producer, prsn_mangaka, prsn_artist, prsn_seiyu, \
      prsn_illustrator, prsn_actor FROM chii_persons WHERE ";
 
-/// The rows of `ids` by `select` (which ends in `WHERE `), `id_column IN (…)`.
-async fn load<T>(
+/// Which rows of an index to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// The entities `ids` (a batch of changes).
+    Ids(&'a BTreeSet<u32>),
+    /// The first `limit` entities after id `after`, in id order (a page of a reindex).
+    Page { after: u32, limit: usize },
+}
+
+impl Index {
+    /// The index's SELECT (ending in `WHERE `) and its id column.
+    fn select(self) -> (&'static str, &'static str) {
+        match self {
+            Index::Subjects => (SUBJECTS_SQL, "s.subject_id"),
+            Index::Characters => (CHARACTERS_SQL, "crt_id"),
+            Index::Persons => (PERSONS_SQL, "prsn_id"),
+        }
+    }
+
+    /// The id column of [`Index::table`].
+    pub fn key_column(self) -> &'static str {
+        match self {
+            Index::Subjects => "subject_id",
+            Index::Characters => "crt_id",
+            Index::Persons => "prsn_id",
+        }
+    }
+
+    /// The table with one row per entity of the index.
+    pub fn table(self) -> &'static str {
+        match self {
+            Index::Subjects => "chii_subjects",
+            Index::Characters => "chii_characters",
+            Index::Persons => "chii_persons",
+        }
+    }
+}
+
+/// What the rows `rows` of `index` make, by id: a document, or why none, or why the rows cannot
+/// make one. Entities without a row are absent.
+pub async fn built(
     pool: &MySqlPool,
-    select: &str,
-    id_column: &str,
-    ids: &BTreeSet<u32>,
-) -> Result<Vec<T>, HandlerError>
+    index: Index,
+    rows: Rows<'_>,
+) -> Result<BTreeMap<u32, Result<Built, String>>, HandlerError> {
+    Ok(match index {
+        Index::Subjects => load::<SubjectRow>(pool, index, rows)
+            .await?
+            .into_iter()
+            .map(|row| (row.subject_id, row.build()))
+            .collect(),
+        Index::Characters => load::<CharacterRow>(pool, index, rows)
+            .await?
+            .into_iter()
+            .map(|row| (row.crt_id, Ok(row.build())))
+            .collect(),
+        Index::Persons => load::<PersonRow>(pool, index, rows)
+            .await?
+            .into_iter()
+            .map(|row| (row.prsn_id, Ok(row.build())))
+            .collect(),
+    })
+}
+
+/// The rows `rows` of `index`: its SELECT with `id IN (…)`, or `id > ? ORDER BY id LIMIT ?`.
+async fn load<T>(pool: &MySqlPool, index: Index, rows: Rows<'_>) -> Result<Vec<T>, HandlerError>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow> + Send + Unpin,
 {
+    let (select, id_column) = index.select();
     let mut query = QueryBuilder::new(select);
-    query.push(id_column).push(" IN (");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
+    query.push(id_column);
+    match rows {
+        Rows::Ids(ids) => {
+            query.push(" IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            query.push(")");
+        }
+        Rows::Page { after, limit } => {
+            query
+                .push(" > ")
+                .push_bind(after)
+                .push(" ORDER BY ")
+                .push(id_column)
+                .push(" LIMIT ")
+                .push_bind(u64::try_from(limit).unwrap_or(u64::MAX));
+        }
     }
-    query.push(")");
     query
         .build_query_as()
         .fetch_all(pool)

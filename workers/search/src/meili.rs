@@ -1,5 +1,6 @@
-//! Meilisearch over HTTP: the three calls the family makes (replace documents, delete documents,
-//! wait for a task) and the classification of their failures.
+//! Meilisearch over HTTP: the calls the family makes (replace documents, delete documents,
+//! wait for a task; for `search settings` and `search reindex` also settings, indexes, their swap
+//! and single documents) and the classification of their failures.
 //!
 //! Meilisearch applies writes as asynchronous tasks: a call only enqueues one. A batch is applied
 //! when its tasks have **succeeded**, which [`Meilisearch::wait`] waits for; only then may the
@@ -155,6 +156,68 @@ impl Meilisearch {
         Ok(self.wait(task).await?)
     }
 
+    /// Deletes `index` and waits until it is gone (a missing index is not an error).
+    pub async fn delete_index(&self, index: &str) -> Result<(), HandlerError> {
+        let request = self.request(reqwest::Method::DELETE, &format!("/indexes/{index}"));
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transient(format!("index {index}: {e}")))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        let task = self.enqueued(response, index).await?;
+        self.wait(task).await
+    }
+
+    /// Swaps the names of the indexes `a` and `b` (both must exist) in one atomic task, and
+    /// waits until it is done: searches of either name never see a missing or half-built index.
+    pub async fn swap_indexes(&self, a: &str, b: &str) -> Result<(), HandlerError> {
+        let request = self
+            .request(reqwest::Method::POST, "/swap-indexes")
+            .json(&json!([{ "indexes": [a, b] }]));
+        let task = self.enqueue(request, a).await?;
+        self.wait(task).await
+    }
+
+    /// The document `id` of `index`; `None` when it or the index does not exist.
+    pub async fn document(&self, index: &str, id: &str) -> Result<Option<Value>, HandlerError> {
+        let response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/indexes/{index}/documents/{id}"),
+            )
+            .send()
+            .await
+            .map_err(|e| self.transient(format!("index {index}: {e}")))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = response
+            .error_for_status()
+            .map_err(|e| self.transient(format!("index {index}: {e}")))?;
+        let document = response
+            .json()
+            .await
+            .map_err(|e| self.transient(format!("index {index}: document {id}: {e}")))?;
+        Ok(Some(document))
+    }
+
+    /// Enqueues the deletion of the documents `ids` (strings) of `index`.
+    pub async fn delete_documents_by_key(
+        &self,
+        index: &str,
+        ids: &[&str],
+    ) -> Result<Task, HandlerError> {
+        let request = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/indexes/{index}/documents/delete-batch"),
+            )
+            .json(&json!(ids));
+        self.enqueue(request, index).await
+    }
+
     async fn enqueue(
         &self,
         request: reqwest::RequestBuilder,
@@ -164,6 +227,15 @@ impl Meilisearch {
             .send()
             .await
             .map_err(|e| self.transient(format!("index {index}: {e}")))?;
+        self.enqueued(response, index).await
+    }
+
+    /// The task an answer to an enqueuing request names, or its error classified.
+    async fn enqueued(
+        &self,
+        response: reqwest::Response,
+        index: &str,
+    ) -> Result<Task, HandlerError> {
         let status = response.status();
         if status.is_success() {
             let enqueued: Enqueued = response
