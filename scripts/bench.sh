@@ -3,7 +3,7 @@
 # run (these machines are shared and noisy). Writes BENCHMARKS.md, bench/results.json and the
 # plots in bench/. Nothing here passes or fails on a figure.
 #
-# Usage: scripts/bench.sh [ceiling|cache|timeline|subject-date|latency|scaling|prefetch ...]   (default: all)
+# Usage: scripts/bench.sh [ceiling|cache|timeline|subject-date|search|latency|scaling|prefetch ...]   (default: all)
 #   BENCH_QUICK=1            a ~2-minute smoke run
 #   BENCH_EVENTS=N           events pre-filled for the ceiling/cache drain (default 1000000)
 #   BENCH_ROUNDS=N           interleaved rounds of those drains, medians reported (default 3)

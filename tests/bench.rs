@@ -16,6 +16,10 @@
 //!   beside the legacy's work done one event at a time by a bare sqlx loop (`SELECT` the subject,
 //!   parse, `UPDATE` in autocommit) and the `UPDATE`s alone; `chii_subject_fields` is checked to
 //!   end the same after each.
+//! - `search`: the real `search` binary catching up on a 1-partition topic of `chii_subjects`
+//!   updates over generated subjects (100 000; names, tags, votes, dates, aliases) into a real
+//!   Meilisearch, beside the same documents written straight to Meilisearch in batches of the
+//!   same size; then `search reindex` of every subject (`bench/search.rs`).
 //! - `latency`: produce → effect visible in Redis (keyspace notifications) at a fixed rate,
 //!   beside a do-nothing consumer's produce → receive latency with the same fetch settings.
 //! - `scaling`: drain rate with 1, 2, 4 partitions (one process; and one process per
@@ -66,6 +70,9 @@ const MEMBERS_TOPIC: &str = "debezium.chii.bangumi.chii_members";
 const TIMELINE_TOPIC: &str = "debezium.chii.bangumi.chii_timeline";
 const SUBJECTS_TOPIC: &str = "debezium.chii.bangumi.chii_subjects";
 
+#[path = "bench/search.rs"]
+mod search_section;
+
 // ---------------------------------------------------------------------------------------------
 // Options
 
@@ -79,6 +86,9 @@ struct Options {
     /// Subjects in the subject-date database, and `chii_subjects` updates drained.
     subject_date_subjects: u64,
     subject_date_events: u64,
+    /// Subjects in the search database (all reindexed), and `chii_subjects` updates drained.
+    search_subjects: u64,
+    search_events: u64,
     timeline_pool: u64,
     big_authors: u64,
     big_followers: u64,
@@ -117,6 +127,7 @@ impl Options {
             "cache",
             "timeline",
             "subject-date",
+            "search",
             "latency",
             "scaling",
             "prefetch",
@@ -143,6 +154,8 @@ impl Options {
             } else {
                 200_000
             }),
+            search_subjects: if quick { 5_000 } else { 100_000 },
+            search_events: if quick { 10_000 } else { 100_000 },
             timeline_pool: if quick { 20_000 } else { 100_000 },
             big_authors: if quick { 1 } else { 3 },
             big_followers: if quick { 20_000 } else { 100_000 },
@@ -472,6 +485,16 @@ struct Worker {
 
 impl Worker {
     fn spawn(binary: &str, name: &str, env: &[(String, String)]) -> anyhow::Result<Self> {
+        Self::spawn_with_args(binary, &[], name, env)
+    }
+
+    /// [`Worker::spawn`] with command-line arguments (a subcommand).
+    fn spawn_with_args(
+        binary: &str,
+        args: &[&str],
+        name: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let path = target_dir().join(binary);
         if !path.exists() {
             bail!(
@@ -484,6 +507,7 @@ impl Worker {
         std::fs::create_dir_all(&logs)?;
         let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
         let mut cmd = Command::new(path);
+        cmd.args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("KAFKA_CONFIG__") || k.starts_with("BATCH_") {
                 cmd.env_remove(k);
@@ -2046,6 +2070,7 @@ struct Results {
     timeline_graph: Option<Graph>,
     timeline: Vec<TimelineRun>,
     subject_date: Option<SubjectDateRun>,
+    search: Option<search_section::SearchRun>,
     latency: Vec<LatencyRun>,
     scaling_partitions: Vec<ScalingRow>,
     scaling_batch: Vec<BatchRow>,
@@ -2338,6 +2363,9 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
             );
         }
     }
+    if let Some(search) = &r.search {
+        search_section::summary_rows(&mut m, search);
+    }
     for l in &r.latency {
         let _ = writeln!(
             m,
@@ -2581,6 +2609,9 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
             "\nEnd state of `chii_subject_fields` (checked after each run against the dates computed in the harness): {}.",
             sd.end_state.join("; ")
         );
+    }
+    if let Some(search) = &r.search {
+        search_section::section(&mut m, search);
     }
 
     // Latency
@@ -2995,6 +3026,11 @@ async fn main() -> anyhow::Result<()> {
     // 3b: subject-date catch-up.
     if o.wants("subject-date") {
         r.subject_date = Some(subject_date_bench(&o).await?);
+    }
+
+    // 3c: search catch-up and reindex.
+    if o.wants("search") {
+        r.search = Some(search_section::search_bench(&o).await?);
     }
 
     // 4: latency.

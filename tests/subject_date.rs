@@ -50,6 +50,23 @@ async fn start(
     (shutdown, running)
 }
 
+/// Runs a worker of the family on `db` in `group`, with `read_delay`, until it has committed
+/// everything.
+async fn drain(
+    family: &Family,
+    db: &TestDatabase,
+    group: &str,
+    read_delay: Duration,
+    extra: &[&str],
+) {
+    let (shutdown, running) = start(family, db, group, read_delay, extra).await;
+    wait_drained(group, &family.topics, family.partitions, DRAINED_WITHIN)
+        .await
+        .expect("drained");
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+}
+
 /// The fixtures' records of the family's topics, in capture order, as (topic, record).
 fn family_records(family: &Family, prefix: &str, encoding: Encoding) -> Vec<(String, Out)> {
     fixtures::records_of(family, prefix, encoding).expect("fixtures")
@@ -106,10 +123,7 @@ async fn golden_run(encoding: Encoding) {
     let records = family_records(&family, &prefix, encoding);
     produce_all(&records).await;
     let group = unique("sd-golden");
-    let (shutdown, running) = start(&family, &db, &group, Duration::ZERO, &[]).await;
-    wait_drained(&group, &family.topics, family.partitions, DRAINED_WITHIN)
-        .await
-        .expect("drained");
+    drain(&family, &db, &group, Duration::ZERO, &[]).await;
     assert_eq!(
         db.subject_dates().await.expect("dates"),
         want,
@@ -118,11 +132,7 @@ async fn golden_run(encoding: Encoding) {
 
     // The whole stream again (a replay): nothing changes.
     produce_all(&records).await;
-    wait_drained(&group, &family.topics, family.partitions, DRAINED_WITHIN)
-        .await
-        .expect("drained");
-    shutdown.cancel();
-    running.wait().await.expect("clean shutdown");
+    drain(&family, &db, &group, Duration::ZERO, &[]).await;
     assert_eq!(
         db.subject_dates().await.expect("dates"),
         want,
@@ -178,13 +188,7 @@ async fn reversed_and_duplicated_changes_end_the_same() {
         })
         .collect();
     produce_all(&twice).await;
-    let group = unique("sd-reorder");
-    let (shutdown, running) = start(&family, &db, &group, Duration::ZERO, &[]).await;
-    wait_drained(&group, &family.topics, family.partitions, DRAINED_WITHIN)
-        .await
-        .expect("drained");
-    shutdown.cancel();
-    running.wait().await.expect("clean shutdown");
+    drain(&family, &db, &unique("sd-reorder"), Duration::ZERO, &[]).await;
     assert_eq!(db.subject_dates().await.expect("dates"), want);
     db.drop_now().await.expect("drop");
 }
@@ -308,12 +312,7 @@ async fn the_read_delay_holds_only_its_partition_and_loses_nothing() {
     );
 
     // The next worker (the default 2 s delay) applies it.
-    let (shutdown, running) = start(&family, &db, &group, Duration::from_secs(2), &[]).await;
-    wait_drained(&group, &family.topics, family.partitions, DRAINED_WITHIN)
-        .await
-        .expect("drained");
-    shutdown.cancel();
-    running.wait().await.expect("shutdown");
+    drain(&family, &db, &group, Duration::from_secs(2), &[]).await;
     let dates = db.subject_dates().await.expect("dates");
     assert_eq!(dates[&1], dated(2001, 4, "2001-04-03"));
     assert_eq!(dates[&2], dated(2002, 5, "2002-05-06"));
@@ -348,21 +347,15 @@ async fn many_changes_of_a_subject_update_its_row_once_per_batch() {
     produce(&producer().expect("producer"), &subjects_topic, &changes)
         .await
         .expect("produce");
-    let group = unique("sd-batch");
     // One batch: all fifty are in the broker before the worker starts, and a batch holds 200.
-    let (shutdown, running) = start(
+    drain(
         &family,
         &db,
-        &group,
+        &unique("sd-batch"),
         Duration::ZERO,
         &["--kafka-config", "batch.num.messages=1000"],
     )
     .await;
-    wait_drained(&group, &family.topics, family.partitions, DRAINED_WITHIN)
-        .await
-        .expect("drained");
-    shutdown.cancel();
-    running.wait().await.expect("shutdown");
     let updates: Vec<(i32, i64)> =
         sqlx::query_as("SELECT field_sid, COUNT(*) FROM updates GROUP BY field_sid")
             .fetch_all(&db.pool)
@@ -403,13 +396,7 @@ async fn a_change_without_its_subject_is_dead_lettered_and_the_partition_moves_o
     )
     .await
     .expect("produce");
-    let group = unique("sd-reject");
-    let (shutdown, running) = start(&family, &db, &group, Duration::ZERO, &[]).await;
-    wait_drained(&group, &family.topics, family.partitions, DRAINED_WITHIN)
-        .await
-        .expect("drained");
-    shutdown.cancel();
-    running.wait().await.expect("shutdown");
+    drain(&family, &db, &unique("sd-reject"), Duration::ZERO, &[]).await;
     let letters = read_all(&family.dlq, family.partitions).expect("dlq");
     assert_eq!(letters.len(), 1, "one dead letter");
     let error = letters[0].header(header::ERROR_MESSAGE).unwrap_or_default();

@@ -6,8 +6,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("families");
-    println!("cargo::rerun-if-changed={}", dir.display());
+    // Read at run time, not with `env!`: a build script compiled for another checkout (a shared
+    // target dir) must read this checkout's families. Relative `rerun-if-changed` paths are
+    // this package's, so a checkout with other family files builds again.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("families");
+    println!("cargo::rerun-if-changed=families");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|entry| {
@@ -20,7 +24,7 @@ fn main() {
     let mut table = String::from("&[\n");
     for file in &files {
         let path = dir.join(file);
-        println!("cargo::rerun-if-changed={}", path.display());
+        println!("cargo::rerun-if-changed=families/{file}");
         let _ = writeln!(table, "    ({file:?}, include_str!({:?})),", path.display());
     }
     table.push(']');

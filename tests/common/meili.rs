@@ -158,6 +158,33 @@ impl Meili {
         .await
     }
 
+    /// `POST /indexes/{uid}/documents?primaryKey=…`: adds `documents`, each replacing the
+    /// document of its id whole (as the search worker writes). Returns the task's uid.
+    pub async fn replace_documents(
+        &self,
+        uid: &str,
+        primary_key: &str,
+        documents: &[Value],
+    ) -> anyhow::Result<u64> {
+        self.enqueue(
+            Method::POST,
+            &["indexes", uid, "documents"],
+            &[("primaryKey", primary_key)],
+            Some(&Value::from(documents)),
+        )
+        .await
+    }
+
+    /// How many documents index `uid` holds (`GET /indexes/{uid}/stats`).
+    pub async fn document_count(&self, uid: &str) -> anyhow::Result<u64> {
+        let stats = self
+            .expect(Method::GET, &["indexes", uid, "stats"], &[], None)
+            .await?;
+        stats["numberOfDocuments"]
+            .as_u64()
+            .with_context(|| format!("index {uid}: stats without numberOfDocuments: {stats}"))
+    }
+
     /// The document `id` of index `uid`; `None` if the document or the index does not exist.
     pub async fn get_document(&self, uid: &str, id: &str) -> anyhow::Result<Option<Value>> {
         match self
