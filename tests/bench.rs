@@ -16,6 +16,10 @@
 //!   beside the legacy's work done one event at a time by a bare sqlx loop (`SELECT` the subject,
 //!   parse, `UPDATE` in autocommit) and the `UPDATE`s alone; `chii_subject_fields` is checked to
 //!   end the same after each.
+//! - `notify`: the real `notify` binary catching up on a 1-partition `notify.v1` topic of
+//!   protobuf messages (`BENCH_NOTIFY_EVENTS`, default 100 000, to 10 000 recipients), beside a
+//!   bare sqlx loop doing server-private's `Notify.create` per message in a transaction of its
+//!   own; the tables are checked to end the same (`bench/notify.rs`).
 //! - `latency`: produce → effect visible in Redis (keyspace notifications) at a fixed rate,
 //!   beside a do-nothing consumer's produce → receive latency with the same fetch settings.
 //! - `scaling`: drain rate with 1, 2, 4 partitions (one process; and one process per
@@ -62,6 +66,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+#[path = "bench/notify.rs"]
+mod notify_section;
+
 const MEMBERS_TOPIC: &str = "debezium.chii.bangumi.chii_members";
 const TIMELINE_TOPIC: &str = "debezium.chii.bangumi.chii_timeline";
 const SUBJECTS_TOPIC: &str = "debezium.chii.bangumi.chii_subjects";
@@ -79,6 +86,9 @@ struct Options {
     /// Subjects in the subject-date database, and `chii_subjects` updates drained.
     subject_date_subjects: u64,
     subject_date_events: u64,
+    /// `notify.v1` messages drained, and their recipients.
+    notify_events: u64,
+    notify_recipients: u64,
     timeline_pool: u64,
     big_authors: u64,
     big_followers: u64,
@@ -117,6 +127,7 @@ impl Options {
             "cache",
             "timeline",
             "subject-date",
+            "notify",
             "latency",
             "scaling",
             "prefetch",
@@ -143,6 +154,12 @@ impl Options {
             } else {
                 200_000
             }),
+            notify_events: env_u64("BENCH_NOTIFY_EVENTS")?.unwrap_or(if quick {
+                5_000
+            } else {
+                100_000
+            }),
+            notify_recipients: if quick { 1_000 } else { 10_000 },
             timeline_pool: if quick { 20_000 } else { 100_000 },
             big_authors: if quick { 1 } else { 3 },
             big_followers: if quick { 20_000 } else { 100_000 },
@@ -2046,6 +2063,7 @@ struct Results {
     timeline_graph: Option<Graph>,
     timeline: Vec<TimelineRun>,
     subject_date: Option<SubjectDateRun>,
+    notify: Option<notify_section::NotifyRun>,
     latency: Vec<LatencyRun>,
     scaling_partitions: Vec<ScalingRow>,
     scaling_batch: Vec<BatchRow>,
@@ -2338,6 +2356,9 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
             );
         }
     }
+    if let Some(n) = &r.notify {
+        m.push_str(&notify_section::summary_rows(n));
+    }
     for l in &r.latency {
         let _ = writeln!(
             m,
@@ -2581,6 +2602,10 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
             "\nEnd state of `chii_subject_fields` (checked after each run against the dates computed in the harness): {}.",
             sd.end_state.join("; ")
         );
+    }
+
+    if let Some(n) = &r.notify {
+        m.push_str(&notify_section::section(n));
     }
 
     // Latency
@@ -2995,6 +3020,11 @@ async fn main() -> anyhow::Result<()> {
     // 3b: subject-date catch-up.
     if o.wants("subject-date") {
         r.subject_date = Some(subject_date_bench(&o).await?);
+    }
+
+    // 3c: notify catch-up.
+    if o.wants("notify") {
+        r.notify = Some(notify_section::run(o.notify_events, o.notify_recipients).await?);
     }
 
     // 4: latency.
