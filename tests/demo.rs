@@ -217,7 +217,10 @@ async fn run() -> anyhow::Result<()> {
     }
     if let Some(family) = runnable.iter().find(|f| f.family == notify::FAMILY) {
         // The golden input's messages past its sweep of every type (48 to one user).
-        let messages: Vec<Out> = notify_input.messages[48..].iter().map(|m| m.out()).collect();
+        let messages: Vec<Out> = notify_input.messages[48..]
+            .iter()
+            .map(|m| m.out())
+            .collect();
         produce(&producer, &family.service_topics[0], &messages).await?;
         *published.entry(family.family.as_str()).or_default() += messages.len();
     }

@@ -14,7 +14,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use fleet_harness::notify::{Expected, Input, Message, State, add_members, add_memberfields, state};
+use fleet_harness::notify::{
+    Expected, Input, Message, State, add_memberfields, add_members, state,
+};
 use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_command};
 use fleet_harness::scenario::Lane;
 use fleet_harness::{Out, redis_uri, unique, wait_drained};
@@ -26,19 +28,31 @@ const TOPIC: &str = "notify.v1";
 async fn run_in_group(lane: &Lane, group: &str) {
     let db = lane.db.as_ref().expect("database");
     let mut child = KillOnDrop(
-        worker_command("notify", &lane.topic_prefix, group, "redis://unused", "unused:")
-            .expect("the notify binary")
-            .env("MYSQL_DB", &db.name)
-            .spawn()
-            .expect("spawn notify"),
+        worker_command(
+            "notify",
+            &lane.topic_prefix,
+            group,
+            "redis://unused",
+            "unused:",
+        )
+        .expect("the notify binary")
+        .env("MYSQL_DB", &db.name)
+        .spawn()
+        .expect("spawn notify"),
     );
-    wait_drained(group, &lane.topics(), lane.family.partitions, Duration::from_secs(120))
-        .await
-        .expect("drained");
+    wait_drained(
+        group,
+        &lane.topics(),
+        lane.family.partitions,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("drained");
     signal(&child, "TERM").expect("term");
     wait_exit(&mut child, Duration::from_secs(20))
         .await
-        .expect("exit");
+        .expect("wait")
+        .expect("exited within 20 s of SIGTERM");
 }
 
 /// The original offsets of the lane's dead letters (partition 0 of the topic), sorted.
@@ -68,20 +82,33 @@ async fn golden_then_a_redelivery_and_a_dlq_replay_apply_each_message_once() {
         input.messages.iter().map(|m| (TOPIC, m.out())).collect();
     let landed = lane.produce(&records).await;
     assert!(
-        landed.iter().enumerate().all(|(i, (_, p, o))| *p == 0 && *o == i as i64),
+        landed
+            .iter()
+            .enumerate()
+            .all(|(i, (_, p, o))| *p == 0 && *o == i as i64),
         "message i at offset i of partition 0"
     );
 
     lane.finish_with_binary().await;
-    assert_eq!(state(db).await.expect("state"), expected.state, "after one delivery");
+    assert_eq!(
+        state(db).await.expect("state"),
+        expected.state,
+        "after one delivery"
+    );
     let bad: Vec<i64> = expected.dead_lettered().iter().map(|i| *i as i64).collect();
-    assert_eq!(dead_lettered_offsets(&lane), bad, "exactly the bad messages are dead-lettered");
+    assert_eq!(
+        dead_lettered_offsets(&lane),
+        bad,
+        "exactly the bad messages are dead-lettered"
+    );
     for letter in lane.dead_letters() {
         let offset: usize = letter
             .header("cdc.dlq.original.offset")
             .and_then(|o| o.parse().ok())
             .expect("offset");
-        let error = letter.header("cdc.dlq.error.message").expect("error message");
+        let error = letter
+            .header("cdc.dlq.error.message")
+            .expect("error message");
         let m: &Message = &input.messages[offset];
         let names = if m.raw_hex.is_some() {
             "not a protobuf mq.v1.Notify".to_owned()
@@ -90,7 +117,11 @@ async fn golden_then_a_redelivery_and_a_dlq_replay_apply_each_message_once() {
         } else {
             format!("user {}", m.user_id)
         };
-        assert!(error.contains(&names), "message {offset} ({}): {error}", m.note);
+        assert!(
+            error.contains(&names),
+            "message {offset} ({}): {error}",
+            m.note
+        );
     }
     let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cdc_applied_messages")
         .fetch_one(&db.pool)
@@ -98,14 +129,22 @@ async fn golden_then_a_redelivery_and_a_dlq_replay_apply_each_message_once() {
         .expect("identities");
     assert_eq!(
         recorded as usize,
-        expected.outcomes.iter().filter(|o| o.outcome == "applied").count(),
+        expected
+            .outcomes
+            .iter()
+            .filter(|o| o.outcome == "applied")
+            .count(),
         "each applied message's identity is recorded"
     );
 
     // Every message again, in a new consumer group: nothing changes; the bad ones are
     // dead-lettered again.
     run_in_group(&lane, &unique("it.notify.again")).await;
-    assert_eq!(state(db).await.expect("state"), expected.state, "after a redelivery");
+    assert_eq!(
+        state(db).await.expect("state"),
+        expected.state,
+        "after a redelivery"
+    );
     let twice: Vec<i64> = bad.iter().flat_map(|o| [*o, *o]).collect();
     assert_eq!(dead_lettered_offsets(&lane), twice);
 
@@ -118,7 +157,9 @@ async fn golden_then_a_redelivery_and_a_dlq_replay_apply_each_message_once() {
         .expect("a message to a user without chii_memberfields")
         .index;
     let m = &input.messages[fixed];
-    add_memberfields(db, [(m.user_id, "", "")]).await.expect("memberfields");
+    add_memberfields(db, [(m.user_id, "", "")])
+        .await
+        .expect("memberfields");
     let out = lane.dlq(&["replay", "--family", notify::FAMILY, "--reason", "it"]);
     assert_eq!(out.status.code(), Some(3), "some letters failed again");
     let mut want = expected.state.clone();
@@ -149,7 +190,11 @@ async fn golden_then_a_redelivery_and_a_dlq_replay_apply_each_message_once() {
 
     // Its original record, delivered again, is the replayed message: stale.
     run_in_group(&lane, &unique("it.notify.third")).await;
-    assert_eq!(state(db).await.expect("state"), want, "after a third delivery");
+    assert_eq!(
+        state(db).await.expect("state"),
+        want,
+        "after a third delivery"
+    );
     lane.clean_up().await;
 }
 
@@ -212,8 +257,12 @@ async fn kill_9_mid_stream_loses_and_repeats_no_notification() {
     let lane = Lane::new(notify::FAMILY, "notify.kill", &redis_uri(), None).await;
     let db = lane.db.as_ref().expect("database");
     let recipients: Vec<u32> = (0..RECIPIENTS).map(|u| 1_000 + u).collect();
-    add_members(db, recipients.iter().map(|u| (*u, 0))).await.expect("members");
-    add_memberfields(db, recipients.iter().map(|u| (*u, "", ""))).await.expect("fields");
+    add_members(db, recipients.iter().map(|u| (*u, 0)))
+        .await
+        .expect("members");
+    add_memberfields(db, recipients.iter().map(|u| (*u, "", "")))
+        .await
+        .expect("fields");
     let records: Vec<(&'static str, Out)> =
         (0..N).map(|i| (TOPIC, kill_message(i).0.out())).collect();
     lane.produce(&records).await;
@@ -247,7 +296,11 @@ async fn kill_9_mid_stream_loses_and_repeats_no_notification() {
         previous = committed;
     }
     lane.finish_with_binary().await;
-    assert_eq!(state(db).await.expect("state"), kill_expected(N), "one notification per message");
+    assert_eq!(
+        state(db).await.expect("state"),
+        kill_expected(N),
+        "one notification per message"
+    );
     assert_eq!(lane.dlq_depth(), 0, "nothing dead-lettered");
     lane.clean_up().await;
 }

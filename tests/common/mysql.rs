@@ -136,16 +136,19 @@ impl TestDatabase {
                 })?;
         }
         let written = include_str!("written_tables.sql");
-        for statement in written.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+        for statement in written
+            .split(";\n")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let ddl: String = statement
                 .lines()
                 .filter(|l| !l.starts_with("--"))
                 .collect::<Vec<_>>()
                 .join("\n");
-            sqlx::raw_sql(&ddl)
-                .execute(&pool)
-                .await
-                .with_context(|| format!("written_tables.sql: {}", ddl.lines().next().unwrap_or("")))?;
+            sqlx::raw_sql(&ddl).execute(&pool).await.with_context(|| {
+                format!("written_tables.sql: {}", ddl.lines().next().unwrap_or(""))
+            })?;
         }
         Ok(Self { name, pool })
     }

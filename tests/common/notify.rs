@@ -206,22 +206,19 @@ pub async fn add_members(
 ) -> anyhow::Result<()> {
     let rows: Vec<(u32, u32)> = rows.into_iter().collect();
     for chunk in rows.chunks(2_000) {
-        let values = vec!["(?, ?, '', '', '', '', '', '')"; chunk.len()].join(",");
+        let values = vec!["(?, ?, ?, '', '', '', '', '')"; chunk.len()].join(",");
         let sql = format!(
             "INSERT INTO chii_members (uid, new_notify, username, nickname, avatar, sign, password_crypt, acl) VALUES {values}"
         );
         let mut q = sqlx::query(&sql);
         for (uid, n) in chunk {
-            q = q.bind(*uid).bind(*n);
+            // username is UNIQUE: each the uid.
+            q = q.bind(*uid).bind(*n).bind(uid.to_string());
         }
         q.execute(&db.pool)
             .await
             .context("inserting chii_members")?;
     }
-    // username is UNIQUE: make each the uid.
-    sqlx::query("UPDATE chii_members SET username = CAST(uid AS CHAR)")
-        .execute(&db.pool)
-        .await?;
     Ok(())
 }
 
@@ -279,8 +276,8 @@ pub async fn state(db: &TestDatabase) -> anyhow::Result<State> {
     let chii_members: Vec<(u64, u64)> = sqlx::query_as(
         "SELECT CAST(uid AS UNSIGNED), CAST(new_notify AS UNSIGNED) FROM chii_members ORDER BY uid",
     )
-            .fetch_all(&db.pool)
-            .await?;
+    .fetch_all(&db.pool)
+    .await?;
     Ok(State {
         chii_notify,
         chii_notify_field,

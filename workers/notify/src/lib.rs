@@ -289,18 +289,20 @@ fn check(record: &Record) -> Result<(Message, u8), Outcome> {
 /// The notification's time (`nt_dateline`, unix seconds): when the message was produced (its
 /// record timestamp; a replayed dead letter's first one), else now.
 fn dateline(record: &Record) -> u32 {
-    let ms = record.identity().timestamp_ms.filter(|ms| *ms >= 0).unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    });
+    let ms = record
+        .identity()
+        .timestamp_ms
+        .filter(|ms| *ms >= 0)
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        });
     u32::try_from(ms / 1000).unwrap_or(u32::MAX)
 }
 
 impl Handler for Notify {
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
-        self.apply_batch(batch)
-            .await
-            .map_err(|e| e.at(&self.mysql))
+        self.apply_batch(batch).await.map_err(|e| e.at(&self.mysql))
     }
 }

@@ -61,7 +61,9 @@ mod tests {
     fn the_bytes_server_private_sends() {
         // toBinary(NotifySchema, {mid: 1, userId: 900002, fromUserId: 287622, type: 35,
         // title: 'fake title'}) (tests/event/notify.spec.ts), written out by hand.
-        let mut bytes = vec![0x08, 0x01, 0x10, 0xa2, 0xf7, 0x36, 0x18, 0x86, 0xc7, 0x11, 0x20, 35];
+        let mut bytes = vec![
+            0x08, 0x01, 0x10, 0xa2, 0xf7, 0x36, 0x18, 0x86, 0xc7, 0x11, 0x20, 35,
+        ];
         bytes.extend([0x2a, 10]);
         bytes.extend(b"fake title");
         let message = Notify::parse(&bytes).unwrap_or_else(|e| panic!("{e}"));
@@ -81,7 +83,10 @@ mod tests {
     #[test]
     fn other_bytes_are_refused_with_the_reason() {
         let error = Notify::parse(b"{\"mid\":1}").expect_err("JSON is not protobuf");
-        assert!(error.starts_with("the value is not a protobuf mq.v1.Notify: "), "{error}");
+        assert!(
+            error.starts_with("the value is not a protobuf mq.v1.Notify: "),
+            "{error}"
+        );
         assert!(Notify::parse(&[0x08]).is_err(), "a truncated varint");
     }
 }

@@ -109,14 +109,18 @@ impl Recipient {
         let blocked = blocklist
             .split(',')
             .map(|entry| {
-                number_of(entry)
-                    .and_then(safe_integer)
-                    .ok_or_else(|| format!("chii_memberfields.blocklist: {:?} is not a valid integer", entry.trim()))
+                number_of(entry).and_then(safe_integer).ok_or_else(|| {
+                    format!(
+                        "chii_memberfields.blocklist: {:?} is not a valid integer",
+                        entry.trim()
+                    )
+                })
             })
             .filter(|id| !matches!(id, Ok(n) if *n == 0.0))
             .collect::<Result<Vec<f64>, String>>()?;
-        let privacy = decode(privacy)
-            .map_err(|e| format!("chii_memberfields.privacy is neither PHP-serialised nor JSON: {e}"))?;
+        let privacy = decode(privacy).map_err(|e| {
+            format!("chii_memberfields.privacy is neither PHP-serialised nor JSON: {e}")
+        })?;
         Ok(Self { privacy, blocked })
     }
 
@@ -134,10 +138,11 @@ impl Recipient {
             Some(Js::String(s)) if is_decimal_integer(s) => number_of(s).and_then(safe_integer),
             _ => None,
         };
-        let value = match stored {
-            Some(0.0) => Some(Privacy::All),
-            Some(1.0) => Some(Privacy::Friends),
-            Some(2.0) => Some(Privacy::None),
+        // A safe integer: exact as i64.
+        let value = match stored.map(|n| n as i64) {
+            Some(0) => Some(Privacy::All),
+            Some(1) => Some(Privacy::Friends),
+            Some(2) => Some(Privacy::None),
             _ => None,
         };
         value
@@ -173,20 +178,28 @@ mod tests {
 
     #[test]
     fn hashes_follow_the_settings_table() {
-        assert_eq!(hash_of(35), Some(21), "the fixture of tests/event/notify.spec.ts");
+        assert_eq!(
+            hash_of(35),
+            Some(21),
+            "the fixture of tests/event/notify.spec.ts"
+        );
         assert_eq!(hash_of(27), Some(11));
         assert_eq!(hash_of(28), Some(22));
         for unknown in [0, 16, 51, -1, i32::MAX] {
             assert_eq!(hash_of(unknown), None, "type {unknown}");
         }
-        assert_eq!((1..=50).filter_map(hash_of).count(), 48);
+        assert_eq!((1..=50).filter_map(hash_of).count(), 49, "all but 16");
     }
 
     #[test]
     fn the_setting_of_a_type() {
         assert_eq!(setting_of(14), Setting::Friend);
         assert_eq!(setting_of(15), Setting::Friend);
-        assert_eq!(setting_of(22), Setting::Comment, "timeline replies stay comments");
+        assert_eq!(
+            setting_of(22),
+            Setting::Comment,
+            "timeline replies stay comments"
+        );
         assert_eq!(setting_of(23), Setting::Mention);
         assert_eq!(setting_of(34), Setting::Mention);
         assert_eq!(setting_of(35), Setting::Comment);
@@ -198,18 +211,34 @@ mod tests {
         let json = recipient(r#"{"20":2,"21":0}"#);
         assert_eq!(json.privacy(Setting::Mention), Privacy::None);
         assert_eq!(json.privacy(Setting::Comment), Privacy::All);
-        assert_eq!(recipient(r#"{"21":0,"23":2}"#).privacy(Setting::Friend), Privacy::None);
+        assert_eq!(
+            recipient(r#"{"21":0,"23":2}"#).privacy(Setting::Friend),
+            Privacy::None
+        );
         // PHP, string values, values a setting does not allow, a list.
         let php = recipient(r#"a:3:{i:21;s:1:"1";i:20;i:7;i:23;i:1;}"#);
         assert_eq!(php.privacy(Setting::Comment), Privacy::Friends);
         assert_eq!(php.privacy(Setting::Mention), Privacy::All, "7 is no value");
-        assert_eq!(php.privacy(Setting::Friend), Privacy::All, "friends is not allowed");
+        assert_eq!(
+            php.privacy(Setting::Friend),
+            Privacy::All,
+            "friends is not allowed"
+        );
         let list = recipient(r#"a:2:{i:0;i:2;i:1;i:2;}"#);
         assert_eq!(list.privacy(Setting::Comment), Privacy::All);
         assert_eq!(recipient("").privacy(Setting::Comment), Privacy::All);
-        assert_eq!(recipient(r#"{"21":"2"}"#).privacy(Setting::Comment), Privacy::None);
-        assert_eq!(recipient(r#"{"21":" 2"}"#).privacy(Setting::Comment), Privacy::All);
-        assert_eq!(recipient(r#"{"21":2.0}"#).privacy(Setting::Comment), Privacy::None);
+        assert_eq!(
+            recipient(r#"{"21":"2"}"#).privacy(Setting::Comment),
+            Privacy::None
+        );
+        assert_eq!(
+            recipient(r#"{"21":" 2"}"#).privacy(Setting::Comment),
+            Privacy::All
+        );
+        assert_eq!(
+            recipient(r#"{"21":2.0}"#).privacy(Setting::Comment),
+            Privacy::None
+        );
         assert!(Recipient::read("{oops", "").is_err());
         assert!(Recipient::read("a:1:{i:21;", "").is_err());
     }

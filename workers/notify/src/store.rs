@@ -63,11 +63,12 @@ pub async fn recipients(
             list.push_bind(*uid);
         }
         query.push(")");
-        let rows: Vec<(u32, String, String)> = query
-            .build_query_as()
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| classify("reading chii_memberfields", e))?;
+        let rows: Vec<(u32, String, String)> =
+            query
+                .build_query_as()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| classify("reading chii_memberfields", e))?;
         found.extend(rows.into_iter().map(|(uid, p, b)| (uid, (p, b))));
     }
     Ok(found)
@@ -92,7 +93,11 @@ pub async fn friendships(
         }
         query.push(") AND frd_fid IN (");
         let mut list = query.separated(", ");
-        for fid in chunk.iter().map(|(_, other)| *other).collect::<BTreeSet<_>>() {
+        for fid in chunk
+            .iter()
+            .map(|(_, other)| *other)
+            .collect::<BTreeSet<_>>()
+        {
             list.push_bind(fid);
         }
         query.push(")");
@@ -211,7 +216,11 @@ pub async fn write(conn: &mut MySqlConnection, rows: &[Row]) -> Result<(), Handl
         // non-strict MySQL stores an overflowing `new_notify + 1`.
         let mut query = QueryBuilder::<MySql>::new("UPDATE chii_members m JOIN (");
         for (n, (uid, count)) in chunk.iter().enumerate() {
-            query.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+            query.push(if n == 0 {
+                "SELECT "
+            } else {
+                " UNION ALL SELECT "
+            });
             query
                 .push_bind(*uid)
                 .push(" AS uid, ")

@@ -150,7 +150,10 @@ impl Timeline {
         };
         let mysql = cdc_runtime::mysql::pool(config);
         let service_topics = cdc_topics::by_name(FAMILY)?
-            .map(|f| f.with_topic_prefix(&config.kafka_topic_prefix).service_topics)
+            .map(|f| {
+                f.with_topic_prefix(&config.kafka_topic_prefix)
+                    .service_topics
+            })
             .unwrap_or_default();
         let at = Dependencies {
             redis: Dependency::redis(&config.redis_uri),

@@ -7,8 +7,8 @@
 //! episodes, the type) is the same. Previous memos are decoded like server-private's
 //! `decode()`: empty ⇒ `{}`, `a:` ⇒ PHP serialisation, else JSON.
 
-use bangumi_js::{Js, decode};
 use super::message::{MERGE_WINDOW_SECONDS, Merge, PreviousKey, Write};
+use bangumi_js::{Js, decode};
 
 /// The previous row, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
