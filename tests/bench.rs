@@ -906,6 +906,7 @@ impl TimelineCreates {
             key: Some(k.to_string().into_bytes()),
             value: Some(v.to_string().into_bytes()),
             headers: self.headers.clone(),
+            timestamp_ms: None,
         }
     }
 }
@@ -1358,6 +1359,7 @@ impl SubjectUpdates {
             key: Some(k.to_string().into_bytes()),
             value: Some(v.to_string().into_bytes()),
             headers: self.headers.clone(),
+            timestamp_ms: None,
         }
     }
 }
