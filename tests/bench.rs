@@ -1412,10 +1412,7 @@ async fn legacy_loop(
     known: Option<&BTreeMap<u32, subject_date::date::Fields>>,
 ) -> anyhow::Result<Drain> {
     let mut conn = db.pool.acquire().await?;
-    let started = Instant::now();
-    let mut samples: Vec<(f64, u64)> = Vec::new();
-    let mut last_sample = Instant::now();
-    let mut last_report = Instant::now();
+    let mut progress = LoopProgress::new(label, order.len() as u64);
     for (i, id) in order.iter().enumerate() {
         let fields = match known {
             Some(known) => known.get(id).cloned(),
@@ -1443,28 +1440,62 @@ async fn legacy_loop(
             .execute(&mut *conn)
             .await?;
         }
-        let count = i as u64 + 1;
-        if count == 1
-            || count == order.len() as u64
-            || last_sample.elapsed() > Duration::from_millis(20)
-        {
-            samples.push((started.elapsed().as_secs_f64(), count));
-            last_sample = Instant::now();
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            say(format!("  {label}: {count} of {}", order.len()));
-            last_report = Instant::now();
+        progress.done(i as u64 + 1);
+    }
+    Ok(progress.drain("events"))
+}
+
+/// The progress of a bare loop of the bench (a baseline): samples every 20 ms for
+/// [`drain_from_samples`], a line every 10 s.
+struct LoopProgress<'a> {
+    label: &'a str,
+    total: u64,
+    started: Instant,
+    samples: Vec<(f64, u64)>,
+    last_sample: Instant,
+    last_report: Instant,
+}
+
+impl<'a> LoopProgress<'a> {
+    fn new(label: &'a str, total: u64) -> Self {
+        Self {
+            label,
+            total,
+            started: Instant::now(),
+            samples: Vec::new(),
+            last_sample: Instant::now(),
+            last_report: Instant::now(),
         }
     }
-    let drain = drain_from_samples(label, &samples, order.len() as u64);
-    say(format!(
-        "  {label}: {:.0} events/s (5–95%), {:.0} overall",
-        drain.per_s_mid, drain.per_s
-    ));
-    Ok(Drain {
-        processes: 1,
-        ..drain
-    })
+
+    /// `count` items are done.
+    fn done(&mut self, count: u64) {
+        if count == 1
+            || count == self.total
+            || self.last_sample.elapsed() > Duration::from_millis(20)
+        {
+            self.samples
+                .push((self.started.elapsed().as_secs_f64(), count));
+            self.last_sample = Instant::now();
+        }
+        if self.last_report.elapsed() > Duration::from_secs(10) {
+            say(format!("  {}: {count} of {}", self.label, self.total));
+            self.last_report = Instant::now();
+        }
+    }
+
+    /// The loop's drain (one process), said with its rate in `unit`s.
+    fn drain(&self, unit: &str) -> Drain {
+        let drain = drain_from_samples(self.label, &self.samples, self.total);
+        say(format!(
+            "  {}: {:.0} {unit}/s (5–95%), {:.0} overall",
+            self.label, drain.per_s_mid, drain.per_s
+        ));
+        Drain {
+            processes: 1,
+            ..drain
+        }
+    }
 }
 
 /// Compares `db`'s dates with `want`; returns a line for the report and whether they matched.

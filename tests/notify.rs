@@ -205,7 +205,11 @@ const RECIPIENTS: u32 = 50;
 /// The kill stream's message `i`: to one of [`RECIPIENTS`] from user 2, a reply (type 1, hash
 /// 1) or a patch notice (type 35, hash 21) about one of 300 threads, one second apart.
 fn kill_message(i: u32) -> (Message, u64) {
-    let (kind, hash) = if i.is_multiple_of(3) { (35, 21) } else { (1, 1) };
+    let (kind, hash) = if i.is_multiple_of(3) {
+        (35, 21)
+    } else {
+        (1, 1)
+    };
     let mid = i % 300;
     (
         Message {

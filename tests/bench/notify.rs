@@ -11,7 +11,7 @@ use fleet_harness::notify::{Message, add_memberfields, add_members, state};
 use fleet_harness::{create_topic, provisioned_family, unique};
 use serde::Serialize;
 
-use super::{Drain, Worker, drain_from_samples, fmt_rate, mix, ratio, say, watch, worker_env};
+use super::{Drain, LoopProgress, Worker, fmt_rate, mix, ratio, say, watch, worker_env};
 
 /// The types the bench's messages have: replies, mentions, friend requests, patches.
 const TYPES: [(i32, u8); 6] = [(1, 1), (2, 1), (8, 7), (23, 1), (14, 14), (35, 21)];
@@ -67,10 +67,10 @@ async fn reset(db: &TestDatabase) -> anyhow::Result<()> {
 /// recipient's settings, find the field, insert it if missing, insert the notification, raise
 /// the counter, commit. (Every recipient has the default privacy: no friendship is read.)
 async fn legacy_loop(db: &TestDatabase, messages: &[Message]) -> anyhow::Result<Drain> {
-    let label = "legacy loop: Notify.create per message, one transaction each";
-    let started = Instant::now();
-    let mut samples: Vec<(f64, u64)> = Vec::new();
-    let mut last_sample = Instant::now();
+    let mut progress = LoopProgress::new(
+        "legacy loop: Notify.create per message, one transaction each",
+        messages.len() as u64,
+    );
     for (i, m) in messages.iter().enumerate() {
         if m.user_id != m.from_user_id {
             let hash = TYPES
@@ -120,24 +120,9 @@ async fn legacy_loop(db: &TestDatabase, messages: &[Message]) -> anyhow::Result<
                 .await?;
             tx.commit().await?;
         }
-        let count = i as u64 + 1;
-        if count == 1
-            || count == messages.len() as u64
-            || last_sample.elapsed() > Duration::from_millis(20)
-        {
-            samples.push((started.elapsed().as_secs_f64(), count));
-            last_sample = Instant::now();
-        }
+        progress.done(i as u64 + 1);
     }
-    let drain = drain_from_samples(label, &samples, messages.len() as u64);
-    say(format!(
-        "  {label}: {:.0} messages/s (5–95%), {:.0} overall",
-        drain.per_s_mid, drain.per_s
-    ));
-    Ok(Drain {
-        processes: 1,
-        ..drain
-    })
+    Ok(progress.drain("messages"))
 }
 
 /// The section.
