@@ -315,3 +315,94 @@ async fn kill_9_mid_stream_loses_and_repeats_no_notification() {
     assert_eq!(lane.dlq_depth(), 0, "nothing dead-lettered");
     lane.clean_up().await;
 }
+
+/// The ledger's table is made by `notify migrate` (or `timeline migrate`: one set of
+/// migrations), not by the worker: before it runs, a batch fails transiently (the partition
+/// waits, nothing written) with an error naming the table and the command; after it, the batch
+/// is applied, and the other family's `migrate` finds nothing to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn before_notify_migrate_the_worker_waits_with_an_error_naming_the_table_and_the_command() {
+    use cdc_runtime::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
+
+    let db = fleet_harness::mysql::TestDatabase::create_unmigrated()
+        .await
+        .expect("database");
+    add_members(&db, [(7, 0)]).await.expect("members");
+    add_memberfields(&db, [(7, "", "")]).await.expect("fields");
+    let handler = notify::Notify::new(
+        db.pool.clone(),
+        cdc_runtime::Dependency::mysql("127.0.0.1", 3306),
+        cdc_runtime::applied::Ledger::new(
+            "it",
+            Vec::new(),
+            Duration::from_secs(86_400),
+            "notify migrate",
+        ),
+    );
+    let message = Message {
+        user_id: 7,
+        from_user_id: 8,
+        kind: 1,
+        mid: 9,
+        title: "t".into(),
+        raw_hex: None,
+        timestamp_ms: 1_700_000_000_000,
+        note: String::new(),
+    };
+    let batch = [Record {
+        at: Coordinates {
+            topic: unique("it.notify.migrate").into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: Some(message.timestamp_ms),
+        },
+        origin: None,
+        event: Event::Service {
+            key: None,
+            value: message.out().value,
+        },
+    }];
+    let error = handler
+        .apply(&batch)
+        .await
+        .expect_err("no cdc_applied_messages before notify migrate");
+    let text = error.to_string();
+    assert!(
+        matches!(error, HandlerError::Transient(_)),
+        "transient: {text}"
+    );
+    assert!(
+        text.contains("cdc_applied_messages") && text.contains("notify migrate"),
+        "the error names the table and the command: {text}"
+    );
+    assert!(
+        state(&db).await.expect("state").chii_notify.is_empty(),
+        "nothing written"
+    );
+
+    let migrate = |family: &str| {
+        let out = worker_command(family, "unused.", "unused", "redis://unused", "unused:")
+            .expect("binary")
+            .arg("migrate")
+            .env("MYSQL_DB", &db.name)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .expect("migrate");
+        assert!(out.status.success(), "{family} migrate failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = migrate("notify");
+    assert!(first.contains("applied 0001"), "{first}");
+    assert_eq!(
+        handler.apply(&batch).await.expect("apply"),
+        [Outcome::Applied]
+    );
+    assert_eq!(
+        handler.apply(&batch).await.expect("again"),
+        [Outcome::Stale]
+    );
+    assert_eq!(state(&db).await.expect("state").chii_notify.len(), 1);
+    let other = migrate("timeline");
+    assert!(other.contains("up to date"), "the same migrations: {other}");
+    db.drop_now().await.expect("drop database");
+}
