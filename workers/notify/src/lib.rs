@@ -36,6 +36,7 @@ pub mod rules;
 pub mod store;
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cdc_runtime::applied::Ledger;
@@ -94,6 +95,8 @@ pub struct Notify {
     pool: MySqlPool,
     mysql: Dependency,
     applied: Ledger,
+    /// Whether the tables' engines were checked (once per process).
+    engines_checked: AtomicBool,
 }
 
 /// A message that passed the checks needing no database: its record's place in the batch,
@@ -112,7 +115,24 @@ impl Notify {
             pool,
             mysql,
             applied,
+            engines_checked: AtomicBool::new(false),
         }
+    }
+
+    /// Warns, once, about written tables without transactions (see [`store::non_transactional`]).
+    async fn check_engines(&self, conn: &mut sqlx::MySqlConnection) -> Result<(), HandlerError> {
+        if self.engines_checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        for (table, engine) in store::non_transactional(conn).await? {
+            tracing::warn!(
+                table,
+                engine,
+                "a table notify writes has no transactions: a crash or retry between a batch's writes and its commit can write its rows twice; convert it with ALTER TABLE … ENGINE=InnoDB"
+            );
+        }
+        self.engines_checked.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Connects (lazily: MySQL may be down at start) with `config` and `settings`.
@@ -154,6 +174,7 @@ impl Notify {
                 .begin()
                 .await
                 .map_err(|e| classify("starting a transaction", e))?;
+            self.check_engines(&mut tx).await?;
             self.decide_and_write(&mut tx, pending, &mut outcomes)
                 .await?;
             tx.commit().await.map_err(|e| classify("committing", e))?;

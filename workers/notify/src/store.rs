@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`recipients`], [`friendships`]: what decides.
 //! - [`write`]: fields, notifications, counters.
+//! - [`non_transactional`]: written tables a rollback would not undo.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -235,4 +236,21 @@ pub async fn write(conn: &mut MySqlConnection, rows: &[Row]) -> Result<(), Handl
             .map_err(|e| classify("updating chii_members.new_notify", e))?;
     }
     Ok(())
+}
+
+/// The tables this family writes whose engine has no transactions (MyISAM, as in Bangumi's
+/// dev-env dump of `chii_notify` and `chii_notify_field`), with their engine: a rollback does
+/// not undo their rows, so exactly-once does not hold for them.
+pub async fn non_transactional(
+    conn: &mut MySqlConnection,
+) -> Result<Vec<(String, String)>, HandlerError> {
+    sqlx::query_as(
+        "SELECT CAST(TABLE_NAME AS CHAR), CAST(ENGINE AS CHAR) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME IN ('chii_notify', 'chii_notify_field', 'chii_members') \
+         AND ENGINE <> 'InnoDB'",
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(|e| classify("reading the tables' engines", e))
 }
