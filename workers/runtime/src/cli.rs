@@ -71,7 +71,7 @@ enum Command {
     },
     /// Create or change the fleet's own tables in MYSQL_DB (`cdc_applied_messages`), then exit.
     /// Run before the workers of a new version start (the Helm chart's pre-install/pre-upgrade
-    /// hook); idempotent.
+    /// hook); idempotent. Only for a family that needs them (`migrate = true` in `topics/`).
     Migrate,
 }
 
@@ -164,6 +164,13 @@ where
         Command::Provision { replication } => {
             provision_and_report(&config, &family, replication).await
         }
+        Command::Migrate if !family.migrate => Err(crate::config::ConfigError::Invalid {
+            name: "migrate".into(),
+            reason: format!(
+                "family {name} keeps no tables of its own (no `migrate = true` in topics/families/{name}.toml)"
+            ),
+        }
+        .into()),
         Command::Migrate => migrate_and_report(&config).await,
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
