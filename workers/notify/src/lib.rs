@@ -23,7 +23,9 @@
 //! ([`cdc_runtime::applied`]: a redelivery is stale), the recipients' settings, the
 //! friendships asked about, the fields, then one multi-row `INSERT` each for new fields, the
 //! notifications and the identities, and one `UPDATE` of the counters. Every record is decided
-//! before anything is written, so no write is ever undone for a record's sake.
+//! before anything is written; only a value MariaDB refuses (an id past its column's range)
+//! rolls the batch back, and the runtime then applies its records one by one, dead-lettering
+//! that one alone.
 //!
 //! # Layout
 //! - [`message`]: the protobuf message.
