@@ -54,6 +54,7 @@ def load_families() -> dict:
             "topics": list(data["topics"]),
             "service_topics": list(data.get("service_topics", [])),
             "stores": list(data["stores"]),
+            "migrate": bool(data.get("migrate", False)),
             "batch": data.get("batch", {}),
             "retry": data.get("retry", {}),
         }

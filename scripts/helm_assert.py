@@ -487,11 +487,12 @@ def main() -> int:
         if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
             fail(f"Job {name}: token mounted or restartPolicy is not Never")
 
-    # --- timeline migrate: a pre-install/pre-upgrade hook while the timeline family runs -------
-    migrate_on = (values.get("timelineMigrate") or {}).get("enabled", True) and "timeline" in expected
+    # --- migrate: a pre-install/pre-upgrade hook while a family with tables runs ---------------
+    migrating = sorted(n for n in expected if families[n].get("migrate"))
+    migrate_on = (values.get("migrate") or {}).get("enabled", True) and bool(migrating)
     migrates = [j for j in all_jobs if component(j) == "migrate"]
     if len(migrates) != (1 if migrate_on else 0):
-        fail(f"timeline migrate hook: expected {1 if migrate_on else 0} Job, got {len(migrates)}")
+        fail(f"migrate hook: expected {1 if migrate_on else 0} Job, got {len(migrates)}")
     mysql = values.get("mysql") or {}
     for job in migrates:
         name = job["metadata"]["name"]
@@ -500,8 +501,8 @@ def main() -> int:
             fail(f"Job {name}: not a pre-install,pre-upgrade hook ({sorted(hooks)})")
         pod = job["spec"]["template"]["spec"]
         c = pod["containers"][0]
-        if c.get("command") != ["timeline"] or c.get("args") != ["migrate"]:
-            fail(f"Job {name}: runs {c.get('command')} {c.get('args')}, expected timeline migrate")
+        if c.get("command") != migrating[:1] or c.get("args") != ["migrate"]:
+            fail(f"Job {name}: runs {c.get('command')} {c.get('args')}, expected {migrating[:1]} migrate")
         if c.get("envFrom"):
             fail(f"Job {name}: envFrom refers to objects a pre-install hook runs before")
         if pod.get("serviceAccountName"):

@@ -20,6 +20,10 @@
 //!   updates over generated subjects (100 000; names, tags, votes, dates, aliases) into a real
 //!   Meilisearch, beside the same documents written straight to Meilisearch in batches of the
 //!   same size; then `search reindex` of every subject (`bench/search.rs`).
+//! - `notify`: the real `notify` binary catching up on a 1-partition `notify.v1` topic of
+//!   protobuf messages (`BENCH_NOTIFY_EVENTS`, default 100 000, to 10 000 recipients), beside a
+//!   bare sqlx loop doing server-private's `Notify.create` per message in a transaction of its
+//!   own; the tables are checked to end the same (`bench/notify.rs`).
 //! - `latency`: produce → effect visible in Redis (keyspace notifications) at a fixed rate,
 //!   beside a do-nothing consumer's produce → receive latency with the same fetch settings.
 //! - `scaling`: drain rate with 1, 2, 4 partitions (one process; and one process per
@@ -66,12 +70,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+#[path = "bench/notify.rs"]
+mod notify_section;
+#[path = "bench/search.rs"]
+mod search_section;
+
 const MEMBERS_TOPIC: &str = "debezium.chii.bangumi.chii_members";
 const TIMELINE_TOPIC: &str = "debezium.chii.bangumi.chii_timeline";
 const SUBJECTS_TOPIC: &str = "debezium.chii.bangumi.chii_subjects";
-
-#[path = "bench/search.rs"]
-mod search_section;
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -89,6 +95,9 @@ struct Options {
     /// Subjects in the search database (all reindexed), and `chii_subjects` updates drained.
     search_subjects: u64,
     search_events: u64,
+    /// `notify.v1` messages drained, and their recipients.
+    notify_events: u64,
+    notify_recipients: u64,
     timeline_pool: u64,
     big_authors: u64,
     big_followers: u64,
@@ -128,6 +137,7 @@ impl Options {
             "timeline",
             "subject-date",
             "search",
+            "notify",
             "latency",
             "scaling",
             "prefetch",
@@ -156,6 +166,12 @@ impl Options {
             }),
             search_subjects: if quick { 5_000 } else { 100_000 },
             search_events: if quick { 10_000 } else { 100_000 },
+            notify_events: env_u64("BENCH_NOTIFY_EVENTS")?.unwrap_or(if quick {
+                5_000
+            } else {
+                100_000
+            }),
+            notify_recipients: if quick { 1_000 } else { 10_000 },
             timeline_pool: if quick { 20_000 } else { 100_000 },
             big_authors: if quick { 1 } else { 3 },
             big_followers: if quick { 20_000 } else { 100_000 },
@@ -913,6 +929,7 @@ impl TimelineCreates {
             key: Some(k.to_string().into_bytes()),
             value: Some(v.to_string().into_bytes()),
             headers: self.headers.clone(),
+            timestamp_ms: None,
         }
     }
 }
@@ -1365,6 +1382,7 @@ impl SubjectUpdates {
             key: Some(k.to_string().into_bytes()),
             value: Some(v.to_string().into_bytes()),
             headers: self.headers.clone(),
+            timestamp_ms: None,
         }
     }
 }
@@ -1417,10 +1435,7 @@ async fn legacy_loop(
     known: Option<&BTreeMap<u32, subject_date::date::Fields>>,
 ) -> anyhow::Result<Drain> {
     let mut conn = db.pool.acquire().await?;
-    let started = Instant::now();
-    let mut samples: Vec<(f64, u64)> = Vec::new();
-    let mut last_sample = Instant::now();
-    let mut last_report = Instant::now();
+    let mut progress = LoopProgress::new(label, order.len() as u64);
     for (i, id) in order.iter().enumerate() {
         let fields = match known {
             Some(known) => known.get(id).cloned(),
@@ -1448,28 +1463,62 @@ async fn legacy_loop(
             .execute(&mut *conn)
             .await?;
         }
-        let count = i as u64 + 1;
-        if count == 1
-            || count == order.len() as u64
-            || last_sample.elapsed() > Duration::from_millis(20)
-        {
-            samples.push((started.elapsed().as_secs_f64(), count));
-            last_sample = Instant::now();
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            say(format!("  {label}: {count} of {}", order.len()));
-            last_report = Instant::now();
+        progress.done(i as u64 + 1);
+    }
+    Ok(progress.drain("events"))
+}
+
+/// The progress of a bare loop of the bench (a baseline): samples every 20 ms for
+/// [`drain_from_samples`], a line every 10 s.
+struct LoopProgress<'a> {
+    label: &'a str,
+    total: u64,
+    started: Instant,
+    samples: Vec<(f64, u64)>,
+    last_sample: Instant,
+    last_report: Instant,
+}
+
+impl<'a> LoopProgress<'a> {
+    fn new(label: &'a str, total: u64) -> Self {
+        Self {
+            label,
+            total,
+            started: Instant::now(),
+            samples: Vec::new(),
+            last_sample: Instant::now(),
+            last_report: Instant::now(),
         }
     }
-    let drain = drain_from_samples(label, &samples, order.len() as u64);
-    say(format!(
-        "  {label}: {:.0} events/s (5–95%), {:.0} overall",
-        drain.per_s_mid, drain.per_s
-    ));
-    Ok(Drain {
-        processes: 1,
-        ..drain
-    })
+
+    /// `count` items are done.
+    fn done(&mut self, count: u64) {
+        if count == 1
+            || count == self.total
+            || self.last_sample.elapsed() > Duration::from_millis(20)
+        {
+            self.samples
+                .push((self.started.elapsed().as_secs_f64(), count));
+            self.last_sample = Instant::now();
+        }
+        if self.last_report.elapsed() > Duration::from_secs(10) {
+            say(format!("  {}: {count} of {}", self.label, self.total));
+            self.last_report = Instant::now();
+        }
+    }
+
+    /// The loop's drain (one process), said with its rate in `unit`s.
+    fn drain(&self, unit: &str) -> Drain {
+        let drain = drain_from_samples(self.label, &self.samples, self.total);
+        say(format!(
+            "  {}: {:.0} {unit}/s (5–95%), {:.0} overall",
+            self.label, drain.per_s_mid, drain.per_s
+        ));
+        Drain {
+            processes: 1,
+            ..drain
+        }
+    }
 }
 
 /// Compares `db`'s dates with `want`; returns a line for the report and whether they matched.
@@ -2071,6 +2120,7 @@ struct Results {
     timeline: Vec<TimelineRun>,
     subject_date: Option<SubjectDateRun>,
     search: Option<search_section::SearchRun>,
+    notify: Option<notify_section::NotifyRun>,
     latency: Vec<LatencyRun>,
     scaling_partitions: Vec<ScalingRow>,
     scaling_batch: Vec<BatchRow>,
@@ -2366,6 +2416,9 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
     if let Some(search) = &r.search {
         search_section::summary_rows(&mut m, search);
     }
+    if let Some(n) = &r.notify {
+        m.push_str(&notify_section::summary_rows(n));
+    }
     for l in &r.latency {
         let _ = writeln!(
             m,
@@ -2612,6 +2665,10 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
     }
     if let Some(search) = &r.search {
         search_section::section(&mut m, search);
+    }
+
+    if let Some(n) = &r.notify {
+        m.push_str(&notify_section::section(n));
     }
 
     // Latency
@@ -3031,6 +3088,11 @@ async fn main() -> anyhow::Result<()> {
     // 3c: search catch-up and reindex.
     if o.wants("search") {
         r.search = Some(search_section::search_bench(&o).await?);
+    }
+
+    // 3d: notify catch-up.
+    if o.wants("notify") {
+        r.notify = Some(notify_section::run(o.notify_events, o.notify_recipients).await?);
     }
 
     // 4: latency.

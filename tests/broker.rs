@@ -42,6 +42,7 @@ fn records(partitions: i32, per_partition: usize, round: &str) -> Vec<Out> {
                 key: Some(format!("{round}-k{p}-{i}").into_bytes()),
                 value: Some(format!("{{\"p\":{p},\"i\":{i}}}").into_bytes()),
                 headers: vec![("seq".into(), format!("{round}-{p}-{i}").into_bytes())],
+                timestamp_ms: None,
             })
         })
         .collect()

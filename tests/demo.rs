@@ -1,7 +1,8 @@
 //! `make demo`: the fleet on its embedded default. Provisions every family's topics on the local
 //! broker (under a fresh prefix), seeds Redis with the cache keys the fixtures will touch and
-//! MariaDB with the subjects, characters and persons they leave (dates unset), publishes
-//! the real Debezium fixtures plus one malformed record, runs each family's real binary until its
+//! MariaDB with the subjects, characters and persons they leave (dates unset) and the users of
+//! the notify golden input, publishes the real Debezium fixtures plus one malformed record and
+//! `notify.v1` messages (the golden input's, from its privacy cases on), runs each family's real binary until its
 //! consumer group has committed everything, prints what happened, and stops the workers with
 //! SIGTERM.
 //!
@@ -166,6 +167,14 @@ async fn run() -> anyhow::Result<()> {
         tables.join(", "),
         subjects.len()
     );
+    // The notify worker's recipients: the golden input's users, privacy settings, friendships
+    // and fields.
+    let notify_input = fleet_harness::notify::Input::load()?;
+    notify_input.seed(&db).await?;
+    println!(
+        "    chii_members, chii_memberfields: {} users of fixtures/expected/notify-input.json",
+        notify_input.memberfields.len()
+    );
     // The search worker's indexes, under the run's own prefix.
     let meili = Meili::local()?;
     meili.require().await?;
@@ -205,6 +214,17 @@ async fn run() -> anyhow::Result<()> {
             "    + 1 truncated JSON record on {} (to show the DLQ path)",
             family.topics[0]
         );
+    }
+    if let Some(family) = runnable.iter().find(|f| f.family == notify::FAMILY) {
+        // The golden input's messages but its sweep of every type (49 to one user).
+        let messages: Vec<Out> = notify_input
+            .messages
+            .iter()
+            .filter(|m| !m.note.starts_with("each type's hash"))
+            .map(|m| m.out())
+            .collect();
+        produce(&producer, &family.service_topics[0], &messages).await?;
+        *published.entry(family.family.as_str()).or_default() += messages.len();
     }
     for (family, n) in &published {
         println!("    {family:<20} {n} records");
@@ -358,6 +378,22 @@ async fn run() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let notifications = fleet_harness::notify::state(&db).await?;
+    println!(
+        "  MariaDB: {} notifications in chii_notify ({} fields), e.g.",
+        notifications.chii_notify.len(),
+        notifications.chii_notify_field.len()
+    );
+    for (uid, from, _, kind, hash, rid, title, _, _) in notifications.chii_notify.iter().take(5) {
+        println!("    user {uid} ← user {from}: type {kind}, field {hash}/{rid} {title:?}");
+    }
+    let counters: Vec<String> = notifications
+        .chii_members
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(uid, n)| format!("{uid}: {n}"))
+        .collect();
+    println!("    new_notify by user: {}", counters.join(", "));
     let subjects_index = format!("{index_prefix}subjects");
     let query = "BOCCHI THE ROCK!";
     let found = meili

@@ -613,6 +613,7 @@ async fn poison_interleaved_with_good_events() {
                         key: Some(key.clone()),
                         value: Some(value.clone()),
                         headers: vec![("test.poison".into(), why.as_bytes().to_vec())],
+                        timestamp_ms: None,
                     },
                 ),
             );
@@ -785,6 +786,7 @@ async fn an_unavailable_dlq_topic_makes_the_partition_wait() {
                 key: Some(key),
                 value: Some(value),
                 headers: vec![("test.poison".into(), why.as_bytes().to_vec())],
+                timestamp_ms: None,
             },
         ),
     );
@@ -996,6 +998,7 @@ async fn duplicates_redeliveries_and_an_old_dlq_replay_change_nothing() {
                 key: o.key.clone(),
                 value: o.value.clone(),
                 headers,
+                timestamp_ms: None,
             }
         })
         .collect();

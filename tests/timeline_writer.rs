@@ -460,7 +460,12 @@ async fn a_value_out_of_range_dead_letters_its_message_and_the_rest_of_the_batch
 #[tokio::test(flavor = "multi_thread")]
 async fn before_timeline_migrate_the_writer_waits_with_an_error_naming_the_table_and_the_command() {
     let db = TestDatabase::create_unmigrated().await.expect("database");
-    let writer = Writer::new(db.pool.clone(), "it", Duration::from_secs(86_400));
+    let writer = Writer::new(
+        db.pool.clone(),
+        "it",
+        Vec::new(),
+        Duration::from_secs(86_400),
+    );
     let batch = [record(
         &unique("it.tml.migrate"),
         0,
@@ -661,8 +666,18 @@ async fn two_writers_merging_into_one_row_at_once_lose_no_update() {
     let db = TestDatabase::create().await.expect("database");
     let (live, replay) = (unique("it.tml.race.live"), unique("it.tml.race.replay"));
     let (a, b) = (
-        Writer::new(db.pool.clone(), "live", Duration::from_secs(86_400)),
-        Writer::new(db.pool.clone(), "replay", Duration::from_secs(86_400)),
+        Writer::new(
+            db.pool.clone(),
+            "live",
+            Vec::new(),
+            Duration::from_secs(86_400),
+        ),
+        Writer::new(
+            db.pool.clone(),
+            "replay",
+            Vec::new(),
+            Duration::from_secs(86_400),
+        ),
     );
 
     // Many merges into one row.
@@ -721,7 +736,12 @@ async fn timeline_migrate_adopts_the_table_earlier_workers_created_and_keeps_its
     .expect("the table of earlier workers");
     let db = db.migrated().await.expect("timeline migrate");
 
-    let writer = Writer::new(db.pool.clone(), "it", Duration::from_secs(86_400));
+    let writer = Writer::new(
+        db.pool.clone(),
+        "it",
+        Vec::new(),
+        Duration::from_secs(86_400),
+    );
     let sign = |offset, text: &str| {
         record(
             "timeline",

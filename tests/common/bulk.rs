@@ -121,6 +121,9 @@ pub fn fill_in_batches(
         if let Some(v) = &out.value {
             record = record.payload(v);
         }
+        if let Some(ts) = out.timestamp_ms {
+            record = record.timestamp(ts);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,

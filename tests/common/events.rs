@@ -53,6 +53,7 @@ impl MemberUpdates {
             key: Some(format!("{{\"uid\":{uid}}}").into_bytes()),
             value: Some(value.to_string().into_bytes()),
             headers: self.headers.clone(),
+            timestamp_ms: None,
         }
     }
 
@@ -115,6 +116,7 @@ impl TimelineItems {
             key: Some(format!("{{\"tml_id\":{id}}}").into_bytes()),
             value: Some(v.to_string().into_bytes()),
             headers: self.headers.clone(),
+            timestamp_ms: None,
         }
     }
 
@@ -169,6 +171,7 @@ impl SubjectUpdates {
             key: Some(format!("{{\"subject_id\":{id}}}").into_bytes()),
             value: Some(v.to_string().into_bytes()),
             headers: self.headers.clone(),
+            timestamp_ms: None,
         }
     }
 }

@@ -102,6 +102,7 @@ pub fn load(encoding: Encoding) -> anyhow::Result<Vec<Fixture>> {
                         .into_iter()
                         .map(|(k, v)| (k, v.into_bytes()))
                         .collect(),
+                    timestamp_ms: None,
                 },
             })
         })

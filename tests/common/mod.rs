@@ -13,6 +13,7 @@ pub mod expected;
 pub mod fixtures;
 pub mod meili;
 pub mod mysql;
+pub mod notify;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
@@ -130,6 +131,8 @@ pub struct Out {
     pub value: Option<Vec<u8>>,
     /// Headers.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Record timestamp, ms since the epoch (none: the producer's clock).
+    pub timestamp_ms: Option<i64>,
 }
 
 /// Produces `records`, each to its topic, one at a time in order (a record is acknowledged
@@ -169,6 +172,9 @@ pub async fn produce(
             }
             if let Some(v) = &r.value {
                 record = record.payload(v);
+            }
+            if let Some(ts) = r.timestamp_ms {
+                record = record.timestamp(ts);
             }
             producer.send(record, Duration::from_secs(30))
         });

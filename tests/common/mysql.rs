@@ -1,6 +1,8 @@
 //! MariaDB for the end-to-end tests: a fresh database per test, made from Bangumi's DDL in
-//! `fixtures/generator/schema.sql` ([`TABLES`]) plus the timeline writer's migrations (what
-//! `timeline migrate` applies before a deployment's workers start), on the server `make up`
+//! `fixtures/generator/schema.sql` ([`TABLES`]) and `tests/common/written_tables.sql` (tables
+//! workers write but nothing subscribes to: `chii_notify`, `chii_notify_field`), plus the
+//! fleet's migrations (what `timeline migrate` / `notify migrate` apply before a deployment's
+//! workers start), on the server `make up`
 //! starts (`MYSQL_HOST`/`MYSQL_PORT`/`MYSQL_USER`/`MYSQL_PASS`, default root@127.0.0.1:3306).
 //!
 //! Databases are named `it_<random>` and dropped by [`TestDatabase::drop_now`]; a test that
@@ -39,6 +41,7 @@ pub const TABLES: &[&str] = &[
     "chii_timeline",
     "chii_friends",
     "chii_members",
+    "chii_memberfields",
     "chii_subjects",
     "chii_subject_fields",
     "chii_subject_revisions",
@@ -83,7 +86,7 @@ impl TestDatabase {
 
     /// This database after the timeline writer's migrations (as `timeline migrate` runs them).
     pub async fn migrated(self) -> anyhow::Result<Self> {
-        timeline::migrate::run(&self.pool)
+        cdc_runtime::applied::migrate(&self.pool)
             .await
             .with_context(|| format!("migrating {} (timeline migrate)", self.name))?;
         Ok(self)
@@ -131,6 +134,21 @@ impl TestDatabase {
                 .with_context(|| {
                     format!("schema.sql: {}", statement.lines().next().unwrap_or(""))
                 })?;
+        }
+        let written = include_str!("written_tables.sql");
+        for statement in written
+            .split(";\n")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let ddl: String = statement
+                .lines()
+                .filter(|l| !l.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            sqlx::raw_sql(&ddl).execute(&pool).await.with_context(|| {
+                format!("written_tables.sql: {}", ddl.lines().next().unwrap_or(""))
+            })?;
         }
         Ok(Self { name, pool })
     }

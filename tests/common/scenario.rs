@@ -336,6 +336,11 @@ impl Lane {
                 .await
                 .expect("handler");
             cdc_runtime::start(&self.family, &config, handler, shutdown.clone()).await
+        } else if self.family.family == notify::FAMILY {
+            let handler = notify::Notify::connect(config.clone(), notify::Settings::default())
+                .await
+                .expect("handler");
+            cdc_runtime::start(&self.family, &config, handler, shutdown.clone()).await
         } else if self.family.family == subject_date::FAMILY {
             let settings = subject_date::Settings {
                 read_delay: Duration::ZERO,

@@ -45,6 +45,11 @@ pub struct Family {
     /// The stores the family's workers talk to beside Kafka. The Helm chart gives the family's
     /// Deployment the secrets of these and of no other.
     pub stores: Vec<Store>,
+    /// Whether the family's workers need the fleet's own tables (`cdc_applied_messages`):
+    /// `<family> migrate` creates them, and the Helm chart runs it as a pre-install/pre-upgrade
+    /// hook while such a family is enabled.
+    #[serde(default)]
+    pub migrate: bool,
     /// Per-partition batching.
     pub batch: Batch,
     /// Backoff for transient failures.

@@ -571,6 +571,7 @@ enum DirectPipeline {
     CacheInvalidation(Pipeline<cache_invalidation::CacheInvalidation>),
     Timeline(Pipeline<timeline::Timeline>),
     SubjectDate(Pipeline<subject_date::SubjectDate>),
+    Notify(Pipeline<notify::Notify>),
 }
 
 impl DirectHandler {
@@ -630,6 +631,16 @@ impl DirectHandler {
                     stores: format!("MySQL at {}:{}", config.mysql_host, config.mysql_port),
                 })
             }
+            notify::FAMILY => {
+                // Default settings: the same identity retention as the worker's.
+                let handler = notify::Notify::connect(config.clone(), notify::Settings::default())
+                    .await
+                    .map_err(DlqError::Other)?;
+                Ok(Self {
+                    pipeline: DirectPipeline::Notify(pipeline(config, family, handler)?),
+                    stores: format!("MySQL at {}:{}", config.mysql_host, config.mysql_port),
+                })
+            }
             other => Err(DlqError::Usage(format!(
                 "--to direct is not available for family {other}; use --to origin"
             ))),
@@ -641,6 +652,7 @@ impl DirectHandler {
             DirectPipeline::CacheInvalidation(p) => wait.apply(p, &self.stores).await,
             DirectPipeline::Timeline(p) => wait.apply(p, &self.stores).await,
             DirectPipeline::SubjectDate(p) => wait.apply(p, &self.stores).await,
+            DirectPipeline::Notify(p) => wait.apply(p, &self.stores).await,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The command line every family binary shares: `run` (default), `provision`, `--print-config`.
+//! The command line every family binary shares: `run` (default), `provision`, `migrate` (the
+//! fleet's own tables, for families that write SQL exactly once), `--print-config`.
 //!
 //! A family's `main` is one call to [`main`] (or [`main_with`], for a family with settings of
 //! its own) with its name and a function that connects its handler's sinks; everything else
@@ -68,6 +69,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         replication: i32,
     },
+    /// Create or change the fleet's own tables in MYSQL_DB (`cdc_applied_messages`), then exit.
+    /// Run before the workers of a new version start (the Helm chart's pre-install/pre-upgrade
+    /// hook); idempotent. Only for a family that needs them (`migrate = true` in `topics/`).
+    Migrate,
 }
 
 /// Runs a family binary named `family`; `connect` builds its handler from the configuration.
@@ -159,6 +164,14 @@ where
         Command::Provision { replication } => {
             provision_and_report(&config, &family, replication).await
         }
+        Command::Migrate if !family.migrate => Err(crate::config::ConfigError::Invalid {
+            name: "migrate".into(),
+            reason: format!(
+                "family {name} keeps no tables of its own (no `migrate = true` in topics/families/{name}.toml)"
+            ),
+        }
+        .into()),
+        Command::Migrate => migrate_and_report(&config).await,
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
             let handler = connect(config.clone(), cli.settings)
@@ -190,6 +203,31 @@ pub async fn provision_and_report(
             Provisioned::Created(t) => println!("created {t} ({} partitions)", family.partitions),
             Provisioned::Existed(t) => println!("exists  {t}"),
         }
+    }
+    Ok(())
+}
+
+/// The `migrate` subcommand: applies the pending migrations of the fleet's own tables
+/// ([`crate::applied::MIGRATOR`]) on `MYSQL_DB`, one line per migration applied.
+pub async fn migrate_and_report(config: &WorkerConfig) -> Result<(), RuntimeError> {
+    let pool = crate::mysql::pool(config);
+    let applied = crate::applied::migrate(&pool).await;
+    pool.close().await;
+    let applied = applied.map_err(|e| RuntimeError::Sink {
+        what: "migrating the fleet's tables",
+        source: anyhow::anyhow!(
+            "database {} on {}:{} as {}: {e}",
+            config.mysql_db,
+            config.mysql_host,
+            config.mysql_port,
+            config.mysql_user
+        ),
+    })?;
+    if applied.is_empty() {
+        println!("migrate: {}: up to date", config.mysql_db);
+    }
+    for migration in applied {
+        println!("migrate: {}: applied {migration}", config.mysql_db);
     }
     Ok(())
 }

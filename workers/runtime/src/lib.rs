@@ -19,6 +19,8 @@
 //! - [`decode`]: records → events, with the schema registry.
 //! - [`dependency`]: the services a worker talks to, named without credentials.
 //! - [`dead_letter`]: the DLQ producer and its headers.
+//! - [`applied`]: the ledger of applied messages (exactly-once SQL effects) and the fleet's
+//!   own tables' migrations.
 //! - [`backlog`]: the dead letters pending in a DLQ (the `dlq` tool and the DLQ metrics).
 //! - [`kafka`]: librdkafka settings.
 //! - [`provision`]: topic creation from `topics/`.
@@ -28,6 +30,7 @@
 //! - [`watch`]: the topics' existence (readiness) and the DLQ's depth (metrics), in the background.
 //! - [`error`]: error classes and fatal errors.
 
+pub mod applied;
 pub mod backlog;
 pub mod cli;
 pub mod config;

@@ -1,5 +1,5 @@
 //! The `timeline` command line: `run` (default: consumer + trim scheduler), `provision`,
-//! `migrate` (the writer's tables), `trim --once [--job …]`, `--print-config`. The shape of `cdc_runtime::cli::main`, plus the
+//! `migrate` (the fleet's tables), `trim --once [--job …]`, `--print-config`. The shape of `cdc_runtime::cli::main`, plus the
 //! trim subcommand and this family's [`Settings`].
 
 use std::process::ExitCode;
@@ -37,7 +37,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         replication: i32,
     },
-    /// Create or change the writer's tables in MYSQL_DB (`cdc_applied_messages`), then exit.
+    /// Create or change the fleet's own tables in MYSQL_DB (`cdc_applied_messages`, the
+    /// writer's ledger), then exit.
     /// Run before the workers of a new version start (the Helm chart's pre-install/pre-upgrade
     /// hook); idempotent.
     Migrate,
@@ -88,7 +89,9 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
             cdc_runtime::cli::provision_and_report(&config, &family, replication).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate => migrate(&config).await,
+        Command::Migrate => cdc_runtime::cli::migrate_and_report(&config)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Trim { job, .. } => trim_once(&config, job).await,
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
@@ -114,30 +117,6 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
             result.map(|()| ExitCode::SUCCESS)
         }
     }
-}
-
-/// Applies the writer's pending migrations on `MYSQL_DB` and says what it did.
-async fn migrate(config: &WorkerConfig) -> Result<ExitCode, RuntimeError> {
-    let pool = cdc_runtime::mysql::pool(config);
-    let applied = crate::migrate::run(&pool).await;
-    pool.close().await;
-    let applied = applied.map_err(|e| RuntimeError::Sink {
-        what: "migrating the timeline writer's tables",
-        source: anyhow::anyhow!(
-            "database {} on {}:{} as {}: {e}",
-            config.mysql_db,
-            config.mysql_host,
-            config.mysql_port,
-            config.mysql_user
-        ),
-    })?;
-    if applied.is_empty() {
-        println!("migrate: {}: up to date", config.mysql_db);
-    }
-    for migration in applied {
-        println!("migrate: {}: applied {migration}", config.mysql_db);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn trim_once(config: &WorkerConfig, which: Which) -> Result<ExitCode, RuntimeError> {

@@ -16,12 +16,10 @@
 //! - [`Timeline`]: the [`Handler`]; routes a batch to the fan-out or the writer.
 //! - [`Settings`]: this family's own settings; [`cli`]: the binary's command line.
 //! - [`keys`]: Redis key formats.
-//! - [`migrate`]: the writer's tables, as migrations (`timeline migrate`).
 
 pub mod cli;
 pub mod fanout;
 pub mod keys;
-pub mod migrate;
 pub mod trim;
 pub mod writer;
 
@@ -151,6 +149,12 @@ impl Timeline {
             None => None,
         };
         let mysql = cdc_runtime::mysql::pool(config);
+        let service_topics = cdc_topics::by_name(FAMILY)?
+            .map(|f| {
+                f.with_topic_prefix(&config.kafka_topic_prefix)
+                    .service_topics
+            })
+            .unwrap_or_default();
         let at = Dependencies {
             redis: Dependency::redis(&config.redis_uri),
             state: settings
@@ -168,7 +172,7 @@ impl Timeline {
                 settings.fence_ttl.as_secs(),
                 settings.inboxes_per_call,
             ),
-            writer: Writer::new(mysql, group, settings.fence_ttl),
+            writer: Writer::new(mysql, group, service_topics, settings.fence_ttl),
         })
     }
 }

@@ -7,9 +7,8 @@
 //! episodes, the type) is the same. Previous memos are decoded like server-private's
 //! `decode()`: empty ⇒ `{}`, `a:` ⇒ PHP serialisation, else JSON.
 
-use super::js::Js;
 use super::message::{MERGE_WINDOW_SECONDS, Merge, PreviousKey, Write};
-use super::php;
+use bangumi_js::{Js, decode};
 
 /// The previous row, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +51,7 @@ pub fn decide(write: &Write, previous: &Previous) -> Result<Option<Update>, Stri
             same_type,
             ..
         } => {
-            let same_subject = super::js::number_of(&previous.related) == Some(*subject_id as f64);
+            let same_subject = bangumi_js::number_of(&previous.related) == Some(*subject_id as f64);
             let same_type = same_type.is_none_or(|t| u64::from(t) == previous.kind);
             Ok((same_subject && same_type).then(|| Update {
                 tml_id: previous.tml_id,
@@ -101,17 +100,6 @@ pub fn decide(write: &Write, previous: &Previous) -> Result<Option<Update>, Stri
             }))
         }
     }
-}
-
-/// server-private `decode()`.
-pub fn decode(memo: &str) -> Result<Js, String> {
-    if memo.is_empty() {
-        return Ok(Js::Object(Vec::new()));
-    }
-    if memo.starts_with("a:") {
-        return php::unserialize(memo).map_err(|e| e.to_string());
-    }
-    serde_json::from_str(memo).map_err(|e| format!("JSON: {e}"))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::js::{Js, escape};
+use bangumi_js::{Js, escape};
 
 /// `chii_timeline.tml_cat` values (server-private `TimelineCat`).
 pub mod cat {

@@ -2,36 +2,22 @@
 //! merged into the previous row), exactly once in effect.
 //!
 //! A batch (one partition, in offset order) is one MariaDB transaction. Each message's identity
-//! — its Kafka coordinates, or for a dead letter put back by `dlq replay` the coordinates of its
-//! first delivery ([`Record::identity`]) — is looked up in [`APPLIED_TABLE`] (`SELECT … FOR
-//! UPDATE`, so a concurrent delivery waits); if present the message is stale, else it is written
-//! and its identity recorded, in the same transaction. Writes and identities commit or roll back
-//! together, so a redelivery (retry, crash, rewind, new consumer group, replay) is a no-op, while
-//! a message that was dead-lettered — never recorded — can still be applied by a later replay.
-//!
-//! An identity is the topic, partition, offset *and record timestamp* (ms; for a replayed dead
-//! letter, its `cdc.dlq.original.timestamp` header), not the consumer group: the effect is on
-//! the database, whoever consumes. The timestamp tells a topic's incarnations apart: a topic
-//! deleted and created again reuses offsets from 0, and its messages are new ones, applied.
-//! A message without a timestamp, and rows recorded before the column existed, have -1 and
-//! match their coordinates alone. Identities are pruned after the retention given to
-//! [`Writer::new`] (keep it ≥ the topic's retention). The table and its changes are migrations
-//! ([`crate::migrate`]): this module runs no DDL.
+//! is looked up in the shared ledger of applied messages ([`cdc_runtime::applied`], which
+//! explains identities, locking and pruning); if present the message is stale, else it is
+//! written and its identity recorded, in the same transaction. The table is a migration
+//! (`timeline migrate`): this module runs no DDL.
 //!
 //! # Layout
 //! - [`message`]: parsing and per-op rules (pure).
-//! - [`js`]: `JSON.stringify`-exact values; [`php`]: old PHP-serialised memos.
 //! - [`merge`]: previous row + new detail → the update (pure).
 //! - [`Writer`]: the transaction.
 
-pub mod js;
 pub mod merge;
 pub mod message;
-pub mod php;
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cdc_runtime::applied::Ledger;
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
 use sqlx::{MySql, MySqlPool, Transaction};
 
@@ -39,66 +25,24 @@ use cdc_runtime::mysql::classify;
 use merge::{Previous, Update};
 use message::{Merge, Write};
 
-/// The table of applied messages' identities; created and changed only by the migrations
-/// ([`crate::migrate`], `timeline migrate`).
-pub const APPLIED_TABLE: &str = "cdc_applied_messages";
-
-/// `kafka_timestamp` of a message the broker gave no timestamp, of a dead letter put back
-/// without `cdc.dlq.original.timestamp`, and of rows recorded before the column existed: at its
-/// coordinates it matches whatever the timestamp (unknown is never taken as a new message, so
-/// nothing is applied twice).
-const UNKNOWN_TIMESTAMP: i64 = -1;
-
-/// Server error numbers that say [`APPLIED_TABLE`] is missing or not in the shape this version
-/// expects: `ER_NO_SUCH_TABLE`, `ER_BAD_FIELD_ERROR`.
-const SCHEMA_ERRORS: &[u16] = &[1146, 1054];
-
-/// How often identities older than the retention are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
 /// The writer.
 pub struct Writer {
     mysql: MySqlPool,
-    group: String,
-    retention: Duration,
-    last_prune: Mutex<Option<Instant>>,
+    applied: Ledger,
 }
 
 impl Writer {
-    /// A writer on `mysql`, recording `group` with each message it applies and remembering
-    /// applied messages for `retention`.
-    pub fn new(mysql: MySqlPool, group: impl Into<String>, retention: Duration) -> Self {
+    /// A writer on `mysql` for the service topics `topics`, recording `group` with each
+    /// message it applies and remembering applied messages for `retention`.
+    pub fn new(
+        mysql: MySqlPool,
+        group: impl Into<String>,
+        topics: Vec<String>,
+        retention: Duration,
+    ) -> Self {
         Self {
             mysql,
-            group: group.into(),
-            retention,
-            last_prune: Mutex::new(None),
-        }
-    }
-
-    /// Deletes identities older than the retention, at most once per [`PRUNE_EVERY`], in small
-    /// steps so no lock is held long.
-    async fn prune(&self) -> Result<(), HandlerError> {
-        {
-            let Ok(mut last) = self.last_prune.lock() else {
-                return Ok(());
-            };
-            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
-        }
-        loop {
-            let pruned = sqlx::query(
-                "DELETE FROM cdc_applied_messages WHERE applied_at < NOW() - INTERVAL ? SECOND LIMIT 1000",
-            )
-            .bind(self.retention.as_secs())
-            .execute(&self.mysql)
-            .await
-            .map_err(|e| applied_table_error("pruning cdc_applied_messages", e))?;
-            if pruned.rows_affected() < 1000 {
-                return Ok(());
-            }
+            applied: Ledger::new(group, topics, retention, "timeline migrate"),
         }
     }
 
@@ -107,7 +51,7 @@ impl Writer {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.prune().await?;
+        self.applied.prune(&self.mysql).await?;
         let mut tx = self
             .mysql
             .begin()
@@ -123,53 +67,19 @@ impl Writer {
                 }
             };
             let id = record.identity();
-            let timestamp = id.timestamp_ms.unwrap_or(UNKNOWN_TIMESTAMP);
-            let seen: Option<i64> = sqlx::query_scalar(
-                "SELECT kafka_offset FROM cdc_applied_messages WHERE topic = ? AND kafka_partition = ? AND kafka_offset = ? AND (kafka_timestamp IN (?, -1) OR ? = -1) LIMIT 1 FOR UPDATE",
-            )
-            .bind(&*id.topic)
-            .bind(id.partition)
-            .bind(id.offset)
-            .bind(timestamp)
-            .bind(timestamp)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| applied_table_error("reading cdc_applied_messages", e))?;
-            if seen.is_some() {
+            if self.applied.seen(&mut tx, id).await? {
                 outcomes.push(Outcome::Stale);
                 continue;
             }
             let outcome = write_one(&mut tx, &write).await?;
             if outcome == Outcome::Applied {
-                sqlx::query(
-                    "INSERT INTO cdc_applied_messages (topic, kafka_partition, kafka_offset, kafka_timestamp, consumer_group) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&*id.topic)
-                .bind(id.partition)
-                .bind(id.offset)
-                .bind(timestamp)
-                .bind(&self.group)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| applied_table_error("recording the applied message", e))?;
+                self.applied.record(&mut tx, &[id]).await?;
             }
             outcomes.push(outcome);
         }
         tx.commit().await.map_err(|e| classify("committing", e))?;
         Ok(outcomes)
     }
-}
-
-/// An error of `what` on [`APPLIED_TABLE`]: if the table is missing or has an older shape, a
-/// transient error saying so and to run `timeline migrate` (the partition waits, `/readyz` is
-/// false, until it is run); else as [`classify`]d.
-fn applied_table_error(what: &str, error: sqlx::Error) -> HandlerError {
-    if cdc_runtime::mysql::server_error(&error).is_some_and(|n| SCHEMA_ERRORS.contains(&n)) {
-        return HandlerError::Transient(anyhow::anyhow!(
-            "{what}: table {APPLIED_TABLE} is missing or older than this worker ({error}); run `timeline migrate` on the database"
-        ));
-    }
-    classify(what, error)
 }
 
 /// A record's write, or its outcome if it has none (invalid: rejected whether or not stale,

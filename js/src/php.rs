@@ -1,12 +1,12 @@
-//! PHP `unserialize` for the old memos still in `chii_timeline` (the PHP site wrote
-//! `a:…:{…}`), into the same [`Js`] value a JSON memo parses to, as server-private's
-//! `decode()` does with `@trim21/php-serialize`.
+//! PHP `unserialize` for the PHP-serialised values still in Bangumi's tables (the PHP site
+//! wrote `a:…:{…}` timeline memos and privacy settings), into the same [`Js`] value the JSON
+//! form parses to, as server-private's `decode()` does with `@trim21/php-serialize`.
 //!
 //! Supported: `N;`, `b:`, `i:`, `d:`, `s:` (length in bytes, UTF-8 content), `a:` (integer and
 //! string keys; a PHP list `0…n-1` becomes an array, anything else an object). Objects (`O:`),
-//! references (`r:`/`R:`) and custom serialisation (`C:`) never occur in memos and are errors.
+//! references (`r:`/`R:`) and custom serialisation (`C:`) never occur in these columns and are errors.
 
-use super::js::Js;
+use crate::Js;
 
 /// Why a text is not a PHP-serialised value, with the byte offset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
