@@ -19,6 +19,7 @@ pub mod scenario;
 pub mod search;
 pub mod state;
 pub mod subjects;
+pub mod users;
 
 use std::time::Duration;
 
