@@ -269,3 +269,47 @@ impl Drop for NotifySubscriber {
         self.task.abort();
     }
 }
+
+/// What the demo seeds for the user-events family from the expectations: per user whose
+/// password changes, a session from before the change and a login after it; per purged
+/// prefix, three resized copies.
+pub fn demo_seed(expected: &crate::expected::UserEvents) -> (Vec<Session>, Vec<String>) {
+    let mut until: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut objects = Vec::new();
+    for record in &expected.records {
+        let Some(effects) = &record.effects else {
+            continue;
+        };
+        if let Some(t) = effects.revoke_created_until {
+            until.insert(record.uid, t);
+        }
+        for prefix in &effects.purge_prefixes {
+            for size in ["100x100.jpg", "200x200.jpg", "300x300.jpg"] {
+                objects.push(format!("{prefix}/{size}"));
+            }
+        }
+    }
+    objects.sort();
+    objects.dedup();
+    let valid_until = now() + 7 * 86_400;
+    let sessions = until
+        .into_iter()
+        .flat_map(|(uid, t)| {
+            [
+                Session {
+                    key: format!("demo-u{uid}-before"),
+                    user_id: uid,
+                    created_at: t - 3600,
+                    expired_at: valid_until,
+                },
+                Session {
+                    key: format!("demo-u{uid}-later-login"),
+                    user_id: uid,
+                    created_at: t + 1,
+                    expired_at: valid_until,
+                },
+            ]
+        })
+        .collect();
+    (sessions, objects)
+}
