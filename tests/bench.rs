@@ -62,6 +62,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+#[path = "bench_user_events.rs"]
+mod user_events_bench;
+
 const MEMBERS_TOPIC: &str = "debezium.chii.bangumi.chii_members";
 const TIMELINE_TOPIC: &str = "debezium.chii.bangumi.chii_timeline";
 const SUBJECTS_TOPIC: &str = "debezium.chii.bangumi.chii_subjects";
@@ -79,6 +82,9 @@ struct Options {
     /// Subjects in the subject-date database, and `chii_subjects` updates drained.
     subject_date_subjects: u64,
     subject_date_events: u64,
+    /// Users and mixed `chii_members` updates of the user-events catch-up.
+    user_events_users: u64,
+    user_events_events: u64,
     timeline_pool: u64,
     big_authors: u64,
     big_followers: u64,
@@ -117,6 +123,7 @@ impl Options {
             "cache",
             "timeline",
             "subject-date",
+            "user-events",
             "latency",
             "scaling",
             "prefetch",
@@ -142,6 +149,12 @@ impl Options {
                 20_000
             } else {
                 200_000
+            }),
+            user_events_users: if quick { 1_000 } else { 10_000 },
+            user_events_events: env_u64("BENCH_USER_EVENTS_EVENTS")?.unwrap_or(if quick {
+                5_000
+            } else {
+                50_000
             }),
             timeline_pool: if quick { 20_000 } else { 100_000 },
             big_authors: if quick { 1 } else { 3 },
@@ -2046,6 +2059,7 @@ struct Results {
     timeline_graph: Option<Graph>,
     timeline: Vec<TimelineRun>,
     subject_date: Option<SubjectDateRun>,
+    user_events: Option<user_events_bench::UserEventsRun>,
     latency: Vec<LatencyRun>,
     scaling_partitions: Vec<ScalingRow>,
     scaling_batch: Vec<BatchRow>,
@@ -2583,6 +2597,10 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
         );
     }
 
+    if let Some(ue) = &r.user_events {
+        user_events_bench::markdown(&mut m, ue);
+    }
+
     // Latency
     if !r.latency.is_empty() {
         let _ = writeln!(m, "\n## 4. Latency: produce → effect visible in Redis\n");
@@ -2995,6 +3013,11 @@ async fn main() -> anyhow::Result<()> {
     // 3b: subject-date catch-up.
     if o.wants("subject-date") {
         r.subject_date = Some(subject_date_bench(&o).await?);
+    }
+
+    // 3c: user-events catch-up.
+    if o.wants("user-events") {
+        r.user_events = Some(user_events_bench::user_events_bench(&o).await?);
     }
 
     // 4: latency.
