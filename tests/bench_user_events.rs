@@ -45,7 +45,7 @@ pub(crate) async fn user_events_bench(o: &Options) -> anyhow::Result<UserEventsR
     let events = o.user_events_events;
     let users = o.user_events_users;
     let copies: u64 = 2;
-    let uid_of = |i: u64| 1 + mix(i.wrapping_add(7)) % users;
+    let uid_of = move |i: u64| 1 + mix(i.wrapping_add(7)) % users;
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut avatar_uids = HashSet::new();
     let mut password_uids = HashSet::new();

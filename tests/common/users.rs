@@ -117,7 +117,7 @@ impl TestBucket {
             credentials: Credentials::new("test", "test"),
             http: reqwest::Client::new(),
         };
-        let url = CreateBucket::new(&this.bucket, Some(&this.credentials)).sign(SIGNED_FOR);
+        let url = CreateBucket::new(&this.bucket, &this.credentials).sign(SIGNED_FOR);
         this.http
             .put(url)
             .send()

@@ -58,12 +58,8 @@ pub fn decide(change: &RowChange) -> Result<Result<MemberChange, &'static str>, 
         .u64("uid")
         .map_err(|e| format!("{MEMBERS}: key: {e}"))?;
     let uid = u32::try_from(uid).map_err(|_| format!("{MEMBERS}: key: uid {uid} is not a uid"))?;
-    let image = |part: &'static str, row: Option<&Row>| {
-        row.ok_or_else(|| format!("{MEMBERS} update of uid {uid}: the message has no {part}"))
-            .and_then(|row| Member::of(row, part))
-    };
-    let before = image("before", change.before.as_ref())?;
-    let after = image("after", change.after.as_ref())?;
+    let before = Member::of(change.before.as_ref(), "before", uid)?;
+    let after = Member::of(change.after.as_ref(), "after", uid)?;
     let mut purge_prefixes = Vec::new();
     if before.avatar != after.avatar {
         for avatar in [before.avatar, after.avatar] {
@@ -96,7 +92,10 @@ struct Member<'a> {
 }
 
 impl<'a> Member<'a> {
-    fn of(row: &'a Row, part: &str) -> Result<Self, String> {
+    /// The columns of image `part` of `uid`'s update.
+    fn of(row: Option<&'a Row>, part: &str, uid: u32) -> Result<Self, String> {
+        let row = row
+            .ok_or_else(|| format!("{MEMBERS} update of uid {uid}: the message has no {part}"))?;
         let text = |column: &str| {
             let value = row
                 .get(column)

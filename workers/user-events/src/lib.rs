@@ -13,7 +13,7 @@
 //! Where the Go worker logs and drops a failure (or runs the purge fire-and-forget), every effect
 //! here is part of the record: a transient failure of MariaDB, Redis or S3 pauses the partition
 //! and retries the batch; S3 refusing access (403) dead-letters the record, naming bucket and
-//! prefix. Effects are applied record by record, in order: revoke, publish, purge.
+//! prefix. Effects are applied record by record, in order: revoke, purge, publish.
 //!
 //! Redelivered or replayed, a record leaves the same state: the revocation only expires sessions
 //! still valid and created before the change, the purge of a purged prefix finds nothing. The
@@ -201,12 +201,15 @@ impl UserEvents {
         })
     }
 
-    /// Applies one update's effects; `Rejected` when S3 refuses access.
+    /// Applies one update's effects: revoke, purge, publish — the publish last, so a purge
+    /// retried while S3 is down does not publish again each time. `Rejected` when S3 refuses
+    /// access (the rest is applied: a replay of the letter re-applies it harmlessly).
     async fn apply_change(&self, change: &MemberChange) -> Result<Outcome, HandlerError> {
         if let Some(created_until) = change.revoke_created_until {
             let expired = self.sessions.revoke(change.uid, created_until).await?;
             metrics::counter!(SESSIONS_REVOKED).increment(expired);
         }
+        let outcome = self.purge(&change.purge_prefixes).await?;
         if let Some(new_notify) = change.new_notify {
             let mut redis: ConnectionManager = self.sessions.redis.clone();
             redis::cmd("PUBLISH")
@@ -216,14 +219,19 @@ impl UserEvents {
                 .await
                 .map_err(|e| redis_error(e).at(&self.sessions.redis_dependency))?;
         }
-        if change.purge_prefixes.is_empty() {
+        Ok(outcome)
+    }
+
+    /// Purges `prefixes` (nothing when the purge is off, counted).
+    async fn purge(&self, prefixes: &[String]) -> Result<Outcome, HandlerError> {
+        if prefixes.is_empty() {
             return Ok(Outcome::Applied);
         }
         let Some(purger) = &self.purger else {
             metrics::counter!(PURGES_OFF).increment(1);
             return Ok(Outcome::Applied);
         };
-        for prefix in &change.purge_prefixes {
+        for prefix in prefixes {
             match purger.purge(prefix).await {
                 Ok(deleted) => metrics::counter!(OBJECTS_DELETED).increment(deleted),
                 Err(PurgeError::Transient(message)) => {
@@ -267,5 +275,61 @@ impl Handler for UserEvents {
             });
         }
         Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        Cli::parse_from(std::iter::once("user-events").chain(args.iter().copied())).settings
+    }
+
+    #[test]
+    fn without_an_endpoint_the_purge_is_off_and_says_so() {
+        let off = settings(&[]);
+        assert!(off.validate().is_ok());
+        assert_eq!(
+            off.describe(),
+            "user_events.avatar_purge = off (S3_ENDPOINT is not set)"
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let on = settings(&[
+            "--s3-endpoint",
+            "http://s3.local:9000",
+            "--s3-access-key",
+            "AKIAEXAMPLE",
+            "--s3-secret-key",
+            "hunter2",
+        ]);
+        assert!(on.validate().is_ok());
+        let text = on.describe();
+        assert!(text.contains("avatar_purge = on") && text.contains("s3_secret_key = ***"));
+        assert!(!text.contains("hunter2") && !text.contains("AKIAEXAMPLE"), "{text}");
+        assert!(!format!("{on:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = settings(&["--s3-list-page-size", "1001"])
+            .validate()
+            .expect_err("too large");
+        assert!(err.to_string().contains("S3_LIST_PAGE_SIZE"), "{err}");
+        let err = settings(&["--s3-endpoint", "ftp://x"])
+            .validate()
+            .expect_err("not http");
+        assert!(err.to_string().contains("S3_ENDPOINT"), "{err}");
     }
 }
