@@ -8,8 +8,8 @@
 //!   replay) changes no state, and a session created after a password change (a later login)
 //!   survives both;
 //! - Redis, MariaDB or S3 unreachable: readiness false, nothing lost, resumes when it is back;
-//! - S3 refusing access: the record is dead-lettered naming bucket and prefix, the partition
-//!   moves on.
+//! - S3 refusing the deletes (`AccessDenied`): the record is dead-lettered naming bucket and
+//!   prefix, the partition moves on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -20,9 +20,7 @@ use fleet_harness::expected::{UserEffects, UserEvents as Expected};
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::mysql::TestDatabase;
 use fleet_harness::proxy::BrokerProxy;
-use fleet_harness::users::{
-    DenyingS3, NotifySubscriber, Session, TestBucket, now, s3_endpoint,
-};
+use fleet_harness::users::{NotifySubscriber, Session, TestBucket, now, s3_endpoint};
 use fleet_harness::{
     Out, existing, produce_in_order, provisioned_family, read_all, redis_uri, unique, wait_drained,
     worker_config,
@@ -313,7 +311,11 @@ async fn golden_run(encoding: Encoding) {
     let mut notifications = NotifySubscriber::start(&s.prefix).await.expect("subscribe");
 
     let records = s.records(encoding);
-    let seqs: Vec<u64> = records.iter().map(|(seq, ..)| *seq).collect();
+    let seqs: Vec<u64> = records
+        .iter()
+        .filter(|(_, _, out)| out.value.is_some())
+        .map(|(seq, ..)| *seq)
+        .collect();
     let want_seqs: Vec<u64> = expected.records.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, want_seqs, "the expectations cover every chii_members record");
     produce(&records).await;
@@ -472,13 +474,12 @@ async fn s3_down_loses_nothing() {
     outage("s3").await;
 }
 
-/// An S3 server refusing the worker's credentials (403): the avatar change is dead-lettered
-/// as permanent, its message naming bucket and prefix; the partition moves on (a later record
-/// of the same user is applied).
+/// S3 refusing to delete (a bucket policy denying `s3:DeleteObject`: `AccessDenied` for each
+/// key): the avatar change is dead-lettered as permanent, its message naming bucket and prefix;
+/// the partition moves on (the next record is applied).
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_access_denied_is_dead_lettered_naming_bucket_and_prefix() {
     let s = Setup::new("ue-denied").await;
-    let denying = DenyingS3::start().await.expect("private moto");
     let mut notifications = NotifySubscriber::start(&s.prefix).await.expect("subscribe");
     let expected = Expected::load().expect("expected");
     let effects_of = |seq: u64| {
@@ -489,32 +490,34 @@ async fn s3_access_denied_is_dead_lettered_naming_bucket_and_prefix() {
             .and_then(|r| r.effects.clone())
             .expect("effects")
     };
-    // User 5's avatar gets hd=1, then user 4's new_notify changes; both keyed for partition 0.
+    // User 5's avatar gets hd=1, then user 4's new_notify changes, both on partition 0.
     let (avatar, notify) = (292, 288);
     let prefix = effects_of(avatar).purge_prefixes[0].clone();
     let publish = effects_of(notify).publish.expect("publish");
-    let records: Vec<(u64, String, Out)> = s
-        .records(Encoding::Json)
-        .into_iter()
-        .filter(|(seq, ..)| [avatar, notify].contains(seq))
-        .map(|(seq, topic, out)| {
-            (
-                seq,
-                topic,
-                Out {
-                    partition: Some(0),
-                    ..out
-                },
-            )
-        })
-        .collect();
-    let stores = Stores {
-        s3_endpoint: denying.endpoint.clone(),
-        ..Stores::direct()
+    s.bucket
+        .put(&[format!("{prefix}/100x100.jpg")])
+        .await
+        .expect("objects");
+    s.bucket.deny_deletes().await.expect("policy");
+    let records = s.records(Encoding::Json);
+    let pick = |seq: u64| {
+        let (seq, topic, out) = records
+            .iter()
+            .find(|(n, ..)| *n == seq)
+            .cloned()
+            .expect("record");
+        (
+            seq,
+            topic,
+            Out {
+                partition: Some(0),
+                ..out
+            },
+        )
     };
     let group = unique("ue-denied");
-    let (shutdown, running) = s.start(&group, &stores, "img-resize").await;
-    produce(&records).await;
+    let (shutdown, running) = s.start(&group, &Stores::direct(), &s.bucket.name).await;
+    produce(&[pick(avatar), pick(notify)]).await;
     assert_eq!(
         notifications.next(1, WITHIN).await.expect("published"),
         [(publish.channel, publish.message)],
@@ -531,8 +534,15 @@ async fn s3_access_denied_is_dead_lettered_naming_bucket_and_prefix() {
         Some("permanent")
     );
     assert!(
-        message.contains("\"img-resize\"") && message.contains(&format!("{prefix:?}")) && message.contains("403"),
+        message.contains(&format!("{:?}", s.bucket.name))
+            && message.contains(&format!("{prefix:?}"))
+            && message.contains("AccessDenied"),
         "the message names bucket, prefix and the refusal: {message}"
+    );
+    assert_eq!(
+        s.bucket.keys().await.expect("keys").len(),
+        1,
+        "the copy is still there"
     );
     s.db.drop_now().await.expect("drop");
 }

@@ -1,11 +1,10 @@
 //! The user-events family's stores for the end-to-end tests: web sessions in a test database
 //! (`chii_os_web_sessions`, Bangumi's dev-env DDL) with their Redis copies, the S3 server
 //! `make up` starts (moto, `S3_ENDPOINT`, default `http://127.0.0.1:9300`) with a bucket per
-//! test, a private moto that checks credentials (every key unknown: 403), and a subscriber of
-//! the notification channels.
+//! test (optionally with a policy denying deletes), and a subscriber of the notification
+//! channels.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -120,11 +119,38 @@ impl TestBucket {
         let url = CreateBucket::new(&this.bucket, &this.credentials).sign(SIGNED_FOR);
         this.http
             .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, 0)
             .send()
             .await
             .with_context(|| format!("no S3 server at {endpoint}; run `make up`"))?
             .error_for_status()?;
         Ok(this)
+    }
+
+    /// Gives the bucket a policy denying `s3:DeleteObject` to everyone: S3 then refuses each
+    /// key of a `DeleteObjects` with `AccessDenied`.
+    pub async fn deny_deletes(&self) -> anyhow::Result<()> {
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:DeleteObject",
+                "Resource": format!("arn:aws:s3:::{}/*", self.name),
+            }],
+        })
+        .to_string();
+        // `PUT /{bucket}?policy`: the bucket's URL with the `policy` subresource.
+        let mut action = CreateBucket::new(&self.bucket, &self.credentials);
+        action.query_mut().insert("policy", "");
+        self.http
+            .put(action.sign(SIGNED_FOR))
+            .body(policy)
+            .send()
+            .await?
+            .error_for_status()
+            .context("putting the bucket policy")?;
+        Ok(())
     }
 
     /// Puts an object at each of `keys` (keys as S3 holds them, leading `/` included).
@@ -168,54 +194,6 @@ impl TestBucket {
         }
         keys.sort();
         Ok(keys)
-    }
-}
-
-/// A moto S3 server of the test's own that checks credentials (`INITIAL_NO_AUTH_ACTION_COUNT=0`):
-/// every access key is unknown to it, so every request is refused with 403. Killed when dropped.
-pub struct DenyingS3 {
-    child: Child,
-    /// `http://127.0.0.1:{port}`.
-    pub endpoint: String,
-}
-
-impl DenyingS3 {
-    /// Starts it on a free port and waits until it answers.
-    pub async fn start() -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("python3 -m moto.server (scripts/install.sh installs moto[server])")?;
-        let this = Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if crate::http_response(&format!("{}/moto-api/data.json", this.endpoint))
-                .await
-                .is_ok()
-            {
-                return Ok(this);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("private moto did not answer on {} within 30 s", this.endpoint);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for DenyingS3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
