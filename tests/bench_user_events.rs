@@ -91,7 +91,9 @@ pub(crate) async fn user_events_bench(o: &Options) -> anyhow::Result<UserEventsR
     create_topic(&topic, 1).await?;
     provisioned_family(user_events::FAMILY, &topic_prefix).await?;
     let template = MemberUpdates::load()?;
-    say(format!("filling {topic} with {events} mixed chii_members updates"));
+    say(format!(
+        "filling {topic} with {events} mixed chii_members updates"
+    ));
     let fill = tokio::task::spawn_blocking(move || {
         fill(&topic, 1, events, &|i| {
             let uid = uid_of(i);

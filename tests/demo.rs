@@ -403,7 +403,9 @@ async fn run() -> anyhow::Result<()> {
         .collect();
     println!(
         "  Redis: {} of {} cached sessions left",
-        fleet_harness::existing(&key_prefix, &session_keys).await?.len(),
+        fleet_harness::existing(&key_prefix, &session_keys)
+            .await?
+            .len(),
         session_keys.len()
     );
     let left_objects = bucket.keys().await?;
@@ -412,7 +414,11 @@ async fn run() -> anyhow::Result<()> {
         objects.len() - left_objects.len(),
         objects.len(),
         bucket.name,
-        if left_objects.is_empty() { "none".to_owned() } else { left_objects.join(", ") }
+        if left_objects.is_empty() {
+            "none".to_owned()
+        } else {
+            left_objects.join(", ")
+        }
     );
     let subjects_index = format!("{index_prefix}subjects");
     let query = "BOCCHI THE ROCK!";

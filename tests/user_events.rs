@@ -217,7 +217,8 @@ fn world(expected: &Expected) -> World {
         .flat_map(|(_, e)| &e.purge_prefixes)
         .collect();
     assert!(
-        prefixes.iter().any(|p| p.starts_with("/hd/")) && prefixes.iter().any(|p| !p.starts_with("/hd/")),
+        prefixes.iter().any(|p| p.starts_with("/hd/"))
+            && prefixes.iter().any(|p| !p.starts_with("/hd/")),
         "the fixtures purge avatars with and without hd=1"
     );
     let mut objects: Vec<String> = prefixes
@@ -317,19 +318,30 @@ async fn golden_run(encoding: Encoding) {
         .map(|(seq, ..)| *seq)
         .collect();
     let want_seqs: Vec<u64> = expected.records.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs, want_seqs, "the expectations cover every chii_members record");
+    assert_eq!(
+        seqs, want_seqs,
+        "the expectations cover every chii_members record"
+    );
     produce(&records).await;
     let group = unique("ue-golden");
     let (shutdown, running) = s.start(&group, &Stores::direct(), &s.bucket.name).await;
     s.drained(&group).await;
 
     assert_sessions(&s, &world, "after one pass").await;
-    assert_eq!(s.bucket.keys().await.expect("keys"), world.remaining, "objects after one pass");
+    assert_eq!(
+        s.bucket.keys().await.expect("keys"),
+        world.remaining,
+        "objects after one pass"
+    );
     let first = notifications
         .next(world.publish_count, WITHIN)
         .await
         .expect("published");
-    assert_eq!(by_channel(first), world.published, "published, byte for byte");
+    assert_eq!(
+        by_channel(first),
+        world.published,
+        "published, byte for byte"
+    );
     let after_one_pass = s.db.sessions().await.expect("sessions");
 
     // The whole stream again (a replay): no state changes, a later login is not revoked, the
@@ -344,7 +356,11 @@ async fn golden_run(encoding: Encoding) {
         "a replay changes no session"
     );
     assert_sessions(&s, &world, "after a replay").await;
-    assert_eq!(s.bucket.keys().await.expect("keys"), world.remaining, "objects after a replay");
+    assert_eq!(
+        s.bucket.keys().await.expect("keys"),
+        world.remaining,
+        "objects after a replay"
+    );
     let again = notifications
         .next(world.publish_count, WITHIN)
         .await
@@ -386,7 +402,9 @@ async fn outage(dependency: &str) {
         created_at: until - 60,
         expired_at: now() + 86_400,
     }];
-    s.db.add_sessions(&s.prefix, &sessions).await.expect("sessions");
+    s.db.add_sessions(&s.prefix, &sessions)
+        .await
+        .expect("sessions");
     let objects: Vec<String> = effects
         .purge_prefixes
         .iter()
@@ -429,7 +447,10 @@ async fn outage(dependency: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!running.health.is_ready(), "not ready while {dependency} is down");
+    assert!(
+        !running.health.is_ready(),
+        "not ready while {dependency} is down"
+    );
 
     proxy.up().await.expect("proxy up");
     s.drained(&group).await;
@@ -442,7 +463,10 @@ async fn outage(dependency: &str) {
             .is_empty(),
         "its cached copy is gone"
     );
-    assert!(s.bucket.keys().await.expect("keys").is_empty(), "the copies are purged");
+    assert!(
+        s.bucket.keys().await.expect("keys").is_empty(),
+        "the copies are purged"
+    );
     let publish = effects.publish.expect("a new_notify change");
     assert!(
         notifications

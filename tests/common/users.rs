@@ -104,12 +104,7 @@ impl TestBucket {
     /// Creates a bucket with a unique name on `endpoint`.
     pub async fn create(endpoint: &str) -> anyhow::Result<Self> {
         let name = crate::unique("ue").to_lowercase();
-        let bucket = Bucket::new(
-            endpoint.parse()?,
-            UrlStyle::Path,
-            name.clone(),
-            "us-east-1",
-        )?;
+        let bucket = Bucket::new(endpoint.parse()?, UrlStyle::Path, name.clone(), "us-east-1")?;
         let this = Self {
             name,
             bucket,
@@ -217,7 +212,10 @@ impl NotifySubscriber {
         let task = tokio::spawn(async move {
             let mut messages = pubsub.into_on_message();
             while let Some(message) = messages.next().await {
-                let channel = message.get_channel_name().trim_start_matches(&prefix).to_owned();
+                let channel = message
+                    .get_channel_name()
+                    .trim_start_matches(&prefix)
+                    .to_owned();
                 let payload: String = message.get_payload().unwrap_or_default();
                 if send.send((channel, payload)).is_err() {
                     return;
@@ -228,7 +226,11 @@ impl NotifySubscriber {
     }
 
     /// The next `n` messages, failing after `within`.
-    pub async fn next(&mut self, n: usize, within: Duration) -> anyhow::Result<Vec<(String, String)>> {
+    pub async fn next(
+        &mut self,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let mut got = Vec::with_capacity(n);
         let deadline = tokio::time::Instant::now() + within;
         while got.len() < n {

@@ -94,8 +94,8 @@ struct Member<'a> {
 impl<'a> Member<'a> {
     /// The columns of image `part` of `uid`'s update.
     fn of(row: Option<&'a Row>, part: &str, uid: u32) -> Result<Self, String> {
-        let row = row
-            .ok_or_else(|| format!("{MEMBERS} update of uid {uid}: the message has no {part}"))?;
+        let row =
+            row.ok_or_else(|| format!("{MEMBERS} update of uid {uid}: the message has no {part}"))?;
         let text = |column: &str| {
             let value = row
                 .get(column)

@@ -68,10 +68,20 @@ pub struct Settings {
     #[arg(long, env = "S3_ENDPOINT", default_value = "")]
     pub s3_endpoint: String,
     /// Access key id.
-    #[arg(long, env = "S3_ACCESS_KEY", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "S3_ACCESS_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub s3_access_key: String,
     /// Secret access key.
-    #[arg(long, env = "S3_SECRET_KEY", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "S3_SECRET_KEY",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub s3_secret_key: String,
     /// The bucket of the resized images.
     #[arg(long, env = "S3_IMAGE_RESIZE_BUCKET", default_value = "img-resize")]
@@ -235,8 +245,9 @@ impl UserEvents {
             match purger.purge(prefix).await {
                 Ok(deleted) => metrics::counter!(OBJECTS_DELETED).increment(deleted),
                 Err(PurgeError::Transient(message)) => {
-                    return Err(HandlerError::Transient(anyhow::anyhow!(message))
-                        .at(&purger.dependency));
+                    return Err(
+                        HandlerError::Transient(anyhow::anyhow!(message)).at(&purger.dependency)
+                    );
                 }
                 Err(PurgeError::Denied(message)) => return Ok(Outcome::Rejected(message)),
             }
@@ -317,7 +328,10 @@ mod tests {
         assert!(on.validate().is_ok());
         let text = on.describe();
         assert!(text.contains("avatar_purge = on") && text.contains("s3_secret_key = ***"));
-        assert!(!text.contains("hunter2") && !text.contains("AKIAEXAMPLE"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("AKIAEXAMPLE"),
+            "{text}"
+        );
         assert!(!format!("{on:?}").contains("hunter2"));
     }
 

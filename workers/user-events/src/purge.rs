@@ -84,9 +84,7 @@ impl Purger {
             target.region.to_owned(),
         )
         .map_err(|e| anyhow::anyhow!("S3_ENDPOINT / S3_IMAGE_RESIZE_BUCKET: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(target.timeout)
-            .build()?;
+        let http = reqwest::Client::builder().timeout(target.timeout).build()?;
         Ok(Self {
             http,
             bucket,
@@ -152,9 +150,8 @@ impl Purger {
             .header("Content-Type", "application/xml")
             .body(body);
         let answer = self.send(prefix, "deleting", request).await?;
-        let answer = DeleteObjectsResponse::parse(&answer).map_err(|e| {
-            self.transient(prefix, "deleting", format!("unreadable answer: {e}"))
-        })?;
+        let answer = DeleteObjectsResponse::parse(&answer)
+            .map_err(|e| self.transient(prefix, "deleting", format!("unreadable answer: {e}")))?;
         if let Some(error) = answer.errors.first() {
             let message = format!(
                 "{} of {} keys not deleted, first {:?}: {} {}",
