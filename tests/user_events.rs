@@ -22,8 +22,8 @@ use fleet_harness::mysql::TestDatabase;
 use fleet_harness::proxy::BrokerProxy;
 use fleet_harness::users::{NotifySubscriber, Session, TestBucket, now, s3_endpoint};
 use fleet_harness::{
-    Out, existing, produce_in_order, provisioned_family, read_all, redis_uri, unique, wait_drained,
-    worker_config,
+    Out, existing, http_get, produce_in_order, provisioned_family, read_all, redis_uri, unique,
+    wait_drained, worker_config,
 };
 use tokio_util::sync::CancellationToken;
 use user_events::{FAMILY, Settings, UserEvents};
@@ -327,6 +327,15 @@ async fn golden_run(encoding: Encoding) {
     let (shutdown, running) = s.start(&group, &Stores::direct(), &s.bucket.name).await;
     s.drained(&group).await;
 
+    let metrics = http_get(&format!("http://{}/metrics", running.http_addr))
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("user_events_avatar_purge_enabled") && l.ends_with(" 1")),
+        "the purge is on: {metrics}"
+    );
     assert_sessions(&s, &world, "after one pass").await;
     assert_eq!(
         s.bucket.keys().await.expect("keys"),

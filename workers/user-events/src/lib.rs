@@ -193,6 +193,9 @@ impl UserEvents {
     /// Connects (lazily: MariaDB, Redis and S3 may be down at start) with `config` and
     /// `settings`.
     pub async fn connect(config: WorkerConfig, settings: Settings) -> anyhow::Result<Self> {
+        // The gauge from the start, before any record (installing the recorder is idempotent).
+        cdc_runtime::observe::install_recorder();
+        metrics::gauge!(PURGE_ENABLED_GAUGE).set(if settings.purge_enabled() { 1.0 } else { 0.0 });
         let purger = if settings.purge_enabled() {
             Some(Purger::new(&settings.target())?)
         } else {
@@ -268,7 +271,6 @@ impl Handler for UserEvents {
     const READS_IDENTITY: bool = false;
 
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
-        metrics::gauge!(PURGE_ENABLED_GAUGE).set(if self.purger.is_some() { 1.0 } else { 0.0 });
         let mut outcomes = Vec::with_capacity(batch.len());
         for record in batch {
             let Event::Change(event) = &record.event else {
