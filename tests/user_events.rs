@@ -9,7 +9,7 @@
 //!   survives both;
 //! - Redis, MariaDB or S3 unreachable: readiness false, nothing lost, resumes when it is back;
 //! - S3 refusing the deletes (`AccessDenied`): the record is dead-lettered naming bucket and
-//!   prefix, the partition moves on.
+//!   prefix, the partition moves on; once deletes are allowed, `dlq replay --to direct` purges.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use cdc_topics::Family;
 use fleet_harness::expected::{UserEffects, UserEvents as Expected};
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::mysql::TestDatabase;
+use fleet_harness::process::{DlqLane, dlq_command, dlq_output};
 use fleet_harness::proxy::BrokerProxy;
 use fleet_harness::users::{NotifySubscriber, Session, TestBucket, now, s3_endpoint};
 use fleet_harness::{
@@ -577,5 +578,31 @@ async fn s3_access_denied_is_dead_lettered_naming_bucket_and_prefix() {
         1,
         "the copy is still there"
     );
+
+    // The rights fixed, the letter replayed through the family's handler: the copy is purged.
+    s.bucket.allow_deletes().await.expect("policy removed");
+    let audit = std::env::temp_dir().join(format!("{}.jsonl", unique("ue-audit")));
+    let lane = DlqLane {
+        topic_prefix: &s.prefix,
+        group: &group,
+        redis_uri: &redis_uri(),
+        key_prefix: &s.prefix,
+        registry_url: &fleet_harness::registry_url(),
+        audit: &audit,
+    };
+    let args = ["replay", "--family", FAMILY, "--to", "direct"];
+    let mut dlq = dlq_command(&args, &lane).expect("dlq binary");
+    dlq.env("MYSQL_DB", &s.db.name)
+        .env("S3_ENDPOINT", s3_endpoint())
+        .env("S3_ACCESS_KEY", "test")
+        .env("S3_SECRET_KEY", "test")
+        .env("S3_IMAGE_RESIZE_BUCKET", &s.bucket.name);
+    let out = dlq_output(dlq, &args);
+    assert_eq!(out.status.code(), Some(0), "dlq replay --to direct");
+    assert!(
+        s.bucket.keys().await.expect("keys").is_empty(),
+        "the replayed letter purged the copy"
+    );
+    let _ = std::fs::remove_file(&audit);
     s.db.drop_now().await.expect("drop");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use rusty_s3::actions::{CreateBucket, ListObjectsV2, PutObject};
+use rusty_s3::actions::{CreateBucket, DeleteBucket, ListObjectsV2, PutObject};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use tokio::sync::mpsc;
 
@@ -145,6 +145,19 @@ impl TestBucket {
             .await?
             .error_for_status()
             .context("putting the bucket policy")?;
+        Ok(())
+    }
+
+    /// Removes the bucket's policy (`DELETE /{bucket}?policy`).
+    pub async fn allow_deletes(&self) -> anyhow::Result<()> {
+        let mut action = DeleteBucket::new(&self.bucket, &self.credentials);
+        action.query_mut().insert("policy", "");
+        self.http
+            .delete(action.sign(SIGNED_FOR))
+            .send()
+            .await?
+            .error_for_status()
+            .context("deleting the bucket policy")?;
         Ok(())
     }
 

@@ -571,6 +571,7 @@ enum DirectPipeline {
     CacheInvalidation(Pipeline<cache_invalidation::CacheInvalidation>),
     Timeline(Pipeline<timeline::Timeline>),
     SubjectDate(Pipeline<subject_date::SubjectDate>),
+    UserEvents(Pipeline<user_events::UserEvents>),
 }
 
 impl DirectHandler {
@@ -630,6 +631,22 @@ impl DirectHandler {
                     stores: format!("MySQL at {}:{}", config.mysql_host, config.mysql_port),
                 })
             }
+            user_events::FAMILY => {
+                // The worker's S3 settings, from the same environment (S3_*).
+                let settings = user_events::Settings::from_env()
+                    .map_err(|e| DlqError::Usage(e.to_string()))?;
+                let s3 = settings.store();
+                let handler = user_events::UserEvents::connect(config.clone(), settings)
+                    .await
+                    .map_err(DlqError::Other)?;
+                Ok(Self {
+                    pipeline: DirectPipeline::UserEvents(pipeline(config, family, handler)?),
+                    stores: format!(
+                        "MySQL at {}:{}, {redis}, {s3}",
+                        config.mysql_host, config.mysql_port
+                    ),
+                })
+            }
             other => Err(DlqError::Usage(format!(
                 "--to direct is not available for family {other}; use --to origin"
             ))),
@@ -641,6 +658,7 @@ impl DirectHandler {
             DirectPipeline::CacheInvalidation(p) => wait.apply(p, &self.stores).await,
             DirectPipeline::Timeline(p) => wait.apply(p, &self.stores).await,
             DirectPipeline::SubjectDate(p) => wait.apply(p, &self.stores).await,
+            DirectPipeline::UserEvents(p) => wait.apply(p, &self.stores).await,
         }
     }
 }

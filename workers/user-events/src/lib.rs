@@ -107,6 +107,38 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
+    /// The settings from the environment alone (`S3_*`, defaults for the rest), checked: for
+    /// a tool that applies the family's records without its command line (`dlq replay --to
+    /// direct`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        #[derive(clap::Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        use clap::Parser as _;
+        let settings = FromEnv::try_parse_from([FAMILY])
+            .map_err(|e| ConfigError::Invalid {
+                name: "S3_*".into(),
+                reason: e.to_string(),
+            })?
+            .settings;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Where the purge goes, without credentials (`S3 at host:port`), or that it is off.
+    pub fn store(&self) -> String {
+        if self.purge_enabled() {
+            format!(
+                "S3 at {}",
+                cdc_runtime::dependency::address_of(&self.s3_endpoint)
+            )
+        } else {
+            "S3 off".into()
+        }
+    }
+
     fn purge_enabled(&self) -> bool {
         !self.s3_endpoint.is_empty()
     }
