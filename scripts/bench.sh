@@ -3,12 +3,13 @@
 # run (these machines are shared and noisy). Writes BENCHMARKS.md, bench/results.json and the
 # plots in bench/. Nothing here passes or fails on a figure.
 #
-# Usage: scripts/bench.sh [ceiling|cache|timeline|subject-date|search|notify|latency|scaling|prefetch ...]   (default: all)
+# Usage: scripts/bench.sh [ceiling|cache|timeline|subject-date|search|notify|user-events|latency|scaling|prefetch ...]   (default: all)
 #   BENCH_QUICK=1            a ~2-minute smoke run
 #   BENCH_EVENTS=N           events pre-filled for the ceiling/cache drain (default 1000000)
 #   BENCH_ROUNDS=N           interleaved rounds of those drains, medians reported (default 3)
 #   BENCH_SUBJECT_DATE_EVENTS=N  chii_subjects updates of the subject-date catch-up (default 200000)
 #   BENCH_NOTIFY_EVENTS=N    notify.v1 messages of the notify catch-up (default 100000)
+#   BENCH_USER_EVENTS_EVENTS=N   mixed chii_members updates of the user-events catch-up (default 50000)
 #   BENCH_LATENCY_SECONDS=S  seconds of each fixed-rate latency run (default 60)
 #   BENCH_PERF_OUT=FILE      also `perf record` the cache-invalidation drain into FILE
 #   BENCH_NO_BUILD=1         use the release binaries as they are

@@ -22,7 +22,7 @@ SOURCE_DIR = ROOT / "topics" / "families"
 OUTPUT = ROOT / "helm" / "bangumi-cdc" / "files" / "families.json"
 
 REQUIRED = {"family": str, "group": str, "dlq": str, "partitions": int, "topics": list, "stores": list}
-STORES = {"redis", "mysql", "meilisearch"}
+STORES = {"redis", "mysql", "meilisearch", "s3"}
 
 
 def load_families() -> dict:

@@ -44,7 +44,7 @@ DASHBOARD_MUST = {
 }
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)", re.I)
 URI_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]+@", re.I)
-SECRET_VARS = {"KAFKA_SASL_PASSWORD", "MYSQL_PASS", "MEILISEARCH_KEY"}
+SECRET_VARS = {"KAFKA_SASL_PASSWORD", "MYSQL_PASS", "MEILISEARCH_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY"}
 
 failures: list[str] = []
 
@@ -210,7 +210,12 @@ def main() -> int:
             if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
                 fail(f"{where}: env {name} holds a URI with a password")
         # secrets: exactly those of the stores the family uses (topics/ `stores`), when set
-        store_secrets = {"redis": {"REDIS_URI"}, "mysql": {"MYSQL_PASS"}, "meilisearch": {"MEILISEARCH_KEY"}}
+        store_secrets = {
+            "redis": {"REDIS_URI"},
+            "mysql": {"MYSQL_PASS"},
+            "meilisearch": {"MEILISEARCH_KEY"},
+            "s3": {"S3_ACCESS_KEY", "S3_SECRET_KEY"},
+        }
         for store, names in store_secrets.items():
             configured = bool((values.get(store) or {}).get("existingSecret"))
             for name in names:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Local infrastructure: the tansu broker, the schema-registry stand-in, Redis, MariaDB and
-# Meilisearch.
+# Meilisearch, and moto's S3 server.
 #
 # Usage: scripts/infra.sh up|down|status
 #   up      install what is missing, start what is not running, wait until each answers
-#   down    stop what `up` started (broker, registry stand-in, Meilisearch); Redis and MariaDB
+#   down    stop what `up` started (broker, registry stand-in, Meilisearch, S3); Redis and MariaDB
 #           are the machine's services and stay up
 #   status  one line per service; exit 1 if any is down
 source "$(dirname "$0")/lib.sh"
@@ -13,6 +13,7 @@ broker_ok() { python3 "$REPO_ROOT/scripts/kafka_ping.py" "$BROKER_HOST" "$BROKER
 registry_ok() { curl -fsS -m 2 "http://127.0.0.1:$REGISTRY_PORT/subjects" >/dev/null 2>&1; }
 redis_ok() { [[ $(timeout 3 redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
 meilisearch_ok() { [[ $(curl -fsS -m 2 "http://127.0.0.1:$MEILISEARCH_PORT/health" 2>/dev/null) == *'"available"'* ]]; }
+s3_ok() { [[ $(curl -sS -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/moto-api/data.json" 2>/dev/null) == 200 ]]; }
 mysql_ok() { mariadb -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --connect-timeout=2 -e 'select 1' >/dev/null 2>&1; }
 
 # refuse_foreign_port PORT SERVICE: fail clearly when another program holds our port.
@@ -84,6 +85,15 @@ start_meilisearch() {
         || die "Meilisearch did not answer on :$MEILISEARCH_PORT within 30 s; log: $LOG_DIR/meilisearch.log"
 }
 
+# moto's S3 server on $S3_PORT, in memory (a restart forgets every bucket).
+start_s3() {
+    s3_ok && return
+    refuse_foreign_port "$S3_PORT" s3
+    (exec setsid python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$LOG_DIR/moto.log" 2>&1 </dev/null) &
+    echo $! >"$RUN_DIR/moto.pid"
+    wait_until 30 s3 s3_ok || die "moto's S3 server did not answer on :$S3_PORT within 30 s; log: $LOG_DIR/moto.log"
+}
+
 stop_pid() {
     local name=$1
     pid_alive "$name" || { rm -f "$RUN_DIR/$name.pid"; return; }
@@ -108,6 +118,8 @@ status() {
     else line mariadb DOWN ":$MYSQL_PORT"; bad=1; fi
     if meilisearch_ok; then line meilisearch up "http://127.0.0.1:$MEILISEARCH_PORT (local master key; log $LOG_DIR/meilisearch.log)"
     else line meilisearch DOWN "nothing answers GET /health on :$MEILISEARCH_PORT"; bad=1; fi
+    if s3_ok; then line s3 up "moto on http://127.0.0.1:$S3_PORT (log $LOG_DIR/moto.log)"
+    else line s3 DOWN "moto does not answer on :$S3_PORT"; bad=1; fi
     return $bad
 }
 
@@ -119,13 +131,15 @@ up)
     start_broker
     start_registry
     start_meilisearch
+    start_s3
     status
     ;;
 down)
     stop_pid registry
     stop_pid tansu
     stop_pid meilisearch
-    say "broker, registry stand-in and Meilisearch stopped (Redis and MariaDB are machine services; left running)"
+    stop_pid moto
+    say "broker, registry stand-in, Meilisearch and S3 stopped (Redis and MariaDB are machine services; left running)"
     ;;
 status) status ;;
 *) die "usage: $0 up|down|status" ;;

@@ -56,7 +56,16 @@ install_meilisearch() {
     mv "$BIN_DIR/meilisearch.part" "$BIN_DIR/meilisearch"
 }
 
+# moto's S3 server (pure Python, a few wheels from PyPI: seconds to install, nothing to compile).
+install_moto() {
+    python3 -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1 && return
+    say "installing moto[server]==$MOTO_VERSION from PyPI (the local S3 server)"
+    python3 -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
+        || die "pip install moto[server]==$MOTO_VERSION failed (is pip configured?)"
+}
+
 install_debs
 install_tansu
+install_moto
 install_nextest
 install_meilisearch

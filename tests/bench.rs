@@ -74,6 +74,8 @@ use serde_json::{Value, json};
 mod notify_section;
 #[path = "bench/search.rs"]
 mod search_section;
+#[path = "bench/user_events.rs"]
+mod user_events_section;
 
 const MEMBERS_TOPIC: &str = "debezium.chii.bangumi.chii_members";
 const TIMELINE_TOPIC: &str = "debezium.chii.bangumi.chii_timeline";
@@ -98,6 +100,9 @@ struct Options {
     /// `notify.v1` messages drained, and their recipients.
     notify_events: u64,
     notify_recipients: u64,
+    /// Users and mixed `chii_members` updates of the user-events catch-up.
+    user_events_users: u64,
+    user_events_events: u64,
     timeline_pool: u64,
     big_authors: u64,
     big_followers: u64,
@@ -138,6 +143,7 @@ impl Options {
             "subject-date",
             "search",
             "notify",
+            "user-events",
             "latency",
             "scaling",
             "prefetch",
@@ -172,6 +178,12 @@ impl Options {
                 100_000
             }),
             notify_recipients: if quick { 1_000 } else { 10_000 },
+            user_events_users: if quick { 1_000 } else { 10_000 },
+            user_events_events: env_u64("BENCH_USER_EVENTS_EVENTS")?.unwrap_or(if quick {
+                5_000
+            } else {
+                50_000
+            }),
             timeline_pool: if quick { 20_000 } else { 100_000 },
             big_authors: if quick { 1 } else { 3 },
             big_followers: if quick { 20_000 } else { 100_000 },
@@ -2121,6 +2133,7 @@ struct Results {
     subject_date: Option<SubjectDateRun>,
     search: Option<search_section::SearchRun>,
     notify: Option<notify_section::NotifyRun>,
+    user_events: Option<user_events_section::UserEventsRun>,
     latency: Vec<LatencyRun>,
     scaling_partitions: Vec<ScalingRow>,
     scaling_batch: Vec<BatchRow>,
@@ -2671,6 +2684,10 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
         m.push_str(&notify_section::section(n));
     }
 
+    if let Some(ue) = &r.user_events {
+        user_events_section::markdown(&mut m, ue);
+    }
+
     // Latency
     if !r.latency.is_empty() {
         let _ = writeln!(m, "\n## 4. Latency: produce → effect visible in Redis\n");
@@ -3093,6 +3110,11 @@ async fn main() -> anyhow::Result<()> {
     // 3d: notify catch-up.
     if o.wants("notify") {
         r.notify = Some(notify_section::run(o.notify_events, o.notify_recipients).await?);
+    }
+
+    // 3e: user-events catch-up.
+    if o.wants("user-events") {
+        r.user_events = Some(user_events_section::user_events_bench(&o).await?);
     }
 
     // 4: latency.

@@ -2,7 +2,9 @@
 //! broker (under a fresh prefix), seeds Redis with the cache keys the fixtures will touch and
 //! MariaDB with the subjects, characters and persons they leave (dates unset) and the users of
 //! the notify golden input, publishes the real Debezium fixtures plus one malformed record and
-//! `notify.v1` messages (the golden input's, from its privacy cases on), runs each family's real binary until its
+//! `notify.v1` messages (the golden input's, from its privacy cases on), and, for user-events,
+//! web sessions in MariaDB and Redis and resized avatars in a bucket of the local S3 server;
+//! runs each family's real binary until its
 //! consumer group has committed everything, prints what happened, and stops the workers with
 //! SIGTERM.
 //!
@@ -20,6 +22,7 @@ use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::meili::{Meili, meili_key, meili_url, unique_index_prefix};
 use fleet_harness::process::{KillOnDrop, free_port};
 use fleet_harness::subjects::{self, Date};
+use fleet_harness::users::{TestBucket, demo_seed, s3_endpoint};
 use fleet_harness::{
     Out, brokers, end_offsets, http_get, keys_under, produce, producer, read_all, redis_uri,
     registry_url, require_broker, seed_keys, unique, wait_drained,
@@ -175,6 +178,21 @@ async fn run() -> anyhow::Result<()> {
         "    chii_members, chii_memberfields: {} users of fixtures/expected/notify-input.json",
         notify_input.memberfields.len()
     );
+    // The user-events worker revokes sessions and purges resized avatars: a session before each
+    // password change and a login after it, and resized copies under every purged prefix in a
+    // bucket of the run's own.
+    db.add_sessions_table().await?;
+    let (sessions, objects) = demo_seed(&fleet_harness::expected::UserEvents::load()?);
+    db.add_sessions(&key_prefix, &sessions).await?;
+    let bucket = TestBucket::create(&s3_endpoint()).await?;
+    bucket.put(&objects).await?;
+    println!(
+        "    chii_os_web_sessions: {} sessions (cached in Redis); S3 {} bucket {}: {} resized avatars",
+        sessions.len(),
+        s3_endpoint(),
+        bucket.name,
+        objects.len()
+    );
     // The search worker's indexes, under the run's own prefix.
     let meili = Meili::local()?;
     meili.require().await?;
@@ -247,6 +265,10 @@ async fn run() -> anyhow::Result<()> {
             .env("MEILISEARCH_KEY", meili_key())
             .env("MEILISEARCH_INDEX_PREFIX", &index_prefix)
             .env("SCHEMA_REGISTRY_URL", registry_url())
+            .env("S3_ENDPOINT", s3_endpoint())
+            .env("S3_ACCESS_KEY", "demo")
+            .env("S3_SECRET_KEY", "demo")
+            .env("S3_IMAGE_RESIZE_BUCKET", &bucket.name)
             .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("KAFKA_CONFIG__SESSION_TIMEOUT_MS", "2000")
             .env("KAFKA_CONFIG__HEARTBEAT_INTERVAL_MS", "500")
@@ -394,6 +416,47 @@ async fn run() -> anyhow::Result<()> {
         .map(|(uid, n)| format!("{uid}: {n}"))
         .collect();
     println!("    new_notify by user: {}", counters.join(", "));
+    let now = fleet_harness::users::now();
+    let rows = db.sessions().await?;
+    let revoked: Vec<&str> = rows
+        .values()
+        .filter(|s| s.expired_at <= now)
+        .map(|s| s.key.as_str())
+        .collect();
+    println!(
+        "  MariaDB: {} of {} sessions revoked by password changes: {}; kept (logins after the change): {}",
+        revoked.len(),
+        rows.len(),
+        revoked.join(", "),
+        rows.values()
+            .filter(|s| s.expired_at > now)
+            .map(|s| s.key.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let session_keys: Vec<String> = sessions
+        .iter()
+        .map(|s| format!("chii:web:session:{}", s.key))
+        .collect();
+    println!(
+        "  Redis: {} of {} cached sessions left",
+        fleet_harness::existing(&key_prefix, &session_keys)
+            .await?
+            .len(),
+        session_keys.len()
+    );
+    let left_objects = bucket.keys().await?;
+    println!(
+        "  S3: {} of {} resized avatars purged from {} (left: {})",
+        objects.len() - left_objects.len(),
+        objects.len(),
+        bucket.name,
+        if left_objects.is_empty() {
+            "none".to_owned()
+        } else {
+            left_objects.join(", ")
+        }
+    );
     let subjects_index = format!("{index_prefix}subjects");
     let query = "BOCCHI THE ROCK!";
     let found = meili

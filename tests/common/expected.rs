@@ -86,3 +86,57 @@ impl SubjectDate {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 }
+
+/// `fixtures/expected/user-events.json`: per `chii_members` record, what bangumi/server's Go
+/// canal does for it (with the fleet's documented differences).
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserEvents {
+    /// Every `chii_members` data record of the fixtures.
+    pub records: Vec<UserEvent>,
+}
+
+/// The effects of one `chii_members` record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserEvent {
+    /// Fixture line.
+    pub seq: u64,
+    /// Workload step.
+    pub scenario: String,
+    /// The user.
+    pub uid: u32,
+    /// None: the record has no effect.
+    pub effects: Option<UserEffects>,
+}
+
+/// What one update does.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserEffects {
+    /// Sessions created at or before this second are revoked.
+    #[serde(default)]
+    pub revoke_created_until: Option<i64>,
+    /// The message published.
+    #[serde(default)]
+    pub publish: Option<Publish>,
+    /// S3 prefixes purged.
+    #[serde(default)]
+    pub purge_prefixes: Vec<String>,
+}
+
+/// A `PUBLISH`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub struct Publish {
+    /// The channel (without a test's key prefix).
+    pub channel: String,
+    /// The message, byte for byte.
+    pub message: String,
+}
+
+impl UserEvents {
+    /// Loads the file.
+    pub fn load() -> anyhow::Result<Self> {
+        let path = crate::fixtures::dir().join("expected/user-events.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}

@@ -1,5 +1,5 @@
 //! The harness shared by the end-to-end tests and the demo: unique names, the real broker, Redis
-//! and Meilisearch ([`meili`]), and producing/consuming records. Every test gets its own topics,
+//! Meilisearch ([`meili`]) and S3 with web sessions ([`users`]), and producing/consuming records. Every test gets its own topics,
 //! consumer groups, Redis key prefix and Meilisearch index prefix, so tests run in parallel and
 //! repeat.
 //!
@@ -20,6 +20,7 @@ pub mod scenario;
 pub mod search;
 pub mod state;
 pub mod subjects;
+pub mod users;
 
 use std::time::Duration;
 

@@ -82,6 +82,8 @@ pub enum Store {
     Mysql,
     /// Meilisearch (`MEILISEARCH_*`).
     Meilisearch,
+    /// An S3-compatible object store (`S3_*`).
+    S3,
 }
 
 /// Per-partition batching limits: a batch closes at `max_messages` or after `max_wait`.

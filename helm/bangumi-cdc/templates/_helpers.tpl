@@ -128,8 +128,8 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $auto "maxReplicas" $max }}
 {{- end }}
 {{- range $key, $value := (default (dict) $cfg.env) }}
-{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|MEILISEARCH_KEY|REDIS_URI|STATE_REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
-{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis.existingSecret; state Redis: redis.state; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB)" $where $key $name) }}
+{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|MEILISEARCH_KEY|S3_ACCESS_KEY|S3_SECRET_KEY|REDIS_URI|STATE_REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
+{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis/meilisearch/s3.existingSecret; state Redis: redis.state; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB)" $where $key $name) }}
 {{- end }}
 {{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
 {{- fail (printf "%s.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $where $key) }}
@@ -276,6 +276,20 @@ only those of the stores the family uses (topics/families/<name>.toml `stores`).
     secretKeyRef:
       name: {{ .existingSecret }}
       key: {{ .keyKey }}
+{{- end }}
+{{- end }}
+{{- with .root.Values.s3 }}
+{{- if and (has "s3" $stores) .existingSecret }}
+- name: S3_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyKey }}
+- name: S3_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretKeyKey }}
 {{- end }}
 {{- end }}
 {{- with .root.Values.extraEnv }}

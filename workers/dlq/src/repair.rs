@@ -572,6 +572,7 @@ enum DirectPipeline {
     Timeline(Pipeline<timeline::Timeline>),
     SubjectDate(Pipeline<subject_date::SubjectDate>),
     Notify(Pipeline<notify::Notify>),
+    UserEvents(Pipeline<user_events::UserEvents>),
 }
 
 impl DirectHandler {
@@ -641,6 +642,22 @@ impl DirectHandler {
                     stores: format!("MySQL at {}:{}", config.mysql_host, config.mysql_port),
                 })
             }
+            user_events::FAMILY => {
+                // The worker's S3 settings, from the same environment (S3_*).
+                let settings = user_events::Settings::from_env()
+                    .map_err(|e| DlqError::Usage(e.to_string()))?;
+                let s3 = settings.store();
+                let handler = user_events::UserEvents::connect(config.clone(), settings)
+                    .await
+                    .map_err(DlqError::Other)?;
+                Ok(Self {
+                    pipeline: DirectPipeline::UserEvents(pipeline(config, family, handler)?),
+                    stores: format!(
+                        "MySQL at {}:{}, {redis}, {s3}",
+                        config.mysql_host, config.mysql_port
+                    ),
+                })
+            }
             other => Err(DlqError::Usage(format!(
                 "--to direct is not available for family {other}; use --to origin"
             ))),
@@ -653,6 +670,7 @@ impl DirectHandler {
             DirectPipeline::Timeline(p) => wait.apply(p, &self.stores).await,
             DirectPipeline::SubjectDate(p) => wait.apply(p, &self.stores).await,
             DirectPipeline::Notify(p) => wait.apply(p, &self.stores).await,
+            DirectPipeline::UserEvents(p) => wait.apply(p, &self.stores).await,
         }
     }
 }

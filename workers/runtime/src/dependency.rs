@@ -1,4 +1,4 @@
-//! The services a worker depends on (Redis, MySQL, Meilisearch, the brokers, the schema registry), named by
+//! The services a worker depends on (Redis, MySQL, Meilisearch, S3, the brokers, the schema registry), named by
 //! kind and address — never by credentials — so that a transient failure's log line, its
 //! `/readyz` reason and its metrics say which one to look at.
 //!
@@ -43,6 +43,11 @@ impl Dependency {
         Self::new("meilisearch", address_of(url))
     }
 
+    /// The S3-compatible object store at `url` (`S3_ENDPOINT`).
+    pub fn s3(url: &str) -> Self {
+        Self::new("s3", address_of(url))
+    }
+
     /// The schema registry at `url`.
     pub fn schema_registry(url: &str) -> Self {
         Self::new("schema-registry", address_of(url))
@@ -52,7 +57,7 @@ impl Dependency {
         Self { kind, address }
     }
 
-    /// `redis`, `mysql`, `meilisearch`, `kafka` or `schema-registry`.
+    /// `redis`, `mysql`, `meilisearch`, `s3`, `kafka` or `schema-registry`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
