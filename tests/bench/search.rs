@@ -430,8 +430,8 @@ pub(crate) fn section(m: &mut String, s: &SearchRun) {
          as JSON; set up in {:.1} s). A 1-partition topic holds {} `chii_subjects` updates made from the real fixture \
          record ({:.0} B per record), spread uniformly over the subjects: {:.2} documents per event once each window \
          of {} events (the family's `batch.max_messages`) is deduplicated by id. Every index is created first by \
-         `search settings --apply`. The worker drains the topic: per batch one `SELECT … IN`, one replace task, \
-         several tasks in flight, offsets stored once their task succeeded. The ceiling writes the same windows' \
+         `search settings --apply`. The worker drains the topic: per batch one `SELECT … IN` and one replace task, \
+         waited for before the batch's offsets are stored (one batch of a partition at a time). The ceiling writes the same windows' \
          documents, built beforehand from the same rows, straight to Meilisearch: one `POST …/documents` per window, \
          all enqueued at once, timed until each task succeeded. The reindex is `search reindex --index subjects \
          --page-size {}` of every subject into a third index, swap included.\n",
