@@ -13,7 +13,8 @@ broker_ok() { python3 "$REPO_ROOT/scripts/kafka_ping.py" "$BROKER_HOST" "$BROKER
 registry_ok() { curl -fsS -m 2 "http://127.0.0.1:$REGISTRY_PORT/subjects" >/dev/null 2>&1; }
 redis_ok() { [[ $(timeout 3 redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
 meilisearch_ok() { [[ $(curl -fsS -m 2 "http://127.0.0.1:$MEILISEARCH_PORT/health" 2>/dev/null) == *'"available"'* ]]; }
-s3_ok() { [[ $(curl -sS -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/moto-api/data.json" 2>/dev/null) == 200 ]]; }
+# moto's dashboard page: constant size (`/moto-api/data.json` dumps every stored object).
+s3_ok() { [[ $(curl -sS -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/moto-api/" 2>/dev/null) == 200 ]]; }
 mysql_ok() { mariadb -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --connect-timeout=2 -e 'select 1' >/dev/null 2>&1; }
 
 # refuse_foreign_port PORT SERVICE: fail clearly when another program holds our port.
