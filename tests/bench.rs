@@ -715,6 +715,40 @@ async fn watch(
     Ok(drain)
 }
 
+/// Runs the release binary `binary` (one process in `group`, with `env`) until it has processed
+/// `events` records, stops it, and reports its drain (timing out after 300 s + 20 ms per event).
+async fn catch_up(
+    binary: &str,
+    group: &str,
+    env: &[(String, String)],
+    events: u64,
+) -> anyhow::Result<Drain> {
+    let label = format!("{binary} worker");
+    say(format!("{binary}: the worker draining the topic"));
+    let started = Instant::now();
+    let worker = Worker::spawn(binary, group, env)?;
+    let timeout = Duration::from_secs(300 + events / 50);
+    let drain = watch(
+        &label,
+        std::slice::from_ref(&worker),
+        events,
+        started,
+        timeout,
+        None,
+    )
+    .await;
+    worker.stop().await?;
+    let drain = drain?;
+    say(format!(
+        "  {label}: {:.0} events/s (5–95%), {:.0} overall, {:.1} µs CPU/event, RSS peak {} KiB",
+        drain.per_s_mid,
+        drain.per_s,
+        drain.cpu_us_per_event.unwrap_or(0.0),
+        drain.rss.as_ref().map_or(0, |r| r.peak_kb)
+    ));
+    Ok(drain)
+}
+
 /// A worker's environment: isolated topics, group and keys, plus `extra`.
 fn worker_env(
     topic_prefix: &str,
@@ -1563,6 +1597,37 @@ async fn check_subject_dates(
     Ok((got, line))
 }
 
+/// A fresh 1-partition `chii_subjects` topic under a fresh prefix (the rest of `family`
+/// provisioned there) filled with an update of `subjects[id - 1]` for each id of `order`, all
+/// written an hour ago (a catch-up after an outage). Returns the prefix and the fill.
+async fn subject_updates_topic(
+    family: &str,
+    subjects: Vec<Subject>,
+    order: Arc<Vec<u32>>,
+) -> anyhow::Result<(String, Fill)> {
+    let topic_prefix = format!("{}.", unique("bench"));
+    let topic = format!("{topic_prefix}{SUBJECTS_TOPIC}");
+    create_topic(&topic, 1).await?;
+    provisioned_family(family, &topic_prefix).await?;
+    let events = order.len() as u64;
+    say(format!("filling {topic} with {events} updates"));
+    let updates = SubjectUpdates::load()?;
+    let ts_ms = unix_now().saturating_sub(3_600) * 1_000;
+    let fill = tokio::task::spawn_blocking(move || {
+        fill(&topic, 1, events, &|i| {
+            let id = order[i as usize];
+            updates.event(&subjects[id as usize - 1], ts_ms, 500_000 + i)
+        })
+    })
+    .await??;
+    say(format!(
+        "  filled in {:.1} s ({:.0} B/msg)",
+        fill.seconds,
+        fill.bytes as f64 / events.max(1) as f64
+    ));
+    Ok((topic_prefix, fill))
+}
+
 async fn subject_date_bench(o: &Options) -> anyhow::Result<SubjectDateRun> {
     let setup = Instant::now();
     let n = o.subject_date_subjects;
@@ -1620,30 +1685,12 @@ async fn subject_date_bench(o: &Options) -> anyhow::Result<SubjectDateRun> {
         .collect();
     let distinct_per_batch = windows.iter().sum::<usize>() as f64 / windows.len().max(1) as f64;
 
-    // The topic: 1 partition, under a fresh prefix, the rest of the family provisioned.
-    let topic_prefix = format!("{}.", unique("bench"));
-    let topic = format!("{topic_prefix}{SUBJECTS_TOPIC}");
-    create_topic(&topic, 1).await?;
-    provisioned_family(subject_date::FAMILY, &topic_prefix).await?;
     say(format!(
-        "filling {topic} with {events} updates of {n} subjects ({distinct_per_batch:.1} distinct per {batch} events)"
+        "subject-date: {events} updates of {n} subjects ({distinct_per_batch:.1} distinct per {batch} events)"
     ));
-    let updates = SubjectUpdates::load()?;
-    let ts_ms = unix_now().saturating_sub(3_600) * 1_000;
     let ord = Arc::new(order);
-    let (t, ord2) = (topic.clone(), ord.clone());
-    let fill = tokio::task::spawn_blocking(move || {
-        fill(&t, 1, events, &|i| {
-            let id = ord2[i as usize];
-            updates.event(&subjects[id as usize - 1], ts_ms, 500_000 + i)
-        })
-    })
-    .await??;
-    say(format!(
-        "  filled in {:.1} s ({:.0} B/msg)",
-        fill.seconds,
-        fill.bytes as f64 / events.max(1) as f64
-    ));
+    let (topic_prefix, fill) =
+        subject_updates_topic(subject_date::FAMILY, subjects, ord.clone()).await?;
 
     // The worker.
     let mut end_state = Vec::new();
@@ -1653,28 +1700,7 @@ async fn subject_date_bench(o: &Options) -> anyhow::Result<SubjectDateRun> {
         ("SUBJECT_DATE_READ_DELAY", "0s".to_owned()),
     ];
     let env = worker_env(&topic_prefix, &group, &format!("{group}:"), &extra);
-    say("subject-date: the worker draining the topic");
-    let started = Instant::now();
-    let worker = Worker::spawn("subject-date", &group, &env)?;
-    let timeout = Duration::from_secs(300 + events / 100);
-    let drain = watch(
-        "subject-date worker",
-        std::slice::from_ref(&worker),
-        events,
-        started,
-        timeout,
-        None,
-    )
-    .await;
-    worker.stop().await?;
-    let drain = drain?;
-    say(format!(
-        "  subject-date worker: {:.0} events/s (5–95%), {:.0} overall, {:.1} µs CPU/event, RSS peak {} KiB",
-        drain.per_s_mid,
-        drain.per_s,
-        drain.cpu_us_per_event.unwrap_or(0.0),
-        drain.rss.as_ref().map_or(0, |r| r.peak_kb)
-    ));
+    let drain = catch_up("subject-date", &group, &env, events).await?;
     let (worker_state, line) = check_subject_dates("worker", &db, &want).await?;
     end_state.push(line);
 

@@ -3,15 +3,13 @@
 //! (`Notify.create`: one transaction per message, its reads and writes one statement each),
 //! and the tables checked to end the same after both.
 
-use std::time::{Duration, Instant};
-
 use anyhow::Context;
 use fleet_harness::mysql::TestDatabase;
 use fleet_harness::notify::{Message, add_memberfields, add_members, state};
 use fleet_harness::{create_topic, provisioned_family, unique};
 use serde::Serialize;
 
-use super::{Drain, LoopProgress, Worker, fmt_rate, mix, ratio, say, watch, worker_env};
+use super::{Drain, LoopProgress, catch_up, fmt_rate, mix, ratio, say, worker_env};
 
 /// The types the bench's messages have: replies, mentions, friend requests, patches.
 const TYPES: [(i32, u8); 6] = [(1, 1), (2, 1), (8, 7), (23, 1), (14, 14), (35, 21)];
@@ -158,26 +156,7 @@ pub async fn run(n: u64, recipients: u64) -> anyhow::Result<NotifyRun> {
         &format!("{group}:"),
         &[("MYSQL_DB", db.name.clone())],
     );
-    say("notify: the worker draining the topic");
-    let started = Instant::now();
-    let worker = Worker::spawn("notify", &group, &env)?;
-    let drain = watch(
-        "notify worker",
-        std::slice::from_ref(&worker),
-        n,
-        started,
-        Duration::from_secs(300 + n / 50),
-        None,
-    )
-    .await;
-    worker.stop().await?;
-    let drain = drain?;
-    say(format!(
-        "  notify worker: {:.0} messages/s (5–95%), {:.0} overall, RSS peak {} KiB",
-        drain.per_s_mid,
-        drain.per_s,
-        drain.rss.as_ref().map_or(0, |r| r.peak_kb)
-    ));
+    let drain = catch_up("notify", &group, &env, n).await?;
     let by_worker = state(&db).await?;
 
     say("notify: the legacy's work per message (one transaction each)");

@@ -204,25 +204,11 @@ pub(crate) async fn search_bench(o: &Options) -> anyhow::Result<SearchRun> {
         "  {document_bytes:.0} B per document; set up in {setup_seconds:.1} s"
     ));
 
-    let topic_prefix = format!("{}.", unique("bench"));
-    let topic = format!("{topic_prefix}{SUBJECTS_TOPIC}");
-    create_topic(&topic, 1).await?;
-    provisioned_family(search::FAMILY, &topic_prefix).await?;
     say(format!(
-        "filling {topic} with {events} updates of {n} subjects ({:.2} documents per event in windows of {batch})",
-        documents_per_event
+        "search: {events} updates of {n} subjects ({documents_per_event:.2} documents per event in windows of {batch})"
     ));
-    let updates = SubjectUpdates::load()?;
-    let ts_ms = unix_now().saturating_sub(3_600) * 1_000;
     let ord = Arc::new(order);
-    let (t, ord2) = (topic.clone(), ord.clone());
-    let fill = tokio::task::spawn_blocking(move || {
-        fill(&t, 1, events, &|i| {
-            let id = ord2[i as usize];
-            updates.event(&subjects[id as usize - 1], ts_ms, 500_000 + i)
-        })
-    })
-    .await??;
+    let (topic_prefix, fill) = subject_updates_topic(search::FAMILY, subjects, ord.clone()).await?;
 
     let mut end_state = Vec::new();
     let mut same = true;
@@ -238,28 +224,8 @@ pub(crate) async fn search_bench(o: &Options) -> anyhow::Result<SearchRun> {
         &env,
     )
     .await?;
-    say("search: the worker draining the topic");
-    let started = Instant::now();
-    let worker = Worker::spawn("search", &group, &env)?;
+    let drain = catch_up("search", &group, &env, events).await?;
     let timeout = Duration::from_secs(300 + events / 50);
-    let drain = watch(
-        "search worker",
-        std::slice::from_ref(&worker),
-        events,
-        started,
-        timeout,
-        None,
-    )
-    .await;
-    worker.stop().await?;
-    let drain = drain?;
-    say(format!(
-        "  search worker: {:.0} events/s (5–95%), {:.0} overall, {:.1} µs CPU/event, RSS peak {} KiB",
-        drain.per_s_mid,
-        drain.per_s,
-        drain.cpu_us_per_event.unwrap_or(0.0),
-        drain.rss.as_ref().map_or(0, |r| r.peak_kb)
-    ));
     let live = Index::Subjects.name_with(&worker_prefix);
     let (line, ok) = check_count(&meili, "worker", &live, touched.len() as u64).await?;
     end_state.push(line);

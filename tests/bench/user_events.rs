@@ -127,26 +127,7 @@ pub(crate) async fn user_events_bench(o: &Options) -> anyhow::Result<UserEventsR
         ("S3_IMAGE_RESIZE_BUCKET", bucket.name.clone()),
     ];
     let env = worker_env(&topic_prefix, &group, &key_prefix, &extra);
-    say("user-events: the worker draining the topic");
-    let started = Instant::now();
-    let worker = Worker::spawn("user-events", &group, &env)?;
-    let drain = watch(
-        "user-events worker",
-        std::slice::from_ref(&worker),
-        events,
-        started,
-        Duration::from_secs(300 + events / 50),
-        None,
-    )
-    .await;
-    worker.stop().await?;
-    let drain = drain?;
-    say(format!(
-        "  user-events worker: {:.0} events/s (5–95%), {:.0} overall, RSS peak {} KiB",
-        drain.per_s_mid,
-        drain.per_s,
-        drain.rss.as_ref().map_or(0, |r| r.peak_kb)
-    ));
+    let drain = catch_up("user-events", &group, &env, events).await?;
     let checked = now();
     let sessions_revoked = db
         .sessions()
