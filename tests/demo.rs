@@ -495,6 +495,7 @@ async fn run() -> anyhow::Result<()> {
     step(6, "stopping the workers with SIGTERM");
     let db_name = db.name.clone();
     db.drop_now().await?;
+    bucket.remove().await?;
     println!("    dropped database {db_name}");
     meili.delete_indexes_with_prefix(&index_prefix).await?;
     println!("    deleted indexes {index_prefix}*");

@@ -378,6 +378,7 @@ async fn golden_run(encoding: Encoding) {
     assert_eq!(by_channel(again), world.published, "the replay's messages");
     assert!(s.dead_letters().is_empty(), "nothing dead-lettered");
     s.db.drop_now().await.expect("drop");
+    s.bucket.remove().await.expect("bucket removed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -491,6 +492,7 @@ async fn outage(dependency: &str) {
     running.wait().await.expect("clean shutdown");
     assert!(s.dead_letters().is_empty(), "nothing dead-lettered");
     s.db.drop_now().await.expect("drop");
+    s.bucket.remove().await.expect("bucket removed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -605,4 +607,5 @@ async fn s3_access_denied_is_dead_lettered_naming_bucket_and_prefix() {
     );
     let _ = std::fs::remove_file(&audit);
     s.db.drop_now().await.expect("drop");
+    s.bucket.remove().await.expect("bucket removed");
 }

@@ -146,6 +146,9 @@ pub(crate) async fn user_events_bench(o: &Options) -> anyhow::Result<UserEventsR
     if let Err(e) = db.drop_now().await {
         say(format!("  dropping database {name}: {e}"));
     }
+    if let Err(e) = bucket.remove().await {
+        say(format!("  removing bucket {}: {e}", bucket.name));
+    }
     Ok(UserEventsRun {
         events,
         users,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use rusty_s3::actions::{CreateBucket, DeleteBucket, ListObjectsV2, PutObject};
+use rusty_s3::actions::{CreateBucket, DeleteBucket, DeleteObject, ListObjectsV2, PutObject};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use tokio::sync::mpsc;
 
@@ -173,6 +173,29 @@ impl TestBucket {
                 .error_for_status()
                 .with_context(|| format!("putting {key:?}"))?;
         }
+        Ok(())
+    }
+
+    /// Deletes every object, then the bucket (a test's clean-up: moto keeps everything in
+    /// memory for as long as it runs).
+    pub async fn remove(&self) -> anyhow::Result<()> {
+        for key in self.keys().await? {
+            let url =
+                DeleteObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR);
+            self.http
+                .delete(url)
+                .send()
+                .await?
+                .error_for_status()
+                .with_context(|| format!("deleting {key:?}"))?;
+        }
+        let url = DeleteBucket::new(&self.bucket, &self.credentials).sign(SIGNED_FOR);
+        self.http
+            .delete(url)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("deleting bucket {}", self.name))?;
         Ok(())
     }
 
