@@ -1628,18 +1628,28 @@ async fn subject_updates_topic(
     Ok((topic_prefix, fill))
 }
 
-async fn subject_date_bench(o: &Options) -> anyhow::Result<SubjectDateRun> {
-    let setup = Instant::now();
-    let n = o.subject_date_subjects;
-    let events = o.subject_date_events;
+/// A fresh database of the bench subjects `1..=n` ([`bench_subject`]), each with an undated
+/// `chii_subject_fields` row.
+async fn bench_subjects_database(
+    section: &str,
+    n: u64,
+) -> anyhow::Result<(Vec<Subject>, TestDatabase)> {
     say(format!(
-        "subject-date: a database of {n} subjects with their chii_subject_fields rows"
+        "{section}: a database of {n} subjects with their chii_subject_fields rows"
     ));
     let subjects: Vec<_> = (1..=n)
         .map(|id| bench_subject(u32::try_from(id).unwrap_or(u32::MAX)))
         .collect();
     let db = TestDatabase::create().await?;
     db.add_subjects_in_bulk(&subjects).await?;
+    Ok((subjects, db))
+}
+
+async fn subject_date_bench(o: &Options) -> anyhow::Result<SubjectDateRun> {
+    let setup = Instant::now();
+    let n = o.subject_date_subjects;
+    let events = o.subject_date_events;
+    let (subjects, db) = bench_subjects_database("subject-date", n).await?;
     let setup_seconds = setup.elapsed().as_secs_f64();
     let known: BTreeMap<u32, subject_date::date::Fields> = subjects
         .iter()

@@ -167,14 +167,7 @@ pub(crate) async fn search_bench(o: &Options) -> anyhow::Result<SearchRun> {
     let setup = Instant::now();
     let n = o.search_subjects;
     let events = o.search_events;
-    say(format!(
-        "search: a database of {n} subjects with their chii_subject_fields rows"
-    ));
-    let subjects: Vec<_> = (1..=n)
-        .map(|id| bench_subject(u32::try_from(id).unwrap_or(u32::MAX)))
-        .collect();
-    let db = TestDatabase::create().await?;
-    db.add_subjects_in_bulk(&subjects).await?;
+    let (subjects, db) = bench_subjects_database("search", n).await?;
     make_searchable(&db).await?;
     let setup_seconds = setup.elapsed().as_secs_f64();
 
