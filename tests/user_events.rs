@@ -270,6 +270,31 @@ fn by_channel(messages: Vec<(String, String)>) -> BTreeMap<String, Vec<String>> 
     out
 }
 
+/// Checks every effect against `world`: sessions and their Redis copies, the objects left in
+/// the bucket, and the next messages published (byte for byte).
+async fn assert_effects(
+    s: &Setup,
+    world: &World,
+    notifications: &mut NotifySubscriber,
+    when: &str,
+) {
+    assert_sessions(s, world, when).await;
+    assert_eq!(
+        s.bucket.keys().await.expect("keys"),
+        world.remaining,
+        "objects {when}"
+    );
+    let published = notifications
+        .next(world.publish_count, WITHIN)
+        .await
+        .expect("published");
+    assert_eq!(
+        by_channel(published),
+        world.published,
+        "published {when}, byte for byte"
+    );
+}
+
 /// Checks sessions and their Redis copies against `world`.
 async fn assert_sessions(s: &Setup, world: &World, when: &str) {
     let rows = s.db.sessions().await.expect("sessions");
@@ -337,21 +362,7 @@ async fn golden_run(encoding: Encoding) {
             .any(|l| l.starts_with("user_events_avatar_purge_enabled") && l.ends_with(" 1")),
         "the purge is on: {metrics}"
     );
-    assert_sessions(&s, &world, "after one pass").await;
-    assert_eq!(
-        s.bucket.keys().await.expect("keys"),
-        world.remaining,
-        "objects after one pass"
-    );
-    let first = notifications
-        .next(world.publish_count, WITHIN)
-        .await
-        .expect("published");
-    assert_eq!(
-        by_channel(first),
-        world.published,
-        "published, byte for byte"
-    );
+    assert_effects(&s, &world, &mut notifications, "after one pass").await;
     let after_one_pass = s.db.sessions().await.expect("sessions");
 
     // The whole stream again (a replay): no state changes, a later login is not revoked, the
@@ -365,17 +376,7 @@ async fn golden_run(encoding: Encoding) {
         after_one_pass,
         "a replay changes no session"
     );
-    assert_sessions(&s, &world, "after a replay").await;
-    assert_eq!(
-        s.bucket.keys().await.expect("keys"),
-        world.remaining,
-        "objects after a replay"
-    );
-    let again = notifications
-        .next(world.publish_count, WITHIN)
-        .await
-        .expect("published again");
-    assert_eq!(by_channel(again), world.published, "the replay's messages");
+    assert_effects(&s, &world, &mut notifications, "after a replay").await;
     assert!(s.dead_letters().is_empty(), "nothing dead-lettered");
     s.db.drop_now().await.expect("drop");
     s.bucket.remove().await.expect("bucket removed");
