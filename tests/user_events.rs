@@ -447,18 +447,18 @@ async fn outage(dependency: &str) {
     let group = unique("ue-outage");
     let (shutdown, running) = s.start(&group, &stores, &s.bucket.name).await;
     produce(&record).await;
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
-        let reasons = running.health.not_ready();
-        if reasons.iter().any(|r| r.contains(dependency)) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never named {dependency}: {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet_harness::scenario::wait_for(
+        &format!("/readyz to name {dependency}"),
+        WITHIN,
+        async || {
+            running
+                .health
+                .not_ready()
+                .iter()
+                .any(|r| r.contains(dependency))
+        },
+    )
+    .await;
     assert!(
         !running.health.is_ready(),
         "not ready while {dependency} is down"
