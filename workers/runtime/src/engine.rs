@@ -15,21 +15,24 @@
 //! [`crate::kafka::prefetch_limits`]), the batches taken out of the queues by
 //! [`BATCHES_IN_FLIGHT`].
 //!
-//! Ordering invariant (at-least-once): a record's effects are applied (or it is dead-lettered)
-//! → its task reports the next offset → the poll thread stores it → librdkafka commits stored
-//! offsets on its interval, and the engine commits synchronously on revocation and shutdown.
-//! Nothing is ever stored ahead of what is applied.
+//! Ordering invariant (at-least-once): a record's effects are applied and confirmed durable (or
+//! it is dead-lettered) → its task reports the next offset, batch after batch in offset order →
+//! the poll thread stores it → librdkafka commits stored offsets on its interval, and the engine
+//! commits synchronously on revocation and shutdown. Nothing is ever stored ahead of what is
+//! applied.
 //!
 //! # Layout
 //! - [`EngineContext`]: rdkafka callbacks (rebalance, statistics, errors) and the partition table.
 //! - `poll_loop`: the poll thread.
 //! - `run_partition`, `next_batch`: one partition's task.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use metrics::{counter, gauge};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -43,9 +46,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::family::Handler;
+use crate::family::{Confirmation, Handler, HandlerError};
 use crate::observe::{Health, metric};
-use crate::pipeline::{DecodedBatch, Pipeline};
+use crate::pipeline::{DecodedBatch, Pipeline, StartedBatch};
 
 /// The consumer type the engine runs.
 pub type EngineConsumer = BaseConsumer<EngineContext>;
@@ -424,42 +427,124 @@ struct PartitionTask {
     health: Arc<Health>,
 }
 
-/// One partition's task: reads and decodes batches in order and applies them in the same order,
-/// reporting each one's next offset. A batch is read and decoded while the one before it is
-/// applied (both in this task: the records are borrowed from the partition's queue, never
-/// copied, so they cannot leave it).
+/// One partition's task: reads, decodes and starts batches in order, and finishes them in the
+/// same order once their effects are confirmed ([`Handler::start`]), reporting each one's next
+/// offset. A batch is read and decoded while the one before it is started (both in this task:
+/// the records are borrowed from the partition's queue, never copied, so they cannot leave it),
+/// and up to [`Handler::UNCONFIRMED_BATCHES`] started batches wait for their confirmations
+/// meanwhile.
 async fn run_partition<H: Handler>(pipeline: Arc<Pipeline<H>>, task: PartitionTask) {
-    let mut applying: Option<(DecodedBatch<BorrowedMessage<'_>>, OwnedSemaphorePermit)> = None;
+    let mut decoded: Option<(DecodedBatch<BorrowedMessage<'_>>, OwnedSemaphorePermit)> = None;
+    let mut unconfirmed = Unconfirmed::default();
     loop {
-        let previous = applying.take();
-        let apply = async {
-            // The turn is given back once the batch is applied.
-            let Some((decoded, _turn)) = previous else {
-                return;
-            };
-            let next_offset = decoded.next_offset();
-            pipeline.apply(decoded).await;
-            if let Some(next_offset) = next_offset {
-                let _ = task.done.send(Done {
-                    key: task.key.clone(),
-                    next_offset,
-                });
-            }
-        };
-        let next = async {
+        // Room for the batch about to start: finish the oldest first.
+        while unconfirmed.len() >= H::UNCONFIRMED_BATCHES {
+            unconfirmed.finish_oldest(&pipeline, &task).await;
+        }
+        let previous = decoded.take();
+        let mut start = std::pin::pin!(async {
+            let (batch, turn) = previous?;
+            let (started, confirmation) = pipeline.start(batch).await;
+            Some((started, turn, confirmation))
+        });
+        let mut read = std::pin::pin!(async {
             let (batch, turn) = next_batch(&task).await?;
-            // Records arrived, so the broker is reachable again (the statistics say so too, later).
+            // Records arrived, so the broker is reachable again (the statistics say so too,
+            // later).
             task.health.set_broker_down(false);
             task.health
                 .dispatched
                 .fetch_add(batch.len() as i64, std::sync::atomic::Ordering::Relaxed);
             Some((pipeline.decode(batch).await, turn))
-        };
-        let ((), next) = tokio::join!(apply, next);
-        // Stopped: the batch handed over is applied (above); records not yet read stay
+        });
+        // Start the previous batch and read the next one, finishing the batches confirmed
+        // meanwhile. Neither future is dropped before it ends: records read are never lost.
+        let (mut starting, mut next) = (true, None);
+        while starting || next.is_none() {
+            tokio::select! {
+                biased;
+                started = &mut start, if starting => {
+                    starting = false;
+                    if let Some((started, turn, confirmation)) = started {
+                        unconfirmed.push(started, turn, confirmation);
+                    }
+                }
+                Some(confirmed) = unconfirmed.confirmations.next(), if !unconfirmed.is_empty() => {
+                    unconfirmed.finish(confirmed, &pipeline, &task).await;
+                }
+                read = &mut read, if next.is_none() => next = Some(read),
+            }
+        }
+        // Stopped: the batches started are finished below; records not yet read stay
         // uncommitted and go to the partition's next owner.
-        let Some(decoded) = next else { break };
-        applying = Some(decoded);
+        let Some(Some(next)) = next else { break };
+        decoded = Some(next);
+    }
+    while !unconfirmed.is_empty() {
+        unconfirmed.finish_oldest(&pipeline, &task).await;
+    }
+}
+
+/// A partition's started batches waiting for their confirmations, oldest first, each with its
+/// turn among the worker's [`BATCHES_IN_FLIGHT`].
+struct Unconfirmed<M> {
+    batches: VecDeque<(StartedBatch<M>, OwnedSemaphorePermit)>,
+    confirmations: FuturesOrdered<Confirmation>,
+}
+
+impl<M> Default for Unconfirmed<M> {
+    fn default() -> Self {
+        Self {
+            batches: VecDeque::new(),
+            confirmations: FuturesOrdered::new(),
+        }
+    }
+}
+
+impl<'a> Unconfirmed<BorrowedMessage<'a>> {
+    fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    fn push(
+        &mut self,
+        started: StartedBatch<BorrowedMessage<'a>>,
+        turn: OwnedSemaphorePermit,
+        confirmation: Confirmation,
+    ) {
+        self.batches.push_back((started, turn));
+        self.confirmations.push_back(confirmation);
+    }
+
+    /// Waits for the oldest batch's confirmation, then finishes it and reports its offset.
+    async fn finish_oldest<H: Handler>(&mut self, pipeline: &Pipeline<H>, task: &PartitionTask) {
+        if let Some(confirmed) = self.confirmations.next().await {
+            self.finish(confirmed, pipeline, task).await;
+        }
+    }
+
+    async fn finish<H: Handler>(
+        &mut self,
+        confirmed: Result<(), HandlerError>,
+        pipeline: &Pipeline<H>,
+        task: &PartitionTask,
+    ) {
+        // The turn is given back once the batch is finished.
+        let Some((started, _turn)) = self.batches.pop_front() else {
+            return;
+        };
+        let next_offset = started.next_offset();
+        pipeline.finish(started, confirmed).await;
+        if let Some(next_offset) = next_offset {
+            let _ = task.done.send(Done {
+                key: task.key.clone(),
+                next_offset,
+            });
+        }
     }
 }
 

@@ -11,8 +11,10 @@
 //! - [`Record`], [`Event`], [`Coordinates`]: what it receives.
 //! - [`Outcome`]: what it reports per record.
 //! - [`HandlerError`]: a failure of the whole batch, classified.
+//! - [`Started`], [`Confirmation`]: a batch whose effects are started but not yet durable.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use cdc_schemas::{ChangeEvent, Columns};
@@ -119,6 +121,19 @@ impl HandlerError {
     }
 }
 
+/// Resolves once the effects of a [`Started`] batch are durable; an error means they may not be,
+/// and the runtime applies the batch again with [`Handler::apply`].
+pub type Confirmation = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+
+/// A batch whose effects are started ([`Handler::start`]).
+#[derive(Default)]
+pub struct Started {
+    /// One per record, as [`Handler::apply`] reports them.
+    pub outcomes: Vec<Outcome>,
+    /// What makes the effects durable; `None`: they are already.
+    pub confirmation: Option<Confirmation>,
+}
+
 /// A family's logic: applies one partition's batch, in order.
 ///
 /// Contract:
@@ -127,6 +142,9 @@ impl HandlerError {
 ///   transient error, a crash or a replay, and the resulting state must be as if once.
 /// - A transient error means *nothing* may be assumed applied; a permanent one is followed by
 ///   one-record batches of the same records.
+/// - A handler whose store makes writes durable asynchronously (Meilisearch's tasks) may
+///   implement [`Handler::start`] and [`Handler::UNCONFIRMED_BATCHES`] so that a partition does
+///   not idle while its store catches up.
 pub trait Handler: Send + Sync + 'static {
     /// The row-image columns the handler reads of `table` (all by default). Declaring a few, or
     /// none, makes decoding skip the rest: most of a wide row's decoding cost.
@@ -144,9 +162,32 @@ pub trait Handler: Send + Sync + 'static {
     /// the first time they are asked for, ≈ 10 % of the CPU a cache-invalidation drain spends.
     const READS_IDENTITY: bool = true;
 
+    /// How many batches of one partition may wait for their [`Confirmation`] at once. The
+    /// runtime stores a batch's offset only once it is confirmed, and in offset order.
+    const UNCONFIRMED_BATCHES: usize = 1;
+
     /// Applies `batch` and reports per-record outcomes.
     fn apply(
         &self,
         batch: &[Record],
     ) -> impl Future<Output = Result<Vec<Outcome>, HandlerError>> + Send;
+
+    /// Starts `batch`'s effects and returns before they are durable, with the outcomes and
+    /// their [`Confirmation`]; the runtime meanwhile starts the partition's next batches. The
+    /// default is [`Handler::apply`], durable on return.
+    ///
+    /// A handler that returns a confirmation must have order-free effects (each rebuilt from
+    /// the current source, say): when a confirmation fails, the runtime applies that batch again
+    /// after later batches of its partition have started.
+    fn start(
+        &self,
+        batch: &[Record],
+    ) -> impl Future<Output = Result<Started, HandlerError>> + Send {
+        async move {
+            Ok(Started {
+                outcomes: self.apply(batch).await?,
+                confirmation: None,
+            })
+        }
+    }
 }

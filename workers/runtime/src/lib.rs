@@ -52,7 +52,9 @@ pub mod worker;
 pub use config::WorkerConfig;
 pub use dependency::Dependency;
 pub use error::{ErrorClass, RuntimeError, Stage};
-pub use family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
+pub use family::{
+    Confirmation, Coordinates, Event, Handler, HandlerError, Outcome, Record, Started,
+};
 pub use worker::{Running, run, start};
 
 /// `cell`'s value, made by `init` on first use (a client most workers never need); a failed

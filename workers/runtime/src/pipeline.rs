@@ -6,9 +6,13 @@
 //! only when every record of the batch is applied, skipped or acknowledged by the DLQ; the caller
 //! then stores the offset. The engine decodes a partition's next batch while `apply` runs.
 //!
+//! `apply` is [`Pipeline::start`], the batch's [`Confirmation`], then [`Pipeline::finish`]. The
+//! engine calls the three itself, so that a handler whose effects become durable later
+//! ([`Handler::start`]) has several batches of a partition waiting at once.
+//!
 //! # Layout
 //! - [`Pipeline`]: a family's handler, decoder and DLQ producer, with its retry policy.
-//! - [`DecodedBatch`]: a batch between its two halves.
+//! - [`DecodedBatch`], [`StartedBatch`]: a batch between the stages.
 //! - [`BatchReport`]: what became of a batch.
 //! - `retry_transient`: exponential backoff with jitter (`backon`), pausing readiness.
 
@@ -25,7 +29,9 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::decode::{DecodeFailure, Decoded, Decoder};
 use crate::dependency::Dependency;
 use crate::error::{ErrorClass, Stage};
-use crate::family::{Coordinates, Event, Handler, HandlerError, Outcome, Record};
+use crate::family::{
+    Confirmation, Coordinates, Event, Handler, HandlerError, Outcome, Record, Started,
+};
 use crate::observe::{Health, PauseId, metric};
 
 /// Everything needed to process a family's records.
@@ -69,10 +75,17 @@ pub struct DecodedBatch<M> {
     started: Instant,
 }
 
-impl<M: Message> DecodedBatch<M> {
-    /// The offset after the batch's last record (what to store once it is applied).
+/// A batch whose effects [`Pipeline::start`] started, for [`Pipeline::finish`] once its
+/// confirmation resolves.
+pub struct StartedBatch<M> {
+    decoded: DecodedBatch<M>,
+    outcomes: Vec<Outcome>,
+}
+
+impl<M: Message> StartedBatch<M> {
+    /// The offset after the batch's last record (what to store once it is finished).
     pub fn next_offset(&self) -> Option<i64> {
-        self.batch.last().map(|m| m.offset() + 1)
+        self.decoded.batch.last().map(|m| m.offset() + 1)
     }
 }
 
@@ -175,13 +188,44 @@ impl<H: Handler> Pipeline<H> {
     /// When this returns, every record of the batch may have its offset stored (see
     /// [`Pipeline::process`]).
     pub async fn apply<M: Message + Sync>(&self, decoded: DecodedBatch<M>) -> BatchReport {
-        let DecodedBatch {
-            batch,
-            slots,
-            records,
-            started,
-        } = decoded;
-        let outcomes = self.apply_handler(&records).await;
+        let (started, confirmation) = self.start(decoded).await;
+        self.finish(started, confirmation.await).await
+    }
+
+    /// Starts a decoded batch's effects ([`Handler::start`]); transient failures are retried
+    /// until they pass. Returns the batch and what confirms its effects durable (at once when
+    /// they already are).
+    pub async fn start<M: Message + Sync>(
+        &self,
+        decoded: DecodedBatch<M>,
+    ) -> (StartedBatch<M>, Confirmation) {
+        let (outcomes, confirmation) = self.start_handler(&decoded.records).await;
+        let confirmation = confirmation.unwrap_or_else(|| Box::pin(std::future::ready(Ok(()))));
+        (StartedBatch { decoded, outcomes }, confirmation)
+    }
+
+    /// Ends a started batch once `confirmed` (its [`Confirmation`]'s result): dead-letters what
+    /// failed and reports. A failed confirmation applies the batch again first, waiting for
+    /// its effects. When this returns, every record of the batch may have its offset stored.
+    pub async fn finish<M: Message + Sync>(
+        &self,
+        started: StartedBatch<M>,
+        confirmed: Result<(), HandlerError>,
+    ) -> BatchReport {
+        let StartedBatch {
+            decoded:
+                DecodedBatch {
+                    batch,
+                    slots,
+                    records,
+                    started,
+                },
+            mut outcomes,
+        } = started;
+        if let Err(error) = confirmed {
+            tracing::warn!(family = %self.family, %error, records = records.len(), "the batch's effects were not confirmed; applying it again");
+            outcomes = self.apply_handler(&records).await;
+        }
         histogram!(metric::BATCH_SIZE, "family" => self.family.clone()).record(batch.len() as f64);
 
         let mut report = BatchReport::default();
@@ -227,63 +271,91 @@ impl<H: Handler> Pipeline<H> {
         report
     }
 
-    /// Applies the handler batch; on a permanent batch failure, isolates the culprit by applying
-    /// records one by one. Returns one outcome per record.
-    async fn apply_handler(&self, records: &[Record]) -> Vec<Outcome> {
-        if records.is_empty() {
-            return Vec::new();
-        }
-        match self.apply_once(records).await {
-            Ok(outcomes) => outcomes,
-            Err(error) if records.len() == 1 => vec![Outcome::Rejected(format!("{error:#}"))],
-            Err(error) => {
-                tracing::warn!(family = %self.family, %error, records = records.len(), "batch failed permanently; applying its records one by one");
-                let mut outcomes = Vec::with_capacity(records.len());
-                for one in records.chunks(1) {
-                    outcomes.push(match self.apply_once(one).await {
-                        Ok(mut o) => o.pop().unwrap_or(Outcome::Skipped("empty")),
-                        Err(error) => Outcome::Rejected(format!("{error:#}")),
-                    });
-                }
-                outcomes
-            }
+    /// Starts the handler batch; on a permanent batch failure, applies its records one by one
+    /// instead (nothing left to confirm). Returns one outcome per record.
+    async fn start_handler(&self, records: &[Record]) -> (Vec<Outcome>, Option<Confirmation>) {
+        match self
+            .handler_once(records, || self.handler.start(records))
+            .await
+        {
+            Ok(Started {
+                outcomes,
+                confirmation,
+            }) => match check_outcomes(outcomes, records) {
+                Ok(outcomes) => (outcomes, confirmation),
+                Err(error) => (self.one_by_one(records, error).await, None),
+            },
+            Err(error) => (self.one_by_one(records, error).await, None),
         }
     }
 
-    /// One handler call, transient failures retried; `Err` is a permanent failure.
+    /// Applies the handler batch, waiting for its effects; on a permanent batch failure, isolates
+    /// the culprit by applying records one by one. Returns one outcome per record.
+    async fn apply_handler(&self, records: &[Record]) -> Vec<Outcome> {
+        match self.apply_once(records).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => self.one_by_one(records, error).await,
+        }
+    }
+
+    /// The outcomes of `records` after their batch failed permanently with `error`: each
+    /// record applied on its own.
+    async fn one_by_one(&self, records: &[Record], error: anyhow::Error) -> Vec<Outcome> {
+        if records.len() == 1 {
+            return vec![Outcome::Rejected(format!("{error:#}"))];
+        }
+        tracing::warn!(family = %self.family, %error, records = records.len(), "batch failed permanently; applying its records one by one");
+        let mut outcomes = Vec::with_capacity(records.len());
+        for one in records.chunks(1) {
+            outcomes.push(match self.apply_once(one).await {
+                Ok(mut o) => o.pop().unwrap_or(Outcome::Skipped("empty")),
+                Err(error) => Outcome::Rejected(format!("{error:#}")),
+            });
+        }
+        outcomes
+    }
+
+    /// One [`Handler::apply`], transient failures retried; `Err` is a permanent failure.
     async fn apply_once(&self, records: &[Record]) -> Result<Vec<Outcome>, anyhow::Error> {
+        let outcomes = self
+            .handler_once(records, || self.handler.apply(records))
+            .await?;
+        check_outcomes(outcomes, records)
+    }
+
+    /// One handler call `call` on `records` (none when empty), transient failures retried;
+    /// `Err` is a permanent failure.
+    async fn handler_once<T: Default, Fut>(
+        &self,
+        records: &[Record],
+        call: impl Fn() -> Fut,
+    ) -> Result<T, anyhow::Error>
+    where
+        Fut: Future<Output = Result<T, HandlerError>>,
+    {
         let Some(first) = records.first() else {
-            return Ok(Vec::new());
+            return Ok(T::default());
         };
         let at = At {
             topic: &first.at.topic,
             partition: first.at.partition,
             offset: first.at.offset,
         };
-        let result = self
-            .retry_transient(
-                Stage::Apply,
-                at,
-                || async {
-                    let started = Instant::now();
-                    let result = self.handler.apply(records).await;
-                    histogram!(metric::APPLY_SECONDS, "family" => self.family.clone())
-                        .record(started.elapsed().as_secs_f64());
-                    result
-                },
-                |e: &HandlerError| e.class() == ErrorClass::Transient,
-                |e: &HandlerError| e.dependency().cloned(),
-            )
-            .await;
-        match result {
-            Ok(outcomes) if outcomes.len() == records.len() => Ok(outcomes),
-            Ok(outcomes) => Err(anyhow::anyhow!(
-                "handler bug: {} outcomes for {} records",
-                outcomes.len(),
-                records.len()
-            )),
-            Err(HandlerError::Permanent(e) | HandlerError::Transient(e)) => Err(e),
-        }
+        self.retry_transient(
+            Stage::Apply,
+            at,
+            || async {
+                let started = Instant::now();
+                let result = call().await;
+                histogram!(metric::APPLY_SECONDS, "family" => self.family.clone())
+                    .record(started.elapsed().as_secs_f64());
+                result
+            },
+            |e: &HandlerError| e.class() == ErrorClass::Transient,
+            |e: &HandlerError| e.dependency().cloned(),
+        )
+        .await
+        .map_err(|(HandlerError::Permanent(e) | HandlerError::Transient(e))| e)
     }
 
     /// Produces a dead letter, retrying until the DLQ acknowledges it.
@@ -486,6 +558,22 @@ impl Drop for Paused<'_> {
         metrics::gauge!(metric::PAUSED_PARTITIONS, "family" => self.family.to_owned())
             .decrement(1.0);
         tracing::info!(family = %self.family, stage = self.stage.as_str(), "no longer waiting on the transient failure; partition resumed");
+    }
+}
+
+/// `outcomes` when there is one per record of `records`; a handler bug otherwise.
+fn check_outcomes(
+    outcomes: Vec<Outcome>,
+    records: &[Record],
+) -> Result<Vec<Outcome>, anyhow::Error> {
+    if outcomes.len() == records.len() {
+        Ok(outcomes)
+    } else {
+        Err(anyhow::anyhow!(
+            "handler bug: {} outcomes for {} records",
+            outcomes.len(),
+            records.len()
+        ))
     }
 }
 

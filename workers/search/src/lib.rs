@@ -8,9 +8,11 @@
 //! removes the document; otherwise it is replaced whole. So a late, repeated or reordered event
 //! can never leave the index older than a fresh load of the rows.
 //!
-//! A batch loads each index's entities with one `SELECT … IN`, enqueues one replace task and one
-//! delete task per index, and returns once Meilisearch reports them succeeded (offsets are stored
-//! only then). Partitions run in parallel, so several tasks are in flight.
+//! A batch loads each index's entities with one `SELECT … IN` and enqueues one replace task and
+//! one delete task per index ([`Handler::start`]); its offsets are stored only once Meilisearch
+//! reports them succeeded (the batch's confirmation). Meanwhile the partition's next batches are
+//! enqueued ([`Search::UNCONFIRMED_BATCHES`]), and partitions run in parallel, so Meilisearch
+//! always has work queued.
 //!
 //! # Layout
 //! - [`document`]: rows → documents, the Go indexer's rules (pure).
@@ -32,7 +34,9 @@ use std::time::Duration;
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::ConfigError;
 use cdc_runtime::mysql::transient;
-use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig};
+use cdc_runtime::{
+    Confirmation, Dependency, Event, Handler, HandlerError, Outcome, Record, Started, WorkerConfig,
+};
 use cdc_schemas::{ChangeEvent, Columns};
 use serde_json::{Map, Value};
 use sqlx::{MySqlPool, QueryBuilder};
@@ -405,7 +409,23 @@ impl Handler for Search {
 
     const READS_IDENTITY: bool = false;
 
+    /// Meilisearch merges the tasks enqueued while it indexes into its next indexing batch:
+    /// several batches waiting keep it busy, as the Go worker's asynchronous writes do.
+    const UNCONFIRMED_BATCHES: usize = 4;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
+        let Started {
+            outcomes,
+            confirmation,
+        } = self.start(batch).await?;
+        if let Some(confirmation) = confirmation {
+            confirmation.await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Enqueues the batch's tasks; the confirmation waits for them to succeed.
+    async fn start(&self, batch: &[Record]) -> Result<Started, HandlerError> {
         let targets: Vec<Target> = batch.iter().map(target).collect();
         let mut ids: BTreeMap<Index, BTreeSet<u32>> = BTreeMap::new();
         for target in &targets {
@@ -425,10 +445,7 @@ impl Handler for Search {
         for (index, of_index) in &changes {
             tasks.extend(self.enqueue(*index, of_index).await?);
         }
-        for task in tasks {
-            self.meilisearch.wait(task).await?;
-        }
-        Ok(targets
+        let outcomes = targets
             .into_iter()
             .map(|target| match target {
                 Target::Entity { index, id, deleted } => {
@@ -442,6 +459,19 @@ impl Handler for Search {
                 }
                 Target::Done(outcome) => outcome,
             })
-            .collect())
+            .collect();
+        let meilisearch = self.meilisearch.clone();
+        let confirmation = (!tasks.is_empty()).then(|| -> Confirmation {
+            Box::pin(async move {
+                for task in tasks {
+                    meilisearch.wait(task).await?;
+                }
+                Ok(())
+            })
+        });
+        Ok(Started {
+            outcomes,
+            confirmation,
+        })
     }
 }

@@ -5,10 +5,10 @@
 //! For each index: the rows are read in id order, a page at a time (`… WHERE id > ? ORDER BY id
 //! LIMIT n`, the worker's SELECTs), made into documents by the worker's rules ([`crate::built`]),
 //! and written to `<live>__reindex` ([`target_name`]), created with the live index's settings
-//! (the declared ones when there is no live index yet). After each page's task succeeded, the last
-//! id written is recorded in the state index `<prefix>search_reindex_state` ([`state_index`]), one
-//! document per index; a rerun that finds the target and its state resumes after that id, and
-//! without state it starts over. At the end the state is deleted, the live index and the target
+//! (the declared ones when there is no live index yet). Several pages are indexed at once; after a
+//! page's task and those of the pages before it succeeded, its last id is recorded in the state
+//! index `<prefix>search_reindex_state` ([`state_index`]), one document per index; a rerun that
+//! finds the target and its state resumes after that id, and without state it starts over. At the end the state is deleted, the live index and the target
 //! are swapped (one atomic Meilisearch task), and the old index is deleted. That order keeps a
 //! rerun correct after a kill at any point: it never resumes into an index already swapped.
 //!
@@ -21,6 +21,7 @@
 //! - [`Reindexer`]: the connections; [`Reindexer::run`] reindexes one index.
 //! - [`ReindexError`]: which store failed.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use serde_json::{Map, Value, json};
 use sqlx::MySqlPool;
 
 use crate::document::Built;
-use crate::meili::Meilisearch;
+use crate::meili::{Meilisearch, Task};
 use crate::{Index, Rows, built};
 
 /// How a reindex runs.
@@ -75,6 +76,10 @@ pub enum ReindexError {
         source: anyhow::Error,
     },
 }
+
+/// Pages being indexed while the next ones are read: Meilisearch merges the tasks enqueued while
+/// it indexes into its next indexing batch.
+const PAGES_IN_FLIGHT: usize = 4;
 
 /// `<live>__reindex`: where `live` is rebuilt (fixed, so a rerun finds it).
 pub fn target_name(live: &str) -> String {
@@ -222,7 +227,10 @@ impl Reindexer {
         m.update_settings(target, &settings)
             .await
             .map_err(|e| self.meili(e))?;
-        self.record(index, names, 0).await?;
+        let recorded = self.record(index, names, 0).await?;
+        m.wait(recorded)
+            .await
+            .map_err(|e| self.meili(handler_error(e)))?;
         Ok(0)
     }
 
@@ -239,6 +247,8 @@ impl Reindexer {
     }
 
     /// Every page after `after`: read, built, written to `target` and recorded (not in a dry run).
+    /// Up to [`PAGES_IN_FLIGHT`] pages are being indexed while the next ones are read; a page is
+    /// recorded once it and every page before it succeeded.
     async fn pages(
         &self,
         index: Index,
@@ -250,6 +260,8 @@ impl Reindexer {
     ) -> Result<(), ReindexError> {
         let paced_from = Instant::now();
         let mut read: u64 = 0;
+        // Pages written, oldest first: each one's task (none without documents) and last id.
+        let mut writing: VecDeque<(Option<Task>, u32)> = VecDeque::new();
         loop {
             let rows = built(
                 &self.pool,
@@ -262,7 +274,7 @@ impl Reindexer {
             .await
             .map_err(|e| self.mariadb(handler_error(e)))?;
             let Some(last) = rows.keys().next_back().copied() else {
-                return Ok(());
+                break;
             };
             let mut documents: Vec<Map<String, Value>> = Vec::with_capacity(rows.len());
             for (id, made) in rows.iter() {
@@ -273,18 +285,20 @@ impl Reindexer {
                 }
             }
             if !options.dry_run {
-                if !documents.is_empty() {
-                    let task = self
-                        .meilisearch
-                        .replace_documents(&names.target, &documents)
-                        .await
-                        .map_err(|e| self.meili(handler_error(e)))?;
-                    self.meilisearch
-                        .wait(task)
-                        .await
-                        .map_err(|e| self.meili(handler_error(e)))?;
+                let task = if documents.is_empty() {
+                    None
+                } else {
+                    Some(
+                        self.meilisearch
+                            .replace_documents(&names.target, &documents)
+                            .await
+                            .map_err(|e| self.meili(handler_error(e)))?,
+                    )
+                };
+                writing.push_back((task, last));
+                while writing.len() >= PAGES_IN_FLIGHT {
+                    self.written(index, names, &mut writing).await?;
                 }
-                self.record(index, names, last).await?;
             }
             summary.written += documents.len() as u64;
             read += rows.len() as u64;
@@ -295,22 +309,47 @@ impl Reindexer {
                 tokio::time::sleep_until(due.into()).await;
             }
         }
+        while !writing.is_empty() {
+            self.written(index, names, &mut writing).await?;
+        }
+        Ok(())
     }
 
-    /// Records that every entity of `index` up to `after_id` is in the target.
-    async fn record(&self, index: Index, names: &Names, after_id: u32) -> Result<(), ReindexError> {
+    /// Waits for the oldest page of `writing` to succeed, then records it (without waiting:
+    /// Meilisearch runs tasks in order, so the state never gets ahead of the pages).
+    async fn written(
+        &self,
+        index: Index,
+        names: &Names,
+        writing: &mut VecDeque<(Option<Task>, u32)>,
+    ) -> Result<(), ReindexError> {
+        let Some((task, last)) = writing.pop_front() else {
+            return Ok(());
+        };
+        if let Some(task) = task {
+            self.meilisearch
+                .wait(task)
+                .await
+                .map_err(|e| self.meili(handler_error(e)))?;
+        }
+        self.record(index, names, last).await.map(drop)
+    }
+
+    /// Records that every entity of `index` up to `after_id` is in the target: enqueues the
+    /// state's task.
+    async fn record(
+        &self,
+        index: Index,
+        names: &Names,
+        after_id: u32,
+    ) -> Result<Task, ReindexError> {
         let state = Map::from_iter([
             ("id".to_owned(), json!(index.name())),
             ("after_id".to_owned(), json!(after_id)),
             ("target".to_owned(), json!(names.target)),
         ]);
-        let task = self
-            .meilisearch
-            .replace_documents(&names.state, &[state])
-            .await
-            .map_err(|e| self.meili(handler_error(e)))?;
         self.meilisearch
-            .wait(task)
+            .replace_documents(&names.state, &[state])
             .await
             .map_err(|e| self.meili(handler_error(e)))
     }
