@@ -1,0 +1,249 @@
+//! The timers: one task per enabled job, each claiming its ticks ([`runlog::claim`]) and
+//! running the job when it wins; metrics and error reporting of every run.
+//!
+//! Ticks a replica passes over — older than the catch-up window at start, or passed while the
+//! job was still running — are counted as `missed` (another replica may have run them).
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::Job;
+use crate::runlog::{self, Run};
+use crate::schedule::Schedule;
+use crate::{Settings, Stores};
+
+/// Metric names (labels in the doc of each).
+pub mod metric {
+    /// Counter `{job, result}`: runs by result (`ok`, `error`).
+    pub const RUNS: &str = "scheduler_runs_total";
+    /// Histogram `{job}`: seconds a run took.
+    pub const RUN_SECONDS: &str = "scheduler_run_duration_seconds";
+    /// Gauge `{job}`: unix time of the job's last successful run by this replica.
+    pub const LAST_SUCCESS: &str = "scheduler_last_success_timestamp_seconds";
+    /// Counter `{job, outcome}`: ticks by what this replica did (`ran`, `taken`: another
+    /// replica claimed it, `missed`: passed over).
+    pub const TICKS: &str = "scheduler_ticks_total";
+}
+
+/// One job as scheduled.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The job.
+    pub job: Job,
+    /// When.
+    pub schedule: Schedule,
+    /// How old a missed tick may be and still run on start.
+    pub catch_up: Duration,
+    /// Runs on schedule.
+    pub enabled: bool,
+}
+
+impl Plan {
+    /// Every job's plan from `settings`.
+    pub fn all(settings: &Settings) -> Result<Vec<Plan>, cdc_runtime::config::ConfigError> {
+        Ok(settings
+            .schedules()?
+            .into_iter()
+            .map(|(job, schedule)| Plan {
+                job,
+                schedule,
+                catch_up: settings.catch_up(job),
+                enabled: settings.enabled(job),
+            })
+            .collect())
+    }
+
+    /// How long a tick's claim lasts: past the catch-up window (a replica starting within it
+    /// must find the tick taken), and at least a minute and a period (late timers).
+    fn hold(&self, tick: Timestamp) -> Duration {
+        let period = self
+            .schedule
+            .next_after(tick)
+            .and_then(|next| Duration::try_from(next.duration_since(tick)).ok())
+            .unwrap_or_default();
+        (self.catch_up + period).max(Duration::from_secs(60))
+    }
+}
+
+/// What became of a claimed or lost tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// This replica ran it.
+    Ran(Run),
+    /// Another replica (or run) claimed it first.
+    Taken,
+}
+
+/// This replica's name in the run log: `HOSTNAME:pid` (the pod's name in Kubernetes).
+pub fn replica() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Claims `tick` of `plan` and, if won, runs the job, records the run and its metrics.
+pub async fn attempt(
+    stores: &Stores,
+    plan: &Plan,
+    tick: Timestamp,
+    replica: &str,
+) -> anyhow::Result<Attempt> {
+    let job = plan.job.name();
+    let mut redis = stores.redis.clone();
+    let claimed = runlog::claim(
+        &mut redis,
+        &stores.prefix,
+        plan.job,
+        tick.as_second(),
+        replica,
+        plan.hold(tick),
+    )
+    .await?;
+    if !claimed {
+        metrics::counter!(metric::TICKS, "job" => job, "outcome" => "taken").increment(1);
+        return Ok(Attempt::Taken);
+    }
+    metrics::counter!(metric::TICKS, "job" => job, "outcome" => "ran").increment(1);
+    let started = Instant::now();
+    let outcome = stores.run(plan.job).await;
+    let took = started.elapsed();
+    let (result, summary) = match &outcome {
+        Ok(summary) => ("ok", summary.clone()),
+        Err(error) => ("error", format!("{error:#}")),
+    };
+    metrics::counter!(metric::RUNS, "job" => job, "result" => result).increment(1);
+    metrics::histogram!(metric::RUN_SECONDS, "job" => job).record(took.as_secs_f64());
+    let finished = Timestamp::now();
+    if outcome.is_ok() {
+        metrics::gauge!(metric::LAST_SUCCESS, "job" => job).set(finished.as_second() as f64);
+    }
+    let run = Run {
+        tick: tick.as_second(),
+        result: result.into(),
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        finished_at_ms: finished.as_millisecond(),
+        replica: replica.into(),
+        summary,
+    };
+    runlog::record(&mut redis, &stores.prefix, plan.job, &run).await?;
+    Ok(Attempt::Ran(run))
+}
+
+/// Runs every enabled plan's timer until `shutdown`.
+pub async fn run(stores: Stores, plans: Vec<Plan>, shutdown: CancellationToken) {
+    let replica = replica();
+    let mut timers = tokio::task::JoinSet::new();
+    for plan in plans.into_iter().filter(|p| p.enabled) {
+        tracing::info!(
+            job = plan.job.name(),
+            schedule = plan.schedule.pattern(),
+            "job scheduled"
+        );
+        timers.spawn(drive(
+            stores.clone(),
+            plan,
+            replica.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while timers.join_next().await.is_some() {}
+}
+
+/// One job's timer.
+async fn drive(stores: Stores, plan: Plan, replica: String, shutdown: CancellationToken) {
+    let job = plan.job.name();
+    let mut report = Report::default();
+    let started = Timestamp::now();
+    // A job without a catch-up window (the heartbeat) just waits for its next tick.
+    if !plan.catch_up.is_zero()
+        && let Some(latest) = plan.schedule.latest_at_or_before(started)
+    {
+        let age = Duration::try_from(started.duration_since(latest)).unwrap_or_default();
+        if age <= plan.catch_up {
+            report.of(job, attempt(&stores, &plan, latest, &replica).await);
+        } else if missed_since_last_run(&stores, plan.job, latest).await {
+            tracing::warn!(
+                job,
+                tick = latest.as_second(),
+                "missed tick too old to catch up; skipped"
+            );
+            metrics::counter!(metric::TICKS, "job" => job, "outcome" => "missed").increment(1);
+        }
+    }
+    let mut after = started;
+    loop {
+        let Some(next) = plan.schedule.next_after(after) else {
+            tracing::warn!(job, "the schedule has no next tick; the job stops");
+            return;
+        };
+        let wait = Duration::try_from(next.duration_since(Timestamp::now())).unwrap_or_default();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if Timestamp::now() < next {
+            continue; // woke early (the clock moved): wait again
+        }
+        report.of(job, attempt(&stores, &plan, next, &replica).await);
+        let now = Timestamp::now();
+        let mut passed = 0u64;
+        let mut tick = next;
+        while let Some(later) = plan.schedule.next_after(tick).filter(|t| *t <= now) {
+            passed += 1;
+            tick = later;
+        }
+        if passed > 0 {
+            tracing::warn!(job, passed, "ticks passed while the job ran; skipped here");
+            metrics::counter!(metric::TICKS, "job" => job, "outcome" => "missed").increment(passed);
+        }
+        after = tick.max(next);
+    }
+}
+
+/// Whether the run log's latest run of `job` is older than `tick` (or there is none).
+async fn missed_since_last_run(stores: &Stores, job: Job, tick: Timestamp) -> bool {
+    let mut redis = stores.redis.clone();
+    match runlog::last(&mut redis, &stores.prefix, job).await {
+        Ok(last) => last.is_none_or(|run| run.tick < tick.as_second()),
+        Err(_) => true,
+    }
+}
+
+/// A job's failures as logged: the first of a kind in full, repeats counted until the job
+/// succeeds or fails otherwise.
+#[derive(Debug, Default)]
+struct Report {
+    failing: Option<String>,
+    repeats: u64,
+}
+
+impl Report {
+    fn of(&mut self, job: &str, attempt: anyhow::Result<Attempt>) {
+        let error = match attempt {
+            Ok(Attempt::Taken) => return,
+            Ok(Attempt::Ran(run)) if run.result == "ok" => {
+                if self.failing.take().is_some() {
+                    tracing::info!(job, repeats = self.repeats, "job recovered");
+                } else if job == Job::Heartbeat.name() {
+                    // Every 10 s: not worth a line.
+                    tracing::debug!(job, tick = run.tick, "job ran");
+                } else {
+                    tracing::info!(job, tick = run.tick, duration_ms = run.duration_ms, summary = %run.summary, "job ran");
+                }
+                self.repeats = 0;
+                return;
+            }
+            Ok(Attempt::Ran(run)) => run.summary,
+            Err(error) => format!("claiming or recording the tick: {error:#}"),
+        };
+        if self.failing.as_deref() == Some(error.as_str()) {
+            self.repeats += 1;
+            tracing::debug!(job, repeats = self.repeats, "job failed again, same error");
+        } else {
+            tracing::error!(job, %error, "job failed; it runs again at its next tick");
+            self.failing = Some(error);
+            self.repeats = 0;
+        }
+    }
+}
