@@ -111,6 +111,15 @@ fn split_job(text: &str) -> Result<(Job, &str), String> {
     Ok((job, value))
 }
 
+/// The last value given for `job` in `overrides` (a later flag wins).
+fn override_of<T>(overrides: &[(Job, T)], job: Job) -> Option<&T> {
+    overrides
+        .iter()
+        .rev()
+        .find(|(j, _)| *j == job)
+        .map(|(_, v)| v)
+}
+
 impl Settings {
     /// Whether `job` runs on schedule.
     pub fn enabled(&self, job: Job) -> bool {
@@ -119,20 +128,12 @@ impl Settings {
 
     /// `job`'s cron pattern.
     pub fn pattern(&self, job: Job) -> &str {
-        self.schedules
-            .iter()
-            .rev()
-            .find(|(j, _)| *j == job)
-            .map_or(job.upstream_pattern(), |(_, p)| p.as_str())
+        override_of(&self.schedules, job).map_or(job.upstream_pattern(), String::as_str)
     }
 
     /// `job`'s catch-up window.
     pub fn catch_up(&self, job: Job) -> Duration {
-        self.catch_up
-            .iter()
-            .rev()
-            .find(|(j, _)| *j == job)
-            .map_or(job.default_catch_up(), |(_, w)| *w)
+        override_of(&self.catch_up, job).map_or(job.default_catch_up(), |w| *w)
     }
 
     /// Every job's schedule, checked; errors name the variable.
@@ -258,5 +259,66 @@ fn describe(ranked: &Ranked) -> String {
     match ranked {
         Ranked::Wrote(n) => format!("{n} items"),
         Ranked::Locked => "skipped, lock held".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings, clap::Error> {
+        Args::try_parse_from(std::iter::once("scheduler").chain(args.iter().copied()))
+            .map(|a| a.settings)
+    }
+
+    #[test]
+    fn cleanups_are_off_until_enabled_and_disable_wins() {
+        let s = settings(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.enabled(Job::Heartbeat));
+        assert!(!s.enabled(Job::CleanupExpiredAccessTokens));
+        let s = settings(&[
+            "--enable",
+            "cleanup-expired-access-tokens",
+            "--disable",
+            "heartbeat,cleanup-expired-refresh-tokens",
+            "--enable",
+            "cleanup-expired-refresh-tokens",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.enabled(Job::CleanupExpiredAccessTokens));
+        assert!(!s.enabled(Job::CleanupExpiredRefreshTokens));
+        assert!(!s.enabled(Job::Heartbeat));
+    }
+
+    #[test]
+    fn schedules_and_windows_are_overridden_per_job() {
+        let s = settings(&[
+            "--schedule",
+            "heartbeat=* * * * * *",
+            "--catch-up",
+            "truncate-inbox=2h",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.pattern(Job::Heartbeat), "* * * * * *");
+        assert_eq!(s.pattern(Job::TruncateUser), "0 0 5 * * *");
+        assert_eq!(s.catch_up(Job::TruncateInbox), Duration::from_secs(7200));
+        assert_eq!(s.catch_up(Job::Heartbeat), Duration::ZERO);
+        assert!(s.schedules().is_ok());
+        let bad =
+            settings(&["--schedule", "heartbeat=61 * * * *"]).unwrap_or_else(|e| panic!("{e}"));
+        let error = bad.schedules().expect_err("61 is no minute").to_string();
+        assert!(
+            error.contains("SCHEDULER_SCHEDULES") && error.contains("heartbeat"),
+            "{error}"
+        );
+        assert!(settings(&["--schedule", "nope=* * * * *"]).is_err());
+        assert!(settings(&["--time-zone", "Mars/Olympus"]).is_ok_and(|s| s.schedules().is_err()));
     }
 }
