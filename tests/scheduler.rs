@@ -566,6 +566,14 @@ async fn three_replicas_run_each_tick_exactly_once() {
         .await
         .expect("readyz");
     assert_eq!(ready.0, 200, "{}", ready.1);
+    let metrics = http_response(&format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .1;
+    assert!(
+        metrics.contains("scheduler_period_seconds{task=\"truncate-global\"} 2\n"),
+        "{metrics}"
+    );
     drop(replicas);
 
     let heartbeats = history(&stores, Job::Heartbeat).await;

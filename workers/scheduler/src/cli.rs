@@ -122,7 +122,7 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
                         run.duration_ms,
                         run.summary
                     );
-                    Ok(if run.result == "ok" {
+                    Ok(if run.result == runlog::OK {
                         ExitCode::SUCCESS
                     } else {
                         ExitCode::from(EXIT_FAILURE)

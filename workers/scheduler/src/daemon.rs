@@ -14,18 +14,25 @@ use crate::runlog::{self, Run};
 use crate::schedule::Schedule;
 use crate::{Settings, Stores};
 
-/// Metric names (labels in the doc of each).
+/// Metric names (labels in the doc of each). The job's label is `task`: Prometheus owns `job`.
 pub mod metric {
-    /// Counter `{job, result}`: runs by result (`ok`, `error`).
+    /// Counter `{task, result}`: runs by result (`ok`, `error`).
     pub const RUNS: &str = "scheduler_runs_total";
-    /// Histogram `{job}`: seconds a run took.
+    /// Histogram `{task}`: seconds a run took.
     pub const RUN_SECONDS: &str = "scheduler_run_duration_seconds";
-    /// Gauge `{job}`: unix time of the job's last successful run by this replica.
+    /// Gauge `{task}`: unix time the job's latest successful run finished, on any replica
+    /// (from the run log, every [`super::METRICS_INTERVAL`]; absent until one succeeded).
     pub const LAST_SUCCESS: &str = "scheduler_last_success_timestamp_seconds";
-    /// Counter `{job, outcome}`: ticks by what this replica did (`ran`, `taken`: another
+    /// Gauge `{task}`: seconds between the job's next two ticks (what an alert compares the
+    /// age of the last success with).
+    pub const PERIOD: &str = "scheduler_period_seconds";
+    /// Counter `{task, outcome}`: ticks by what this replica did (`ran`, `taken`: another
     /// replica claimed it, `missed`: passed over).
     pub const TICKS: &str = "scheduler_ticks_total";
 }
+
+/// How often the fleet-wide gauges are read from the run log.
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(15);
 
 /// One job as scheduled.
 #[derive(Debug, Clone)]
@@ -58,12 +65,15 @@ impl Plan {
     /// How long a tick's claim lasts: past the catch-up window (a replica starting within it
     /// must find the tick taken), and at least a minute and a period (late timers).
     fn hold(&self, tick: Timestamp) -> Duration {
-        let period = self
-            .schedule
+        (self.catch_up + self.period(tick)).max(Duration::from_secs(60))
+    }
+
+    /// The time from `tick` to the tick after it.
+    pub fn period(&self, tick: Timestamp) -> Duration {
+        self.schedule
             .next_after(tick)
             .and_then(|next| Duration::try_from(next.duration_since(tick)).ok())
-            .unwrap_or_default();
-        (self.catch_up + period).max(Duration::from_secs(60))
+            .unwrap_or_default()
     }
 }
 
@@ -101,23 +111,20 @@ pub async fn attempt(
     )
     .await?;
     if !claimed {
-        metrics::counter!(metric::TICKS, "job" => job, "outcome" => "taken").increment(1);
+        metrics::counter!(metric::TICKS, "task" => job, "outcome" => "taken").increment(1);
         return Ok(Attempt::Taken);
     }
-    metrics::counter!(metric::TICKS, "job" => job, "outcome" => "ran").increment(1);
+    metrics::counter!(metric::TICKS, "task" => job, "outcome" => "ran").increment(1);
     let started = Instant::now();
     let outcome = stores.run(plan.job).await;
     let took = started.elapsed();
     let (result, summary) = match &outcome {
-        Ok(summary) => ("ok", summary.clone()),
-        Err(error) => ("error", format!("{error:#}")),
+        Ok(summary) => (runlog::OK, summary.clone()),
+        Err(error) => (runlog::ERROR, format!("{error:#}")),
     };
-    metrics::counter!(metric::RUNS, "job" => job, "result" => result).increment(1);
-    metrics::histogram!(metric::RUN_SECONDS, "job" => job).record(took.as_secs_f64());
+    metrics::counter!(metric::RUNS, "task" => job, "result" => result).increment(1);
+    metrics::histogram!(metric::RUN_SECONDS, "task" => job).record(took.as_secs_f64());
     let finished = Timestamp::now();
-    if outcome.is_ok() {
-        metrics::gauge!(metric::LAST_SUCCESS, "job" => job).set(finished.as_second() as f64);
-    }
     let run = Run {
         tick: tick.as_second(),
         result: result.into(),
@@ -134,6 +141,11 @@ pub async fn attempt(
 pub async fn run(stores: Stores, plans: Vec<Plan>, shutdown: CancellationToken) {
     let replica = replica();
     let mut timers = tokio::task::JoinSet::new();
+    timers.spawn(publish_gauges(
+        stores.clone(),
+        plans.iter().filter(|p| p.enabled).cloned().collect(),
+        shutdown.clone(),
+    ));
     for plan in plans.into_iter().filter(|p| p.enabled) {
         tracing::info!(
             job = plan.job.name(),
@@ -148,6 +160,32 @@ pub async fn run(stores: Stores, plans: Vec<Plan>, shutdown: CancellationToken) 
         ));
     }
     while timers.join_next().await.is_some() {}
+}
+
+/// Sets each plan's [`metric::PERIOD`] and, from the run log, [`metric::LAST_SUCCESS`], every
+/// [`METRICS_INTERVAL`] until `shutdown`: the same fleet-wide values on every replica, whoever
+/// ran the job and whenever a replica started.
+async fn publish_gauges(stores: Stores, plans: Vec<Plan>, shutdown: CancellationToken) {
+    let mut redis = stores.redis.clone();
+    loop {
+        let now = Timestamp::now();
+        for plan in &plans {
+            let task = plan.job.name();
+            if let Some(next) = plan.schedule.next_after(now) {
+                metrics::gauge!(metric::PERIOD, "task" => task)
+                    .set(plan.period(next).as_secs_f64());
+            }
+            if let Ok(Some(ms)) =
+                runlog::succeeded_at_ms(&mut redis, &stores.prefix, plan.job).await
+            {
+                metrics::gauge!(metric::LAST_SUCCESS, "task" => task).set(ms as f64 / 1000.0);
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(METRICS_INTERVAL) => {}
+        }
+    }
 }
 
 /// One job's timer.
@@ -168,7 +206,7 @@ async fn drive(stores: Stores, plan: Plan, replica: String, shutdown: Cancellati
                 tick = latest.as_second(),
                 "missed tick too old to catch up; skipped"
             );
-            metrics::counter!(metric::TICKS, "job" => job, "outcome" => "missed").increment(1);
+            metrics::counter!(metric::TICKS, "task" => job, "outcome" => "missed").increment(1);
         }
     }
     let mut after = started;
@@ -195,7 +233,8 @@ async fn drive(stores: Stores, plan: Plan, replica: String, shutdown: Cancellati
         }
         if passed > 0 {
             tracing::warn!(job, passed, "ticks passed while the job ran; skipped here");
-            metrics::counter!(metric::TICKS, "job" => job, "outcome" => "missed").increment(passed);
+            metrics::counter!(metric::TICKS, "task" => job, "outcome" => "missed")
+                .increment(passed);
         }
         after = tick.max(next);
     }
@@ -222,7 +261,7 @@ impl Report {
     fn of(&mut self, job: &str, attempt: anyhow::Result<Attempt>) {
         let error = match attempt {
             Ok(Attempt::Taken) => return,
-            Ok(Attempt::Ran(run)) if run.result == "ok" => {
+            Ok(Attempt::Ran(run)) if run.result == runlog::OK => {
                 if self.failing.take().is_some() {
                     tracing::info!(job, repeats = self.repeats, "job recovered");
                 } else if job == Job::Heartbeat.name() {

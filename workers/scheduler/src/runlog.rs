@@ -4,7 +4,8 @@
 //!   It is never deleted, only expires, so a replica that reaches the same tick later (a late
 //!   timer, a start-up catch-up) finds it taken; it outlives the job's catch-up window.
 //! - `scheduler:last:{job}` (hash): the latest run: `tick`, `result`, `duration_ms`,
-//!   `finished_at_ms`, `replica`, `summary` (for `list`).
+//!   `finished_at_ms`, `replica`, `summary` (for `list`); and `succeeded_at_ms`, when the
+//!   latest successful run finished (for the metrics).
 //! - `scheduler:runs:{job}` (list, newest first, the last [`HISTORY`]): every run as JSON.
 //!
 //! A tick is the scheduled instant in unix seconds; a manual run's is the second it started.
@@ -36,6 +37,11 @@ pub struct Run {
     /// What it did, or its error.
     pub summary: String,
 }
+
+/// [`Run::result`] of a run that succeeded.
+pub const OK: &str = "ok";
+/// [`Run::result`] of a run that failed.
+pub const ERROR: &str = "error";
 
 /// `lock:{job}:{tick}`.
 pub fn lock_key(prefix: &str, job: Job, tick: i64) -> String {
@@ -78,19 +84,20 @@ pub async fn record(
     run: &Run,
 ) -> anyhow::Result<()> {
     let runs = runs_key(prefix, job);
+    let mut fields = vec![
+        ("tick", run.tick.to_string()),
+        ("result", run.result.clone()),
+        ("duration_ms", run.duration_ms.to_string()),
+        ("finished_at_ms", run.finished_at_ms.to_string()),
+        ("replica", run.replica.clone()),
+        ("summary", run.summary.clone()),
+    ];
+    if run.result == OK {
+        fields.push(("succeeded_at_ms", run.finished_at_ms.to_string()));
+    }
     let () = redis::pipe()
         .atomic()
-        .hset_multiple(
-            last_key(prefix, job),
-            &[
-                ("tick", run.tick.to_string()),
-                ("result", run.result.clone()),
-                ("duration_ms", run.duration_ms.to_string()),
-                ("finished_at_ms", run.finished_at_ms.to_string()),
-                ("replica", run.replica.clone()),
-                ("summary", run.summary.clone()),
-            ],
-        )
+        .hset_multiple(last_key(prefix, job), &fields)
         .ignore()
         .lpush(&runs, serde_json::to_string(run)?)
         .ignore()
@@ -121,6 +128,15 @@ pub async fn last(
         replica: field("replica"),
         summary: field("summary"),
     }))
+}
+
+/// When the latest successful run of `job` finished (unix milliseconds), if one did.
+pub async fn succeeded_at_ms(
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    job: Job,
+) -> RedisResult<Option<i64>> {
+    redis.hget(last_key(prefix, job), "succeeded_at_ms").await
 }
 
 /// The recorded runs of `job`, newest first.
