@@ -224,12 +224,14 @@ Release-wide checks; rendered (as nothing) by the settings ConfigMap so they alw
 {{/*
 Container env of a family's workers and replay Job: secrets by reference, never by value, and
 only those of the stores the family uses (topics/families/<name>.toml `stores`). Called with
-(dict "root" $ "stores" $f.stores).
+(dict "root" $ "stores" $f.stores), plus "withoutKafka" true for the scheduler (it has no
+broker).
 */}}
 {{- define "bangumi-cdc.secretEnv" -}}
 {{- $stores := .stores }}
+{{- $kafka := not .withoutKafka }}
 {{- with .root.Values.kafka.sasl }}
-{{- if .existingSecret }}
+{{- if and $kafka .existingSecret }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
