@@ -195,63 +195,6 @@ async fn a_tick_claimed_by_another_replica_is_not_run_here() {
 
 const DAY: i64 = 86_400;
 
-async fn add_subject(db: &TestDatabase, id: u32, subject_type: u8, ban: u8) {
-    sqlx::query(
-        "INSERT INTO chii_subjects (subject_id, subject_type_id, subject_name, subject_name_cn, subject_uid, \
-         subject_creator, subject_image, subject_platform, field_infobox, field_meta_tags, field_summary, \
-         field_5, subject_idx_cn, subject_airtime, subject_nsfw, subject_ban) \
-         VALUES (?, ?, '', '', '', 0, '', 0, '', '', '', '', '', 0, 0, ?)",
-    )
-    .bind(id)
-    .bind(subject_type)
-    .bind(ban)
-    .execute(&db.pool)
-    .await
-    .expect("subject");
-}
-
-/// `count` collections of `subject` by new users, with these datelines.
-async fn add_interests(
-    db: &TestDatabase,
-    next_uid: &mut u32,
-    subject: u32,
-    count: u32,
-    doing_dateline: i64,
-    lasttouch: i64,
-) {
-    for _ in 0..count {
-        *next_uid += 1;
-        sqlx::query(
-            "INSERT INTO chii_subject_interests (interest_uid, interest_subject_id, interest_subject_type, \
-             interest_has_comment, interest_comment, interest_tag, interest_vol_status, interest_wish_dateline, \
-             interest_doing_dateline, interest_collect_dateline, interest_on_hold_dateline, \
-             interest_dropped_dateline, interest_create_ip, interest_lasttouch_ip, interest_lasttouch, \
-             interest_private) VALUES (?, ?, 0, 0, '', '', 0, 0, ?, 0, 0, 0, '', '', ?, 0)",
-        )
-        .bind(*next_uid)
-        .bind(subject)
-        .bind(doing_dateline)
-        .bind(lasttouch)
-        .execute(&db.pool)
-        .await
-        .expect("interest");
-    }
-}
-
-async fn add_posts(db: &TestDatabase, topic: u32, count: u32, dateline: i64) {
-    for _ in 0..count {
-        sqlx::query(
-            "INSERT INTO chii_subject_posts (sbj_pst_mid, sbj_pst_uid, sbj_pst_content, sbj_pst_state, sbj_pst_dateline) \
-             VALUES (?, 1, '', 0, ?)",
-        )
-        .bind(topic)
-        .bind(dateline)
-        .execute(&db.pool)
-        .await
-        .expect("post");
-    }
-}
-
 async fn get(prefix: &str, key: &str) -> Option<String> {
     let mut conn = redis().await.expect("redis");
     conn.get(format!("{prefix}{key}")).await.expect("get")
@@ -281,33 +224,57 @@ async fn trending_ranks_as_server_private_and_respects_its_locks() {
     let mut uid = 0;
 
     // Anime (2): counted by interest_doing_dateline > now − 30 days.
-    add_subject(&db, 101, 2, 0).await;
-    add_interests(&db, &mut uid, 101, 3, recent, 0).await;
-    add_interests(&db, &mut uid, 101, 4, old, recent).await; // touched lately, but not "doing": 0
-    add_subject(&db, 102, 2, 0).await;
-    add_interests(&db, &mut uid, 102, 5, recent, recent).await;
-    add_subject(&db, 103, 2, 1).await; // subject_ban = 1: left out
-    add_interests(&db, &mut uid, 103, 9, recent, recent).await;
-    add_subject(&db, 104, 2, 2).await; // ban 2 is not 1: counted
-    add_interests(&db, &mut uid, 104, 1, recent, recent).await;
+    db.add_ranked_subject(101, 2, 0).await.expect("rows");
+    db.add_interests(&mut uid, 101, 3, recent, 0)
+        .await
+        .expect("rows");
+    db.add_interests(&mut uid, 101, 4, old, recent)
+        .await
+        .expect("rows"); // touched lately, but not "doing": 0
+    db.add_ranked_subject(102, 2, 0).await.expect("rows");
+    db.add_interests(&mut uid, 102, 5, recent, recent)
+        .await
+        .expect("rows");
+    db.add_ranked_subject(103, 2, 1).await.expect("rows"); // subject_ban = 1: left out
+    db.add_interests(&mut uid, 103, 9, recent, recent)
+        .await
+        .expect("rows");
+    db.add_ranked_subject(104, 2, 2).await.expect("rows"); // ban 2 is not 1: counted
+    db.add_interests(&mut uid, 104, 1, recent, recent)
+        .await
+        .expect("rows");
     // Book (1): counted by interest_lasttouch.
-    add_subject(&db, 201, 1, 0).await;
-    add_interests(&db, &mut uid, 201, 2, 0, recent).await;
-    add_subject(&db, 202, 1, 0).await;
-    add_interests(&db, &mut uid, 202, 4, recent, old).await; // "doing" lately, untouched: 0
-    add_interests(&db, &mut uid, 202, 1, 0, recent).await;
+    db.add_ranked_subject(201, 1, 0).await.expect("rows");
+    db.add_interests(&mut uid, 201, 2, 0, recent)
+        .await
+        .expect("rows");
+    db.add_ranked_subject(202, 1, 0).await.expect("rows");
+    db.add_interests(&mut uid, 202, 4, recent, old)
+        .await
+        .expect("rows"); // "doing" lately, untouched: 0
+    db.add_interests(&mut uid, 202, 1, 0, recent)
+        .await
+        .expect("rows");
     // Music (3): by interest_lasttouch too.
-    add_subject(&db, 301, 3, 0).await;
-    add_interests(&db, &mut uid, 301, 1, 0, recent).await;
+    db.add_ranked_subject(301, 3, 0).await.expect("rows");
+    db.add_interests(&mut uid, 301, 1, 0, recent)
+        .await
+        .expect("rows");
     // Game (4): nothing recent, so an empty list.
-    add_subject(&db, 401, 4, 0).await;
-    add_interests(&db, &mut uid, 401, 3, old, old).await;
+    db.add_ranked_subject(401, 4, 0).await.expect("rows");
+    db.add_interests(&mut uid, 401, 3, old, old)
+        .await
+        .expect("rows");
     // Real (6): ranked, but another run holds its lock.
-    add_subject(&db, 601, 6, 0).await;
-    add_interests(&db, &mut uid, 601, 2, recent, recent).await;
+    db.add_ranked_subject(601, 6, 0).await.expect("rows");
+    db.add_interests(&mut uid, 601, 2, recent, recent)
+        .await
+        .expect("rows");
     // Type 5 is not ranked at all.
-    add_subject(&db, 501, 5, 0).await;
-    add_interests(&db, &mut uid, 501, 2, recent, recent).await;
+    db.add_ranked_subject(501, 5, 0).await.expect("rows");
+    db.add_interests(&mut uid, 501, 2, recent, recent)
+        .await
+        .expect("rows");
 
     let mut conn = redis().await.expect("redis");
     let real_lock = format!("{prefix}lock:trending:subjects:6:month");
@@ -354,10 +321,10 @@ async fn trending_ranks_as_server_private_and_respects_its_locks() {
     assert_eq!(parsed, items(&[(102, 5), (101, 3), (104, 1)]));
 
     // Topics: posts with sbj_pst_dateline >= now − 7 days, per topic.
-    add_posts(&db, 11, 3, now - 6 * DAY).await;
-    add_posts(&db, 12, 2, now - 6 * DAY).await;
-    add_posts(&db, 12, 5, now - 8 * DAY).await; // older than a week
-    add_posts(&db, 13, 1, now).await;
+    db.add_posts(11, 3, now - 6 * DAY).await.expect("rows");
+    db.add_posts(12, 2, now - 6 * DAY).await.expect("rows");
+    db.add_posts(12, 5, now - 8 * DAY).await.expect("rows"); // older than a week
+    db.add_posts(13, 1, now).await.expect("rows");
     let done = stores
         .run(Job::TrendingSubjectTopics)
         .await
@@ -381,35 +348,6 @@ async fn trending_ranks_as_server_private_and_respects_its_locks() {
 // ---------------------------------------------------------------------------------------------
 // Token cleanups (`tasks/oauth.ts`)
 
-/// Inserts access tokens `{tag}{i}` for `i` in `0..count`, expired `days_ago` days ago
-/// (negative: in the future).
-async fn add_access_tokens(db: &TestDatabase, tag: &str, count: usize, days_ago: i64) {
-    let ids: Vec<usize> = (0..count).collect();
-    for chunk in ids.chunks(500) {
-        let values = vec!["(?, 'client', '1', NOW() - INTERVAL ? DAY, '')"; chunk.len()].join(",");
-        let sql = format!(
-            "INSERT INTO chii_oauth_access_tokens (access_token, client_id, user_id, expires, info) VALUES {values}"
-        );
-        let mut q = sqlx::query(&sql);
-        for i in chunk {
-            q = q.bind(format!("{tag}{i}")).bind(days_ago);
-        }
-        q.execute(&db.pool).await.expect("tokens");
-    }
-}
-
-async fn add_refresh_token(db: &TestDatabase, token: &str, days_ago: i64) {
-    sqlx::query(
-        "INSERT INTO chii_oauth_refresh_tokens (refresh_token, client_id, user_id, expires) \
-         VALUES (?, 'client', '1', NOW() - INTERVAL ? DAY)",
-    )
-    .bind(token)
-    .bind(days_ago)
-    .execute(&db.pool)
-    .await
-    .expect("refresh token");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cleanups_delete_only_tokens_expired_over_a_week_ago_in_batches_of_1000() {
     let db = TestDatabase::create_unmigrated()
@@ -420,13 +358,13 @@ async fn cleanups_delete_only_tokens_expired_over_a_week_ago_in_batches_of_1000(
         .expect("tables");
     // 2345 expired 8 days ago: deleted as 1000 + 1000 + 345. Kept: expired 6 days ago (within
     // the week's grace), and not expired yet.
-    add_access_tokens(&db, "old", 2345, 8).await;
-    add_access_tokens(&db, "grace", 5, 6).await;
-    add_access_tokens(&db, "live", 3, -30).await;
-    add_refresh_token(&db, "r-old-1", 8).await;
-    add_refresh_token(&db, "r-old-2", 400).await;
-    add_refresh_token(&db, "r-grace", 6).await;
-    add_refresh_token(&db, "r-live", -1).await;
+    db.add_access_tokens("old", 2345, 8).await.expect("rows");
+    db.add_access_tokens("grace", 5, 6).await.expect("rows");
+    db.add_access_tokens("live", 3, -30).await.expect("rows");
+    db.add_refresh_token("r-old-1", 8).await.expect("rows");
+    db.add_refresh_token("r-old-2", 400).await.expect("rows");
+    db.add_refresh_token("r-grace", 6).await.expect("rows");
+    db.add_refresh_token("r-live", -1).await.expect("rows");
 
     let batches = oauth::cleanup(&db.pool, oauth::Tokens::Access, Duration::ZERO)
         .await
