@@ -629,3 +629,55 @@ async fn readiness_names_an_unreachable_redis_and_mysql() {
         .expect("healthz");
     assert_eq!(live.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_exits_with_the_jobs_result_and_records_it() {
+    let prefix = format!("{}:", unique("it.sched.once"));
+    let ok = scheduler_command(&prefix, "none")
+        .args(["run", "heartbeat", "--once"])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("run");
+    assert!(ok.status.success(), "{ok:?}");
+    let printed = String::from_utf8_lossy(&ok.stdout);
+    assert!(printed.starts_with("heartbeat: ok in "), "{printed}");
+    // No such database: the job fails, exit 1, the error named with the job.
+    let failed = scheduler_command(&prefix, "it_no_such_database")
+        .args(["run", "trending-subject-topics", "--once"])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("run");
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let printed = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        printed.starts_with("trending-subject-topics: error in ")
+            && printed.contains("Unknown database"),
+        "{printed}"
+    );
+    let stores = stores(&prefix, &no_mysql());
+    let mut redis = stores.redis.clone();
+    let last = runlog::last(&mut redis, &prefix, Job::TrendingSubjectTopics)
+        .await
+        .expect("run log")
+        .expect("a run");
+    assert_eq!(last.result, runlog::ERROR);
+    let listed = scheduler_command(&prefix, "none")
+        .arg("list")
+        .stdout(Stdio::piped())
+        .output()
+        .expect("list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("trending-subject-topics "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains(" error "), "{row}");
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("cleanup-expired-access-tokens "))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains(" no ") && row.contains(" never "), "{row}");
+    fleet_harness::delete_prefix_at(&redis_uri(), &prefix)
+        .await
+        .expect("clean");
+}

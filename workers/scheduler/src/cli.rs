@@ -137,7 +137,7 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
                     Ok(ExitCode::from(EXIT_TAKEN))
                 }
                 Err(error) => {
-                    eprintln!("{}: failed: {error:#}", job.name());
+                    eprintln!("{}: failed: {}", job.name(), daemon::error_chain(&error));
                     Ok(ExitCode::from(EXIT_FAILURE))
                 }
             }
@@ -150,10 +150,10 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
                 "JOB", "ENABLED", "SCHEDULE", "NEXT RUN", "LAST RUN (TICK)", "RESULT", "DURATION"
             );
             for plan in &plans {
-                let next = plan
-                    .schedule
-                    .next_after(now)
-                    .map_or("-".into(), |t| wall_clock(&plan.schedule, t));
+                let next = match plan.schedule.next_after(now) {
+                    Some(t) if plan.enabled => wall_clock(&plan.schedule, t),
+                    _ => "-".into(),
+                };
                 let last = runlog::last(&mut redis, &stores.prefix, plan.job)
                     .await
                     .map_err(|source| RuntimeError::Sink {

@@ -120,7 +120,7 @@ pub async fn attempt(
     let took = started.elapsed();
     let (result, summary) = match &outcome {
         Ok(summary) => (runlog::OK, summary.clone()),
-        Err(error) => (runlog::ERROR, format!("{error:#}")),
+        Err(error) => (runlog::ERROR, error_chain(error)),
     };
     metrics::counter!(metric::RUNS, "task" => job, "result" => result).increment(1);
     metrics::histogram!(metric::RUN_SECONDS, "task" => job).record(took.as_secs_f64());
@@ -135,6 +135,20 @@ pub async fn attempt(
     };
     runlog::record(&mut redis, &stores.prefix, plan.job, &run).await?;
     Ok(Attempt::Ran(run))
+}
+
+/// `error` and its causes in a line, each cause left out when the text before already says it
+/// (sqlx's database errors repeat their source's message).
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }
 
 /// Runs every enabled plan's timer until `shutdown`.
@@ -257,32 +271,102 @@ struct Report {
     repeats: u64,
 }
 
+/// What [`Report::of`] logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logged {
+    /// Nothing: another replica had the tick.
+    Nothing,
+    /// The run (debug for the heartbeat).
+    Ran,
+    /// A new error, at error level.
+    Failed,
+    /// The same error again: counted, at debug level.
+    Repeated,
+    /// A success after failures, with how many repeats there were.
+    Recovered,
+}
+
 impl Report {
-    fn of(&mut self, job: &str, attempt: anyhow::Result<Attempt>) {
+    fn of(&mut self, job: &str, attempt: anyhow::Result<Attempt>) -> Logged {
         let error = match attempt {
-            Ok(Attempt::Taken) => return,
+            Ok(Attempt::Taken) => return Logged::Nothing,
             Ok(Attempt::Ran(run)) if run.result == runlog::OK => {
+                let repeats = std::mem::take(&mut self.repeats);
                 if self.failing.take().is_some() {
-                    tracing::info!(job, repeats = self.repeats, "job recovered");
-                } else if job == Job::Heartbeat.name() {
+                    tracing::info!(job, repeats, "job recovered after failing");
+                    return Logged::Recovered;
+                }
+                if job == Job::Heartbeat.name() {
                     // Every 10 s: not worth a line.
                     tracing::debug!(job, tick = run.tick, "job ran");
                 } else {
                     tracing::info!(job, tick = run.tick, duration_ms = run.duration_ms, summary = %run.summary, "job ran");
                 }
-                self.repeats = 0;
-                return;
+                return Logged::Ran;
             }
             Ok(Attempt::Ran(run)) => run.summary,
-            Err(error) => format!("claiming or recording the tick: {error:#}"),
+            Err(error) => format!("claiming or recording the tick: {}", error_chain(&error)),
         };
         if self.failing.as_deref() == Some(error.as_str()) {
             self.repeats += 1;
             tracing::debug!(job, repeats = self.repeats, "job failed again, same error");
+            Logged::Repeated
         } else {
             tracing::error!(job, %error, "job failed; it runs again at its next tick");
             self.failing = Some(error);
             self.repeats = 0;
+            Logged::Failed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(result: &str, summary: &str) -> anyhow::Result<Attempt> {
+        Ok(Attempt::Ran(Run {
+            tick: 1,
+            result: result.into(),
+            duration_ms: 1,
+            finished_at_ms: 1,
+            replica: "r".into(),
+            summary: summary.into(),
+        }))
+    }
+
+    #[test]
+    fn the_same_error_again_is_counted_not_logged_again() {
+        let mut report = Report::default();
+        let job = "truncate-global";
+        assert_eq!(
+            report.of(job, ran(runlog::ERROR, "redis down")),
+            Logged::Failed
+        );
+        assert_eq!(
+            report.of(job, ran(runlog::ERROR, "redis down")),
+            Logged::Repeated
+        );
+        assert_eq!(
+            report.of(job, ran(runlog::ERROR, "redis down")),
+            Logged::Repeated
+        );
+        assert_eq!(report.repeats, 2);
+        assert_eq!(report.of(job, Ok(Attempt::Taken)), Logged::Nothing);
+        assert_eq!(report.of(job, ran(runlog::ERROR, "other")), Logged::Failed);
+        assert_eq!(report.of(job, ran(runlog::OK, "fine")), Logged::Recovered);
+        assert_eq!(report.of(job, ran(runlog::OK, "fine")), Logged::Ran);
+        assert_eq!(
+            report.of(job, ran(runlog::ERROR, "redis down")),
+            Logged::Failed
+        );
+    }
+
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        let error = anyhow::anyhow!("inner: detail").context("outer");
+        assert_eq!(error_chain(&error), "outer: inner: detail");
+        let repeated = anyhow::Error::new(std::io::Error::other("gone")).context("read: gone");
+        assert_eq!(error_chain(&repeated), "read: gone");
     }
 }
