@@ -107,10 +107,7 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { job, .. } => {
-            let plan = plans
-                .into_iter()
-                .find(|p| p.job == job)
-                .expect("every job has a plan");
+            let plan = Plan::of(&cli.settings, job)?;
             let tick = Timestamp::from_second(Timestamp::now().as_second())
                 .unwrap_or_else(|_| Timestamp::now());
             match daemon::attempt(&stores, &plan, tick, &daemon::replica()).await {

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use cdc_runtime::config::ConfigError;
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -48,18 +49,22 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every job's plan from `settings`.
-    pub fn all(settings: &Settings) -> Result<Vec<Plan>, cdc_runtime::config::ConfigError> {
-        Ok(settings
-            .schedules()?
+    /// `job`'s plan from `settings`.
+    pub fn of(settings: &Settings, job: Job) -> Result<Plan, ConfigError> {
+        Ok(Plan {
+            job,
+            schedule: settings.schedule(job)?,
+            catch_up: settings.catch_up(job),
+            enabled: settings.enabled(job),
+        })
+    }
+
+    /// Every job's plan from `settings`, in [`Job::ALL`] order.
+    pub fn all(settings: &Settings) -> Result<Vec<Plan>, ConfigError> {
+        Job::ALL
             .into_iter()
-            .map(|(job, schedule)| Plan {
-                job,
-                schedule,
-                catch_up: settings.catch_up(job),
-                enabled: settings.enabled(job),
-            })
-            .collect())
+            .map(|job| Plan::of(settings, job))
+            .collect()
     }
 
     /// How long a tick's claim lasts: past the catch-up window (a replica starting within it

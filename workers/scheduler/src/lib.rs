@@ -136,22 +136,16 @@ impl Settings {
         override_of(&self.catch_up, job).map_or(job.default_catch_up(), |w| *w)
     }
 
-    /// Every job's schedule, checked; errors name the variable.
-    pub fn schedules(&self) -> Result<Vec<(Job, schedule::Schedule)>, ConfigError> {
+    /// `job`'s schedule, checked; errors name the variable.
+    pub fn schedule(&self, job: Job) -> Result<schedule::Schedule, ConfigError> {
         let invalid = |name: &str, reason: String| ConfigError::Invalid {
             name: name.into(),
             reason,
         };
         let zone =
             schedule::zone(&self.time_zone).map_err(|e| invalid("SCHEDULER_TIME_ZONE", e))?;
-        Job::ALL
-            .into_iter()
-            .map(|job| {
-                schedule::Schedule::new(self.pattern(job), zone.clone())
-                    .map(|s| (job, s))
-                    .map_err(|e| invalid("SCHEDULER_SCHEDULES", format!("{}: {e}", job.name())))
-            })
-            .collect()
+        schedule::Schedule::new(self.pattern(job), zone)
+            .map_err(|e| invalid("SCHEDULER_SCHEDULES", format!("{}: {e}", job.name())))
     }
 
     /// The printable form, for `--print-config`.
@@ -310,15 +304,21 @@ mod tests {
         assert_eq!(s.pattern(Job::TruncateUser), "0 0 5 * * *");
         assert_eq!(s.catch_up(Job::TruncateInbox), Duration::from_secs(7200));
         assert_eq!(s.catch_up(Job::Heartbeat), Duration::ZERO);
-        assert!(s.schedules().is_ok());
+        assert!(s.schedule(Job::Heartbeat).is_ok());
         let bad =
             settings(&["--schedule", "heartbeat=61 * * * *"]).unwrap_or_else(|e| panic!("{e}"));
-        let error = bad.schedules().expect_err("61 is no minute").to_string();
+        let error = bad
+            .schedule(Job::Heartbeat)
+            .expect_err("61 is no minute")
+            .to_string();
         assert!(
             error.contains("SCHEDULER_SCHEDULES") && error.contains("heartbeat"),
             "{error}"
         );
         assert!(settings(&["--schedule", "nope=* * * * *"]).is_err());
-        assert!(settings(&["--time-zone", "Mars/Olympus"]).is_ok_and(|s| s.schedules().is_err()));
+        assert!(
+            settings(&["--time-zone", "Mars/Olympus"])
+                .is_ok_and(|s| s.schedule(Job::TruncateUser).is_err())
+        );
     }
 }
