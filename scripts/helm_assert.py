@@ -144,7 +144,14 @@ def main() -> int:
                 fail(f"families ConfigMap: {name}.service_topics differs from topics/")
 
     def check_pod(where: str, pod: dict, c: dict, settings: dict) -> str | None:
-        """Probes, metrics port and security of a worker's pod; its memory limit."""
+        """Secrets by reference only, probes, metrics port and security of a worker's pod; its
+        memory limit."""
+        for e in c.get("env") or []:
+            name = e["name"]
+            if "value" in e and (name in SECRET_VARS or SECRET_NAME.search(name)):
+                fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
+            if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
+                fail(f"{where}: env {name} holds a URI with a password")
         # probes on /healthz and /readyz, on the metrics port
         port = next((p for p in c.get("ports", []) if p.get("name") == "metrics"), None)
         if port is None:
@@ -245,11 +252,6 @@ def main() -> int:
             fail(f"{where}: consumer group {group} shared with {groups[group]}")
         else:
             groups[group] = fam
-        for name, e in env.items():
-            if "value" in e and (name in SECRET_VARS or SECRET_NAME.search(name)):
-                fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
-            if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
-                fail(f"{where}: env {name} holds a URI with a password")
         # secrets: exactly those of the stores the family uses (topics/ `stores`), when set
         store_secrets = {
             "redis": {"REDIS_URI"},
@@ -406,7 +408,7 @@ def main() -> int:
             fail(f"{where}: replicas {dep['spec'].get('replicas')} != scheduler.replicas")
         if c.get("command") != ["scheduler"] or c.get("args") != ["daemon"]:
             fail(f"{where}: runs {c.get('command')} {c.get('args')}, not `scheduler daemon`")
-        env = {e["name"]: e for e in c.get("env", [])}
+        env = {e["name"]: e for e in c.get("env") or []}
         from_secrets = {n for n, e in env.items() if "secretKeyRef" in (e.get("valueFrom") or {})}
         allowed = {"REDIS_URI", "MYSQL_PASS", "MYSQL_USER"}
         if from_secrets - allowed:
@@ -414,9 +416,6 @@ def main() -> int:
         for store, name in (("redis", "REDIS_URI"), ("mysql", "MYSQL_PASS")):
             if (values.get(store) or {}).get("existingSecret") and name not in from_secrets:
                 fail(f"{where}: {name} not from {store}.existingSecret")
-        for name, e in env.items():
-            if "value" in e and (name in SECRET_VARS or SECRET_NAME.search(name)):
-                fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
         settings = {}
         for src in c.get("envFrom", []):
             settings.update((config_maps.get(src.get("configMapRef", {}).get("name")) or {}).get("data") or {})

@@ -211,6 +211,11 @@ Release-wide checks; rendered (as nothing) by the settings ConfigMap so they alw
 {{- fail (printf "kafka.config.%s looks secret: pass KAFKA_CONFIG__%s through extraEnv with valueFrom.secretKeyRef" $property (upper (replace "." "_" $property))) }}
 {{- end }}
 {{- end }}
+{{- range $key, $_ := ($root.Values.scheduler.env | default dict) }}
+{{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
+{{- fail (printf "scheduler.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $key) }}
+{{- end }}
+{{- end }}
 {{- range $key, $_ := ($root.Values.extraConfig | default dict) }}
 {{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
 {{- fail (printf "extraConfig.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $key) }}
