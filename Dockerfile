@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# One image with every binary of the fleet: one per topic family (cache-invalidation, timeline, …)
-# and the on-call `dlq` tool. The Helm chart (helm/bangumi-cdc) picks the binary per Deployment
-# with `command: [<family>]`, so the image has no fixed entrypoint.
+# One image with every binary of the fleet: one per topic family (cache-invalidation, timeline, …),
+# the `scheduler` (periodic jobs) and the on-call `dlq` tool. The Helm chart (helm/bangumi-cdc)
+# picks the binary per Deployment with `command: [<family>]`, so the image has no fixed entrypoint.
 #
 #   docker build -t ghcr.io/bangumi/bangumi-cdc:0.1.0 .
 #

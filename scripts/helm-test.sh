@@ -125,6 +125,7 @@ refusals=(
     "state-redis-password-in-values|redis.state.uri holds a password|redis.state.uri=redis://:hunter2@state:6379/0"
     "secret-in-kafka-config|looks secret|kafka.config.sasl\\.password=hunter2"
     "secret-in-family-env|looks secret|families.$fam_b.env.API_TOKEN=x"
+    "secret-in-scheduler-env|scheduler.env.MYSQL_PASS looks secret|scheduler.env.MYSQL_PASS=x"
     "sasl-without-secret|kafka.sasl.existingSecret is empty|kafka.sasl.mechanism=PLAIN"
     "replay-without-family|needs dlqReplay.family|dlqReplay.enabled=true"
     "replay-bad-partition|is not a partition of $fam_b|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.partition=$parts_b"

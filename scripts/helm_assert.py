@@ -143,10 +143,58 @@ def main() -> int:
             if got.get("service_topics", []) != toml.get("service_topics", []):
                 fail(f"families ConfigMap: {name}.service_topics differs from topics/")
 
+    def check_pod(where: str, pod: dict, c: dict, settings: dict) -> str | None:
+        """Secrets by reference only, probes, metrics port and security of a worker's pod; its
+        memory limit."""
+        for e in c.get("env") or []:
+            name = e["name"]
+            if "value" in e and (name in SECRET_VARS or SECRET_NAME.search(name)):
+                fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
+            if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
+                fail(f"{where}: env {name} holds a URI with a password")
+        # probes on /healthz and /readyz, on the metrics port
+        port = next((p for p in c.get("ports", []) if p.get("name") == "metrics"), None)
+        if port is None:
+            fail(f"{where}: no container port named metrics")
+        http_addr = settings.get("HTTP_ADDR", "0.0.0.0:9464")
+        if port and not http_addr.endswith(f":{port['containerPort']}"):
+            fail(f"{where}: HTTP_ADDR {http_addr} does not match the metrics port {port['containerPort']}")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            get = (c.get(probe) or {}).get("httpGet") or {}
+            if get.get("path") != path or get.get("port") not in ("metrics", port and port["containerPort"]):
+                fail(f"{where}: {probe} is not an httpGet of {path} on the metrics port")
+
+        # security
+        psc = pod.get("securityContext") or {}
+        csc = c.get("securityContext") or {}
+        if not (psc.get("runAsNonRoot") or csc.get("runAsNonRoot")):
+            fail(f"{where}: runAsNonRoot is not set")
+        if 0 in (psc.get("runAsUser"), csc.get("runAsUser")):
+            fail(f"{where}: runs as uid 0")
+        if csc.get("readOnlyRootFilesystem") is not True:
+            fail(f"{where}: readOnlyRootFilesystem is not true")
+        if csc.get("allowPrivilegeEscalation") is not False:
+            fail(f"{where}: allowPrivilegeEscalation is not false")
+        if csc.get("privileged"):
+            fail(f"{where}: privileged")
+        if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+            fail(f"{where}: capabilities do not drop ALL")
+        if (csc.get("capabilities") or {}).get("add"):
+            fail(f"{where}: adds capabilities")
+        if pod.get("automountServiceAccountToken") is not False:
+            fail(f"{where}: automountServiceAccountToken is not false")
+        limit = c.get("resources", {}).get("limits", {}).get("memory")
+        if not limit:
+            fail(f"{where}: no memory limit")
+
+        return limit
+
     # --- One Deployment per enabled family --------------------------------------------------
     deployments = by_kind.get("Deployment", [])
     seen: dict[str, dict] = {}
     for dep in deployments:
+        if dep["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "scheduler":
+            continue  # checked below
         fam = dep["metadata"].get("labels", {}).get("bangumi.tv/cdc-family")
         if fam is None:
             fail(f"Deployment {dep['metadata']['name']} has no bangumi.tv/cdc-family label")
@@ -204,11 +252,6 @@ def main() -> int:
             fail(f"{where}: consumer group {group} shared with {groups[group]}")
         else:
             groups[group] = fam
-        for name, e in env.items():
-            if "value" in e and (name in SECRET_VARS or SECRET_NAME.search(name)):
-                fail(f"{where}: env {name} has a literal value; secrets come from secretKeyRef")
-            if "value" in e and isinstance(e["value"], str) and URI_WITH_PASSWORD.search(e["value"]):
-                fail(f"{where}: env {name} holds a URI with a password")
         # secrets: exactly those of the stores the family uses (topics/ `stores`), when set
         store_secrets = {
             "redis": {"REDIS_URI"},
@@ -257,40 +300,7 @@ def main() -> int:
         if dep["metadata"]["annotations"].get("bangumi.tv/cdc-partitions") != str(partitions):
             fail(f"{where}: partitions annotation differs from topics/ ({partitions})")
 
-        # probes on /healthz and /readyz, on the metrics port
-        port = next((p for p in c.get("ports", []) if p.get("name") == "metrics"), None)
-        if port is None:
-            fail(f"{where}: no container port named metrics")
-        http_addr = settings.get("HTTP_ADDR", "0.0.0.0:9464")
-        if port and not http_addr.endswith(f":{port['containerPort']}"):
-            fail(f"{where}: HTTP_ADDR {http_addr} does not match the metrics port {port['containerPort']}")
-        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
-            get = (c.get(probe) or {}).get("httpGet") or {}
-            if get.get("path") != path or get.get("port") not in ("metrics", port and port["containerPort"]):
-                fail(f"{where}: {probe} is not an httpGet of {path} on the metrics port")
-
-        # security
-        psc = pod.get("securityContext") or {}
-        csc = c.get("securityContext") or {}
-        if not (psc.get("runAsNonRoot") or csc.get("runAsNonRoot")):
-            fail(f"{where}: runAsNonRoot is not set")
-        if 0 in (psc.get("runAsUser"), csc.get("runAsUser")):
-            fail(f"{where}: runs as uid 0")
-        if csc.get("readOnlyRootFilesystem") is not True:
-            fail(f"{where}: readOnlyRootFilesystem is not true")
-        if csc.get("allowPrivilegeEscalation") is not False:
-            fail(f"{where}: allowPrivilegeEscalation is not false")
-        if csc.get("privileged"):
-            fail(f"{where}: privileged")
-        if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
-            fail(f"{where}: capabilities do not drop ALL")
-        if (csc.get("capabilities") or {}).get("add"):
-            fail(f"{where}: adds capabilities")
-        if pod.get("automountServiceAccountToken") is not False:
-            fail(f"{where}: automountServiceAccountToken is not false")
-        limit = c.get("resources", {}).get("limits", {}).get("memory")
-        if not limit:
-            fail(f"{where}: no memory limit")
+        limit = check_pod(where, pod, c, settings)
 
         # the prefetch budget fits the memory limit (with the worker's overhead beside it)
         budget = settings.get("PREFETCH_BUDGET", "")
@@ -374,12 +384,47 @@ def main() -> int:
     for sm in by_kind.get("ServiceMonitor", []):
         sel = sm["spec"]["selector"]["matchLabels"]
         hit = [s for s in by_kind.get("Service", []) if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())]
-        if len(hit) != len(seen):
-            fail(f"ServiceMonitor {sm['metadata']['name']} selects {len(hit)} Services, expected {len(seen)}")
+        want = len(seen) + (1 if (values.get("scheduler") or {}).get("enabled") else 0)
+        if len(hit) != want:
+            fail(f"ServiceMonitor {sm['metadata']['name']} selects {len(hit)} Services, expected {want}")
         if not any(e.get("port") == "metrics" and e.get("path", "/metrics") == "/metrics" for e in sm["spec"]["endpoints"]):
             fail(f"ServiceMonitor {sm['metadata']['name']}: no endpoint on port metrics, /metrics")
     if ((values.get("metrics") or {}).get("serviceMonitor") or {}).get("enabled") and svc_on and not by_kind.get("ServiceMonitor"):
         fail("metrics.serviceMonitor.enabled but no ServiceMonitor rendered")
+
+    # --- The scheduler: one Deployment (replicas as asked), the Redis and MariaDB secrets only --
+    sched_values = values.get("scheduler") or {}
+    sched = [d for d in deployments if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "scheduler"]
+    if not sched_values.get("enabled"):
+        if sched:
+            fail("a scheduler Deployment is rendered although scheduler.enabled is off")
+    elif len(sched) != 1:
+        fail(f"scheduler.enabled: expected one scheduler Deployment, got {len(sched)}")
+    for dep in sched:
+        where = f"Deployment {dep['metadata']['name']} (scheduler)"
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        if dep["spec"].get("replicas") != sched_values.get("replicas"):
+            fail(f"{where}: replicas {dep['spec'].get('replicas')} != scheduler.replicas")
+        if c.get("command") != ["scheduler"] or c.get("args") != ["daemon"]:
+            fail(f"{where}: runs {c.get('command')} {c.get('args')}, not `scheduler daemon`")
+        env = {e["name"]: e for e in c.get("env") or []}
+        from_secrets = {n for n, e in env.items() if "secretKeyRef" in (e.get("valueFrom") or {})}
+        allowed = {"REDIS_URI", "MYSQL_PASS", "MYSQL_USER"}
+        if from_secrets - allowed:
+            fail(f"{where}: secrets {sorted(from_secrets - allowed)} it does not use")
+        for store, name in (("redis", "REDIS_URI"), ("mysql", "MYSQL_PASS")):
+            if (values.get(store) or {}).get("existingSecret") and name not in from_secrets:
+                fail(f"{where}: {name} not from {store}.existingSecret")
+        settings = {}
+        for src in c.get("envFrom", []):
+            settings.update((config_maps.get(src.get("configMapRef", {}).get("name")) or {}).get("data") or {})
+        check_pod(where, pod, c, settings)
+        svc_on = ((values.get("metrics") or {}).get("service") or {}).get("enabled")
+        labels = dep["spec"]["template"]["metadata"].get("labels", {})
+        svcs = [s for s in by_kind.get("Service", []) if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
+        if svc_on and len(svcs) != 1:
+            fail(f"{where}: {len(svcs)} metrics Services select its pods, expected 1")
 
     # --- PrometheusRule: the DLQ alerts, only when asked for ---------------------------------
     rule_values = (values.get("metrics") or {}).get("prometheusRule") or {}
@@ -416,6 +461,16 @@ def main() -> int:
                 fail(f"{where}: {alert} severity is not metrics.prometheusRule.severity")
             if not rule.get("for") or not (rule.get("annotations") or {}).get("summary"):
                 fail(f"{where}: {alert} has no `for` or no summary")
+        alert = rules.get("SchedulerJobNotSucceeding")
+        if sched_values.get("enabled") and alert is None:
+            fail(f"{where}: no alert SchedulerJobNotSucceeding although the scheduler is enabled")
+        if alert is not None:
+            expr = alert.get("expr", "")
+            used = set(re.findall(r"\bscheduler_[a-z_]+", expr))
+            if used != {"scheduler_last_success_timestamp_seconds", "scheduler_period_seconds"}:
+                fail(f"{where}: SchedulerJobNotSucceeding uses {sorted(used)}")
+            if f"> {rule_values.get('schedulerPeriods')} * " not in expr:
+                fail(f"{where}: SchedulerJobNotSucceeding does not compare with schedulerPeriods: {expr}")
         pending_for = (rule_values.get("dlqPending") or {}).get("for")
         if "CdcDeadLettersPending" in rules and rules["CdcDeadLettersPending"].get("for") != pending_for:
             fail(f"{where}: CdcDeadLettersPending `for` is not metrics.prometheusRule.dlqPending.for ({pending_for})")

@@ -1128,10 +1128,7 @@ async fn timeline_run(
     })
     .await??;
     let group = unique("bench-tml");
-    let extra = [
-        ("MYSQL_DB", g.db.name.clone()),
-        ("TIMELINE_TRIMS", "false".to_owned()),
-    ];
+    let extra = [("MYSQL_DB", g.db.name.clone())];
     let env = worker_env(&topic_prefix, &group, key_prefix, &extra);
     let before = command_stats().await?;
     let started = Instant::now();

@@ -5,14 +5,15 @@
 //! `notify.v1` messages (the golden input's, from its privacy cases on), and, for user-events,
 //! web sessions in MariaDB and Redis and resized avatars in a bucket of the local S3 server;
 //! runs each family's real binary until its
-//! consumer group has committed everything, prints what happened, and stops the workers with
-//! SIGTERM.
+//! consumer group has committed everything, prints what happened, runs each of the scheduler's
+//! jobs once on rows seeded for them (`scheduler run <job> --once`, then `scheduler list`), and
+//! stops the workers with SIGTERM.
 //!
 //! Everything lives under a per-run prefix (topics `demo-….`, Redis keys `demo-…:`), so runs
 //! never interfere with each other or with the tests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -492,7 +493,14 @@ async fn run() -> anyhow::Result<()> {
         println!("  metrics: {} (log {})", w.metrics, w.log.display());
     }
 
-    step(6, "stopping the workers with SIGTERM");
+    step(
+        6,
+        "the scheduler: each job once (`scheduler run <job> --once`), then `scheduler list`",
+    );
+    let db = db.with_scheduled_tables().await?;
+    scheduler_jobs(&bin_dir, &db, &key_prefix).await?;
+
+    step(7, "stopping the workers with SIGTERM");
     let db_name = db.name.clone();
     db.drop_now().await?;
     bucket.remove().await?;
@@ -512,6 +520,93 @@ async fn run() -> anyhow::Result<()> {
             status.code().map_or("by signal".into(), |c| c.to_string()),
             stopping.elapsed().as_secs_f64()
         );
+    }
+    Ok(())
+}
+
+/// Seeds what the scheduler's jobs read (collections of two anime, posts in two subject
+/// topics, expired and live OAuth tokens, a global inbox over its 1000), runs each job once
+/// with the binary as the on-call would, and prints each result, `scheduler list`, and the
+/// trending keys written.
+async fn scheduler_jobs(
+    bin_dir: &Path,
+    db: &fleet_harness::mysql::TestDatabase,
+    key_prefix: &str,
+) -> anyhow::Result<()> {
+    let binary = bin_dir.join("scheduler");
+    if !binary.exists() {
+        println!("    scheduler binary not built yet, skipped");
+        return Ok(());
+    }
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
+    let (yesterday, last_month) = (now - 86_400, now - 40 * 86_400);
+    let mut uid = 1_000_000;
+    db.add_ranked_subject(9_000_001, 2, 0).await?;
+    db.add_interests(&mut uid, 9_000_001, 3, yesterday, yesterday)
+        .await?;
+    db.add_ranked_subject(9_000_002, 2, 0).await?;
+    db.add_interests(&mut uid, 9_000_002, 1, yesterday, yesterday)
+        .await?;
+    db.add_interests(&mut uid, 9_000_002, 5, last_month, last_month)
+        .await?;
+    db.add_posts(1, 2, yesterday).await?;
+    db.add_posts(2, 4, yesterday).await?;
+    db.add_access_tokens("demo-expired-", 1500, 8).await?;
+    db.add_access_tokens("demo-live-", 2, -30).await?;
+    db.add_refresh_token("demo-expired", 8).await?;
+    let mut conn = fleet_harness::redis().await?;
+    let inbox = format!("{key_prefix}tml:v3:inbox:0");
+    let items: Vec<(i64, String)> = (0..1200).map(|i| (i, format!("demo-{i}"))).collect();
+    redis::cmd("ZADD")
+        .arg(&inbox)
+        .arg(&items)
+        .query_async::<()>(&mut conn)
+        .await?;
+    println!(
+        "    seeded: 2 anime with collections, 6 topic posts, 1500 expired + 2 live access tokens, \
+         1 expired refresh token, {} items in tml:v3:inbox:0",
+        items.len()
+    );
+    let scheduler = |args: &[&str]| {
+        let mut cmd = Command::new(&binary);
+        cmd.args(args)
+            .env("REDIS_URI", redis_uri())
+            .env("REDIS_KEY_PREFIX", key_prefix)
+            .env("MYSQL_DB", &db.name)
+            .env("SCHEDULER_CLEANUP_PAUSE", "100ms")
+            .env("LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn");
+        cmd
+    };
+    for job in scheduler::Job::ALL {
+        let out = scheduler(&["run", job.name(), "--once"]).output()?;
+        if !out.status.success() {
+            bail!(
+                "scheduler run {} --once: {}{}",
+                job.name(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        print!("    {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let out = scheduler(&["list"]).output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    for key in [
+        scheduler::trending::subjects_key(2),
+        scheduler::trending::TOPICS_KEY.to_owned(),
+    ] {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("{key_prefix}{key}"))
+            .query_async(&mut conn)
+            .await?;
+        println!("    {key} = {}", value.unwrap_or_else(|| "(none)".into()));
     }
     Ok(())
 }

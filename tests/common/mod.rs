@@ -17,6 +17,7 @@ pub mod notify;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
+pub mod scheduled;
 pub mod search;
 pub mod state;
 pub mod subjects;

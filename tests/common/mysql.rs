@@ -135,22 +135,25 @@ impl TestDatabase {
                     format!("schema.sql: {}", statement.lines().next().unwrap_or(""))
                 })?;
         }
-        let written = include_str!("written_tables.sql");
-        for statement in written
-            .split(";\n")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let ddl: String = statement
-                .lines()
-                .filter(|l| !l.starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            sqlx::raw_sql(&ddl).execute(&pool).await.with_context(|| {
-                format!("written_tables.sql: {}", ddl.lines().next().unwrap_or(""))
-            })?;
-        }
+        run_ddl(
+            &pool,
+            "written_tables.sql",
+            include_str!("written_tables.sql"),
+        )
+        .await?;
         Ok(Self { name, pool })
+    }
+
+    /// This database with the tables only the scheduler's jobs touch
+    /// (`tests/common/scheduled_tables.sql`: subject interests and posts, OAuth tokens).
+    pub async fn with_scheduled_tables(self) -> anyhow::Result<Self> {
+        run_ddl(
+            &self.pool,
+            "scheduled_tables.sql",
+            include_str!("scheduled_tables.sql"),
+        )
+        .await?;
+        Ok(self)
     }
 
     /// Worker arguments pointing at this database.
@@ -498,4 +501,23 @@ fn date_of_days(days: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Runs the `;`-separated statements of `ddl` (the file `name`), comment lines left out.
+async fn run_ddl(pool: &MySqlPool, name: &str, ddl: &str) -> anyhow::Result<()> {
+    for statement in ddl.split(";\n").map(str::trim) {
+        let statement: String = statement
+            .lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if statement.trim().is_empty() {
+            continue;
+        }
+        sqlx::raw_sql(&statement)
+            .execute(pool)
+            .await
+            .with_context(|| format!("{name}: {}", statement.lines().next().unwrap_or("")))?;
+    }
+    Ok(())
 }

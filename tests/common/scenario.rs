@@ -315,11 +315,9 @@ impl Lane {
         let config = self.config(group, extra);
         let shutdown = CancellationToken::new();
         let running = if self.family.family == timeline::FAMILY {
-            let settings = timeline::Settings {
-                trims: false,
-                ..timeline::Settings::default()
-            };
-            let handler = timeline::Timeline::connect(&config, &settings, group).expect("handler");
+            let handler =
+                timeline::Timeline::connect(&config, &timeline::Settings::default(), group)
+                    .expect("handler");
             cdc_runtime::start(&self.family, &config, handler, shutdown.clone()).await
         } else if self.family.family == search::FAMILY {
             let (url, index_prefix) = self
@@ -596,7 +594,7 @@ impl Lane {
         )
         .expect("worker binary");
         if let Some(db) = &self.db {
-            cmd.env("MYSQL_DB", &db.name).env("TIMELINE_TRIMS", "false");
+            cmd.env("MYSQL_DB", &db.name);
         }
         if let Some(port) = self.mysql_port {
             cmd.env("MYSQL_PORT", port.to_string());

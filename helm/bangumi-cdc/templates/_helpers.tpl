@@ -211,6 +211,11 @@ Release-wide checks; rendered (as nothing) by the settings ConfigMap so they alw
 {{- fail (printf "kafka.config.%s looks secret: pass KAFKA_CONFIG__%s through extraEnv with valueFrom.secretKeyRef" $property (upper (replace "." "_" $property))) }}
 {{- end }}
 {{- end }}
+{{- range $key, $_ := ($root.Values.scheduler.env | default dict) }}
+{{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
+{{- fail (printf "scheduler.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $key) }}
+{{- end }}
+{{- end }}
 {{- range $key, $_ := ($root.Values.extraConfig | default dict) }}
 {{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
 {{- fail (printf "extraConfig.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $key) }}
@@ -224,12 +229,14 @@ Release-wide checks; rendered (as nothing) by the settings ConfigMap so they alw
 {{/*
 Container env of a family's workers and replay Job: secrets by reference, never by value, and
 only those of the stores the family uses (topics/families/<name>.toml `stores`). Called with
-(dict "root" $ "stores" $f.stores).
+(dict "root" $ "stores" $f.stores), plus "withoutKafka" true for the scheduler (it has no
+broker).
 */}}
 {{- define "bangumi-cdc.secretEnv" -}}
 {{- $stores := .stores }}
+{{- $kafka := not .withoutKafka }}
 {{- with .root.Values.kafka.sasl }}
-{{- if .existingSecret }}
+{{- if and $kafka .existingSecret }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:

@@ -213,7 +213,20 @@ impl WorkerConfig {
 
     /// Reads `KAFKA_CONFIG__*` variables into the passthrough map (flags win) and checks every
     /// setting against the family. Called once, before anything connects.
-    pub fn finish(mut self, family: &Family) -> Result<Self, ConfigError> {
+    pub fn finish(self, family: &Family) -> Result<Self, ConfigError> {
+        let config = self.finish_without_family()?;
+        if family.encoding == cdc_topics::Encoding::Avro && config.schema_registry_url.is_none() {
+            return Err(invalid(
+                "SCHEMA_REGISTRY_URL",
+                format!("family {} reads Avro and needs a registry", family.family),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// [`WorkerConfig::finish`] for a binary that consumes no family's topics (the scheduler):
+    /// every setting checked, none against a family.
+    pub fn finish_without_family(mut self) -> Result<Self, ConfigError> {
         let from_env: Vec<(String, (String, String))> = std::env::vars()
             .filter_map(|(variable, value)| {
                 let name = variable.strip_prefix(KAFKA_PASSTHROUGH_PREFIX)?;
@@ -233,11 +246,11 @@ impl WorkerConfig {
             passthrough.push((property, value));
         }
         self.kafka_config = passthrough;
-        self.validate(family)?;
+        self.validate()?;
         Ok(self)
     }
 
-    fn validate(&self, family: &Family) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.kafka_brokers.trim().is_empty() {
             return Err(invalid("KAFKA_BROKERS", "must not be empty"));
         }
@@ -276,12 +289,6 @@ impl WorkerConfig {
         }
         if self.dlq_metrics_interval.is_zero() {
             return Err(invalid("DLQ_METRICS_INTERVAL", "must be > 0"));
-        }
-        if family.encoding == cdc_topics::Encoding::Avro && self.schema_registry_url.is_none() {
-            return Err(invalid(
-                "SCHEMA_REGISTRY_URL",
-                format!("family {} reads Avro and needs a registry", family.family),
-            ));
         }
         Ok(())
     }
@@ -353,21 +360,8 @@ impl WorkerConfig {
         for (name, value) in self.kafka_properties() {
             lines.push(format!("kafka.{name} = {}", redact_property(&name, &value)));
         }
+        lines.extend(self.redacted_stores());
         lines.extend([
-            format!("redis_uri = {}", redact_uri(&self.redis_uri)),
-            format!("redis_key_prefix = {:?}", self.redis_key_prefix),
-            format!(
-                "mysql = {}@{}:{}/{} (password {})",
-                self.mysql_user,
-                self.mysql_host,
-                self.mysql_port,
-                self.mysql_db,
-                if self.mysql_pass.is_empty() {
-                    "empty"
-                } else {
-                    "set"
-                }
-            ),
             format!(
                 "schema_registry_url = {}",
                 self.schema_registry_url
@@ -387,6 +381,27 @@ impl WorkerConfig {
             format!("log_payloads = {}", self.log_payloads),
         ]);
         lines.join("\n")
+    }
+
+    /// The Redis and MySQL settings as `name = value` lines, secrets masked: the part of
+    /// [`WorkerConfig::redacted`] a binary without topics prints too.
+    pub fn redacted_stores(&self) -> [String; 3] {
+        [
+            format!("redis_uri = {}", redact_uri(&self.redis_uri)),
+            format!("redis_key_prefix = {:?}", self.redis_key_prefix),
+            format!(
+                "mysql = {}@{}:{}/{} (password {})",
+                self.mysql_user,
+                self.mysql_host,
+                self.mysql_port,
+                self.mysql_db,
+                if self.mysql_pass.is_empty() {
+                    "empty"
+                } else {
+                    "set"
+                }
+            ),
+        ]
     }
 }
 

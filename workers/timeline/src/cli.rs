@@ -1,20 +1,19 @@
-//! The `timeline` command line: `run` (default: consumer + trim scheduler), `provision`,
-//! `migrate` (the fleet's tables), `trim --once [--job …]`, `--print-config`. The shape of `cdc_runtime::cli::main`, plus the
-//! trim subcommand and this family's [`Settings`].
+//! The `timeline` command line: `run` (default: the consumer), `provision`, `migrate` (the
+//! fleet's tables), `--print-config`. The shape of `cdc_runtime::cli::main`, with this family's
+//! [`Settings`] (whose `--print-config` lines need the Redis URI).
 
 use std::process::ExitCode;
 
-use cdc_runtime::cli::{EXIT_CONFIG, EXIT_FAILURE, cancel_on_signal};
+use cdc_runtime::cli::cancel_on_signal;
 use cdc_runtime::config::ConfigError;
-use cdc_runtime::{RuntimeError, WorkerConfig, sink};
-use clap::{Parser, Subcommand, ValueEnum};
+use cdc_runtime::{RuntimeError, WorkerConfig};
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::trim::{self, Job, Ran};
 use crate::{FAMILY, Settings, Timeline};
 
 #[derive(Debug, Parser)]
-#[command(name = "timeline", about = "Bangumi timeline: fan-out, trims, and the chii_timeline writer", long_about = None)]
+#[command(name = "timeline", about = "Bangumi timeline: fan-out and the chii_timeline writer", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -29,7 +28,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Consume the family's topics and run the trims until SIGTERM/SIGINT (the default).
+    /// Consume the family's topics until SIGTERM/SIGINT (the default).
     Run,
     /// Create the family's topics and DLQ on the broker (idempotent), then exit.
     Provision {
@@ -42,23 +41,6 @@ enum Command {
     /// Run before the workers of a new version start (the Helm chart's pre-install/pre-upgrade
     /// hook); idempotent.
     Migrate,
-    /// Run cache trims now, then exit.
-    Trim {
-        /// Run once (the only mode; the schedule runs inside `run`).
-        #[arg(long, required = true)]
-        once: bool,
-        /// Which trim.
-        #[arg(long, value_enum, default_value_t = Which::All)]
-        job: Which,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Which {
-    Global,
-    Inbox,
-    User,
-    All,
 }
 
 /// Runs the binary.
@@ -92,61 +74,16 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
         Command::Migrate => cdc_runtime::cli::migrate_and_report(&config)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Trim { job, .. } => trim_once(&config, job).await,
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
             let group = config.group_id(&family).to_owned();
             let handler = Timeline::connect(&config, &cli.settings, &group).map_err(sink_error)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let trims = if cli.settings.trims {
-                let redis = sink::redis(&config.redis_uri).map_err(sink_error)?;
-                Some(tokio::spawn(trim::scheduler(
-                    redis,
-                    config.redis_key_prefix.clone(),
-                    shutdown.child_token(),
-                )))
-            } else {
-                None
-            };
-            let result = cdc_runtime::run(&family, &config, handler, shutdown.clone()).await;
-            shutdown.cancel();
-            if let Some(trims) = trims {
-                let _ = trims.await;
-            }
+            let result = cdc_runtime::run(&family, &config, handler, shutdown).await;
             result.map(|()| ExitCode::SUCCESS)
         }
     }
-}
-
-async fn trim_once(config: &WorkerConfig, which: Which) -> Result<ExitCode, RuntimeError> {
-    let redis = sink::redis(&config.redis_uri).map_err(sink_error)?;
-    let jobs: &[Job] = match which {
-        Which::Global => &[Job::Global],
-        Which::Inbox => &[Job::Inbox],
-        Which::User => &[Job::User],
-        Which::All => &Job::ALL,
-    };
-    let mut code = ExitCode::SUCCESS;
-    for job in jobs {
-        match trim::run_locked(&redis, &config.redis_key_prefix, *job).await {
-            Ok(Ran::Trimmed { keys, removed }) => {
-                println!(
-                    "{}: trimmed {keys} keys, removed {removed} items",
-                    job.name()
-                )
-            }
-            Ok(Ran::Locked) => {
-                println!("{}: skipped, another replica is trimming", job.name());
-                code = ExitCode::from(EXIT_CONFIG + 1);
-            }
-            Err(error) => {
-                eprintln!("{}: failed: {error}", job.name());
-                code = ExitCode::from(EXIT_FAILURE);
-            }
-        }
-    }
-    Ok(code)
 }
 
 fn sink_error(source: anyhow::Error) -> RuntimeError {

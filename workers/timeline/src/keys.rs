@@ -1,5 +1,6 @@
 //! Redis key formats of the timeline family: server-private's (`lib/timeline/cache.ts`,
-//! `lib/user/utils.ts`) byte for byte, plus the two kinds this worker adds (fences, trim locks).
+//! `lib/user/utils.ts`) byte for byte, plus the kind this worker adds (fences), and the `SCAN` patterns of the
+//! scheduler's trims.
 //!
 //! Every function takes the `REDIS_KEY_PREFIX` (empty in production: Bangumi's keys have none)
 //! and puts it in front of the key, so tests and staging can share one Redis.
@@ -46,9 +47,14 @@ pub fn fence(prefix: &str, tml_id: u64) -> String {
     format!("{prefix}tml:fence:{tml_id}")
 }
 
-/// `lock:timeline:trim:{job}` (new, this worker's): held while one replica trims.
-pub fn trim_lock(prefix: &str, job: &str) -> String {
-    format!("{prefix}lock:timeline:trim:{job}")
+/// `SCAN MATCH` pattern of every `tml:v3:inbox:{uid}` under `prefix`.
+pub fn inbox_pattern(prefix: &str) -> String {
+    format!("{}tml:v3:inbox:*", glob_escape(prefix))
+}
+
+/// `SCAN MATCH` pattern of every `tml:v3:user:{uid}` under `prefix`.
+pub fn user_timeline_pattern(prefix: &str) -> String {
+    format!("{}tml:v3:user:*", glob_escape(prefix))
 }
 
 /// The channel, with the prefix.
@@ -82,5 +88,7 @@ mod tests {
         assert_eq!(followers("", 3), "user:followers:3");
         assert_eq!(create_channel(""), "events:tml:create");
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(inbox_pattern("p*:"), "p\\*:tml:v3:inbox:*");
+        assert_eq!(user_timeline_pattern(""), "tml:v3:user:*");
     }
 }

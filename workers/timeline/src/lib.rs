@@ -7,8 +7,8 @@
 //!   `SourcePosition`, so replays never resurrect a deleted item.
 //! - `timeline` (service topic) → [`writer`]: messages become `chii_timeline` rows, merged in
 //!   10-minute windows, exactly once in effect (Kafka offsets stored in the same transaction).
-//! - [`trim`]: the periodic cache trims, run by the same process on Shanghai time, one replica
-//!   at a time.
+//!
+//! The periodic cache trims are the `scheduler`'s (`workers/scheduler`).
 //!
 //! Not here: consumption, retries, dead letters (the runtime's).
 //!
@@ -20,7 +20,6 @@
 pub mod cli;
 pub mod fanout;
 pub mod keys;
-pub mod trim;
 pub mod writer;
 
 use std::time::Duration;
@@ -57,10 +56,6 @@ pub struct Settings {
     /// effects (see the `fanout` module).
     #[arg(long, env = "STATE_REDIS_URI")]
     pub state_redis_uri: Option<String>,
-
-    /// Run the cache trims on schedule in this process (`false`: an external `trim --once`).
-    #[arg(long, env = "TIMELINE_TRIMS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub trims: bool,
 }
 
 impl Default for Settings {
@@ -69,7 +64,6 @@ impl Default for Settings {
             fence_ttl: Duration::from_secs(30 * 86_400),
             inboxes_per_call: 1000,
             state_redis_uri: None,
-            trims: true,
         }
     }
 }
@@ -118,10 +112,9 @@ impl Settings {
             None => "REDIS_URI (fences beside the cache)".to_owned(),
         };
         format!(
-            "timeline.fence_ttl = {}\ntimeline.inboxes_per_call = {}\ntimeline.state_redis_uri = {state}\ntimeline.trims = {}",
+            "timeline.fence_ttl = {}\ntimeline.inboxes_per_call = {}\ntimeline.state_redis_uri = {state}",
             humantime::format_duration(self.fence_ttl),
             self.inboxes_per_call,
-            self.trims
         )
     }
 }
