@@ -10,7 +10,7 @@
 //!
 //! Each computation takes upstream's own lock first, `lock:{key}`: if it is set another run
 //! is computing and this one returns; else it is set (`1`, 3600 s for subjects, 60 s for
-//! topics), the result written with no expiry, and the lock deleted. As upstream, a failure
+//! topics, in one `SET NX EX` where upstream reads then sets), the result written with no expiry, and the lock deleted. As upstream, a failure
 //! leaves the lock to expire.
 
 use jiff::Timestamp;
@@ -112,12 +112,15 @@ async fn locked_update(
     rank: impl Future<Output = Result<Vec<(u32, i64)>, sqlx::Error>>,
 ) -> anyhow::Result<Ranked> {
     let lock = format!("{prefix}lock:{key}");
-    let held: Option<String> = redis.get(&lock).await?;
-    if held.is_some() {
+    // Upstream reads the lock, then sets it: one `SET NX EX` does both without a gap.
+    let options = redis::SetOptions::default()
+        .conditional_set(redis::ExistenceCheck::NX)
+        .with_expiration(redis::SetExpiry::EX(lock_seconds));
+    let taken: Option<String> = redis.set_options(&lock, 1, options).await?;
+    if taken.is_none() {
         tracing::info!(key, "trending: another run holds the lock");
         return Ok(Ranked::Locked);
     }
-    let () = redis.set_ex(&lock, 1, lock_seconds).await?;
     let items: Vec<Item> = rank
         .await?
         .into_iter()
