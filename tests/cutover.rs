@@ -67,6 +67,25 @@ impl Lane {
         dlq_output(dlq_command(args, &lane).expect("dlq binary"), args)
     }
 
+    /// `dlq cutover` (`from`: `--from-group`) or `dlq rollback` (`to`: `--to-group`) of the
+    /// lane's family and legacy group, with `extra` arguments.
+    fn hand_over(&self, command: &str, extra: &[&str]) -> Output {
+        let legacy_flag = if command == "cutover" {
+            "--from-group"
+        } else {
+            "--to-group"
+        };
+        let mut args = vec![
+            command,
+            "--family",
+            &self.family.family,
+            legacy_flag,
+            &self.legacy,
+        ];
+        args.extend(extra);
+        self.dlq(&args)
+    }
+
     /// `group`'s committed offsets on every partition of every family topic (`-1`: none).
     fn committed(&self, group: &str) -> BTreeMap<String, Vec<i64>> {
         self.family
@@ -108,6 +127,12 @@ impl Lane {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that `out` is a refusal (exit 5) whose message contains `why`.
+fn assert_refused(out: &Output, why: &str) {
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(out));
+    assert!(stderr(out).contains(why), "{}", stderr(out));
 }
 
 fn stdout(out: &Output) -> String {
@@ -220,14 +245,7 @@ async fn cutover_hands_exactly_the_rest_to_the_family_and_rollback_hands_it_back
     seed_keys(&lane.key_prefix, &recached).await.expect("seed");
 
     // The plan first; a dry run changes nothing.
-    let out = lane.dlq(&[
-        "cutover",
-        "--family",
-        "cache-invalidation",
-        "--from-group",
-        &lane.legacy,
-        "--dry-run",
-    ]);
+    let out = lane.hand_over("cutover", &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let plan = stdout(&out);
     assert!(
@@ -252,24 +270,10 @@ async fn cutover_hands_exactly_the_rest_to_the_family_and_rollback_hands_it_back
     );
 
     // Without --yes: the plan, then a refusal.
-    let out = lane.dlq(&[
-        "cutover",
-        "--family",
-        "cache-invalidation",
-        "--from-group",
-        &lane.legacy,
-    ]);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    let out = lane.hand_over("cutover", &[]);
+    assert_refused(&out, "--yes");
 
-    let out = lane.dlq(&[
-        "cutover",
-        "--family",
-        "cache-invalidation",
-        "--from-group",
-        &lane.legacy,
-        "--yes",
-    ]);
+    let out = lane.hand_over("cutover", &["--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(lane.committed(&lane.group), legacy_offsets);
     assert_eq!(
@@ -314,14 +318,7 @@ async fn cutover_hands_exactly_the_rest_to_the_family_and_rollback_hands_it_back
     // Rollback: the fleet stops, more changes arrive, the legacy worker resumes exactly where
     // the fleet stopped.
     let second = produce_updates(&lane, 30..45).await;
-    let out = lane.dlq(&[
-        "rollback",
-        "--family",
-        "cache-invalidation",
-        "--to-group",
-        &lane.legacy,
-        "--yes",
-    ]);
+    let out = lane.hand_over("rollback", &["--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let fleet_stopped_at = lane.committed(&lane.group);
     assert_eq!(lane.committed(&lane.legacy), fleet_stopped_at);
@@ -392,24 +389,14 @@ async fn cutover_refuses_live_members_groups_ahead_and_partitions_never_committe
         &lane.legacy,
         &BTreeMap::from([(changes.clone(), vec![1, 0, 1])]),
     );
-    let cutover = |extra: &[&str]| {
-        let mut args = vec![
-            "cutover",
-            "--family",
-            "timeline",
-            "--from-group",
-            &lane.legacy,
-        ];
-        args.extend(extra);
-        lane.dlq(&args)
+    let cutover = |extra: &[&str]| lane.hand_over("cutover", extra);
+    let at = |on_changes: [i64; 3], on_service: [i64; 3]| -> BTreeMap<String, Vec<i64>> {
+        BTreeMap::from([
+            (changes.clone(), on_changes.to_vec()),
+            (service.clone(), on_service.to_vec()),
+        ])
     };
-    let none = || -> BTreeMap<String, Vec<i64>> {
-        [
-            (changes.clone(), vec![-1; 3]),
-            (service.clone(), vec![-1; 3]),
-        ]
-        .into()
-    };
+    let none = || at([-1; 3], [-1; 3]);
 
     // A dry run shows the plan and what would be refused, and changes nothing.
     let out = cutover(&["--dry-run"]);
@@ -425,12 +412,11 @@ async fn cutover_refuses_live_members_groups_ahead_and_partitions_never_committe
 
     // --missing fail (the default) names the partitions.
     let out = cutover(&["--yes"]);
-    assert_eq!(out.status.code(), Some(5));
-    assert!(stderr(&out).contains(&format!("{service}[0], {service}[1], {service}[2]")));
-    assert!(
-        stderr(&out).contains("--missing earliest"),
-        "{}",
-        stderr(&out)
+    assert_refused(
+        &out,
+        &format!(
+            "{service}[0], {service}[1], {service}[2]; say what they get with --missing earliest"
+        ),
     );
     assert_eq!(lane.committed(&lane.group), none());
     assert!(lane.audit_operations().is_empty());
@@ -438,14 +424,7 @@ async fn cutover_refuses_live_members_groups_ahead_and_partitions_never_committe
     // --missing earliest: the service topic from its first record.
     let out = cutover(&["--yes", "--missing", "earliest"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        lane.committed(&lane.group),
-        [
-            (changes.clone(), vec![1, 0, 1]),
-            (service.clone(), vec![0, 0, 0])
-        ]
-        .into()
-    );
+    assert_eq!(lane.committed(&lane.group), at([1, 0, 1], [0, 0, 0]));
 
     // The family group ahead on one partition: refused, then forced. --missing latest: the
     // service topic from its end.
@@ -454,52 +433,29 @@ async fn cutover_refuses_live_members_groups_ahead_and_partitions_never_committe
         &BTreeMap::from([(changes.clone(), vec![1, 0, 2])]),
     );
     let out = cutover(&["--yes", "--missing", "latest"]);
-    assert_eq!(out.status.code(), Some(5));
-    assert!(
-        stderr(&out).contains(&format!("ahead on 1 partition(s): {changes}[2]")),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, &format!("ahead on 1 partition(s): {changes}[2]"));
     assert_eq!(lane.committed(&lane.group)[&changes], [1, 0, 2]);
     let out = cutover(&["--yes", "--missing", "latest", "--force"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(
-        lane.committed(&lane.group),
-        [
-            (changes.clone(), vec![1, 0, 1]),
-            (service.clone(), vec![2, 0, 0])
-        ]
-        .into()
-    );
+    assert_eq!(lane.committed(&lane.group), at([1, 0, 1], [2, 0, 0]));
 
     // A live member in the legacy group, then in the family group: refused, named, nothing
     // changed.
     let before = lane.committed(&lane.group);
     let legacy_member = live_member(&lane.legacy, &changes);
     let out = cutover(&["--yes", "--missing", "earliest"]);
-    assert_eq!(out.status.code(), Some(5));
-    assert!(
-        stderr(&out).contains(&format!("group {} has 1 active member(s)", lane.legacy)),
-        "{}",
-        stderr(&out)
+    assert_refused(
+        &out,
+        &format!("group {} has 1 active member(s)", lane.legacy),
     );
     assert_eq!(lane.committed(&lane.group), before);
     drop(legacy_member);
     let family_member = live_member(&lane.group, &changes);
     let before_legacy = lane.committed(&lane.legacy);
-    let out = lane.dlq(&[
-        "rollback",
-        "--family",
-        "timeline",
-        "--to-group",
-        &lane.legacy,
-        "--yes",
-    ]);
-    assert_eq!(out.status.code(), Some(5));
-    assert!(
-        stderr(&out).contains(&format!("group {} has 1 active member(s)", lane.group)),
-        "{}",
-        stderr(&out)
+    let out = lane.hand_over("rollback", &["--yes"]);
+    assert_refused(
+        &out,
+        &format!("group {} has 1 active member(s)", lane.group),
     );
     assert_eq!(lane.committed(&lane.legacy), before_legacy);
     drop(family_member);
