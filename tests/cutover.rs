@@ -20,8 +20,8 @@ use fleet_harness::process::{
     DlqLane, KillOnDrop, dlq_command, dlq_output, signal, wait_exit, worker_command,
 };
 use fleet_harness::{
-    Out, client_config, committed, end_offsets, keys_under, manual_consumer, produce_in_order,
-    provisioned_family, redis, redis_uri, registry_url, seed_keys, unique, wait_drained,
+    Out, client_config, ends_of, keys_under, manual_consumer, produce_in_order, provisioned_family,
+    redis, redis_uri, registry_url, seed_keys, unique, wait_drained,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -86,26 +86,38 @@ impl Lane {
         self.dlq(&args)
     }
 
-    /// `group`'s committed offsets on every partition of every family topic (`-1`: none).
+    /// `group`'s committed offsets on every partition of every family topic (`-1`: none), read
+    /// in one request.
     fn committed(&self, group: &str) -> BTreeMap<String, Vec<i64>> {
-        self.family
-            .all_topics()
-            .map(|t| {
-                let offsets = committed(group, t, self.family.partitions).expect("committed");
-                (t.to_owned(), offsets)
-            })
-            .collect()
+        let mut list = TopicPartitionList::new();
+        for topic in self.family.all_topics() {
+            for p in 0..self.family.partitions {
+                list.add_partition(topic, p);
+            }
+        }
+        let offsets = manual_consumer(group)
+            .expect("consumer")
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("committed");
+        let mut by_topic: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for e in offsets.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            by_topic
+                .entry(e.topic().to_owned())
+                .or_default()
+                .push(offset);
+        }
+        by_topic
     }
 
     /// The true end of every partition of every family topic.
     fn ends(&self) -> BTreeMap<String, Vec<i64>> {
-        self.family
-            .all_topics()
-            .map(|t| {
-                let ends = end_offsets(t, self.family.partitions).expect("ends");
-                (t.to_owned(), ends)
-            })
-            .collect()
+        let topics: Vec<String> = self.family.all_topics().map(str::to_owned).collect();
+        let ends = ends_of(&topics, self.family.partitions).expect("ends");
+        topics.into_iter().zip(ends).collect()
     }
 
     fn audit_operations(&self) -> Vec<(String, String)> {
