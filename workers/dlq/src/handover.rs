@@ -10,6 +10,7 @@
 //! - [`Direction`], [`HandOver`]: which way, between which groups, with which policies.
 //! - [`Move`]: one partition's plan: both groups' offsets, the partition's ends, the new offset.
 //! - [`hand_over`]: reads both groups, prints the plan, checks it, writes it with `--yes`.
+//! - [`print_plan`]: the plan as the operator reads it.
 //! - [`live_members`]: a group's active members (also what `rewind` refuses on).
 
 use std::time::Duration;
@@ -124,30 +125,7 @@ pub fn hand_over(
     let receiving = group_client(config, receiving_group)?;
     let plan = plan(config, family, &giving, &receiving, args.missing)?;
 
-    println!(
-        "{} of family {}: offsets of group {giving_group} → group {receiving_group}",
-        request.direction.name(),
-        family.family
-    );
-    println!("(lag: records the receiving group has left to process from its new offset)");
-    for m in &plan {
-        let offset = |o: Option<i64>| o.map_or("none".into(), |o| o.to_string());
-        let new = match (m.new, m.giving) {
-            (Some(new), Some(_)) => new.to_string(),
-            (Some(new), None) => format!("{new} (--missing {})", args.missing.name()),
-            (None, _) => "? (never committed)".into(),
-        };
-        let lag = m
-            .new
-            .map_or("?".into(), |new| (m.end - new).max(0).to_string());
-        println!(
-            "  {}: {giving_group} {}, {receiving_group} {} → {new}; end {}, lag {lag}",
-            m.name(),
-            offset(m.giving),
-            offset(m.receiving),
-            m.end,
-        );
-    }
+    print_plan(family, request, [giving_group, receiving_group], &plan);
 
     let groups = [(giving_group, &giving), (receiving_group, &receiving)];
     let problems = problems(config, groups, &plan, request)?;
@@ -201,6 +179,36 @@ pub fn hand_over(
         target.count()
     );
     Ok(())
+}
+
+/// Prints the plan: per partition, both groups' offsets, the new one, the end and the lag left.
+fn print_plan(family: &Family, request: &HandOver<'_>, groups: [&str; 2], plan: &[Move]) {
+    let [giving_group, receiving_group] = groups;
+    let args = request.args;
+    println!(
+        "{} of family {}: offsets of group {giving_group} → group {receiving_group}",
+        request.direction.name(),
+        family.family
+    );
+    println!("(lag: records the receiving group has left to process from its new offset)");
+    for m in plan {
+        let offset = |o: Option<i64>| o.map_or("none".into(), |o| o.to_string());
+        let new = match (m.new, m.giving) {
+            (Some(new), Some(_)) => new.to_string(),
+            (Some(new), None) => format!("{new} (--missing {})", args.missing.name()),
+            (None, _) => "? (never committed)".into(),
+        };
+        let lag = m
+            .new
+            .map_or("?".into(), |new| (m.end - new).max(0).to_string());
+        println!(
+            "  {}: {giving_group} {}, {receiving_group} {} → {new}; end {}, lag {lag}",
+            m.name(),
+            offset(m.giving),
+            offset(m.receiving),
+            m.end,
+        );
+    }
 }
 
 /// A client in `group` that never joins it: it reads and commits the group's offsets.
