@@ -130,6 +130,10 @@ refusals=(
     "replay-without-family|needs dlqReplay.family|dlqReplay.enabled=true"
     "replay-bad-partition|is not a partition of $fam_b|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.partition=$parts_b"
     "replay-without-reason|needs dlqReplay.reason|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.dryRun=false"
+    "handover-without-family|needs handOver.family|handOver.enabled=true,handOver.legacyGroup=server-private"
+    "handover-without-legacy-group|needs handOver.legacyGroup|handOver.enabled=true,handOver.family=$fam_b"
+    "handover-without-reason|needs handOver.reason|handOver.enabled=true,handOver.family=$fam_b,handOver.legacyGroup=server-private,handOver.dryRun=false"
+    "handover-bad-command|at '/handOver/command'|handOver.enabled=true,handOver.command=rewind"
     "reindex-bad-rate|at '/searchReindex/rate': minimum|searchReindex.enabled=true,searchReindex.rate=0"
     "reindex-bad-index|at '/searchReindex/index'|searchReindex.enabled=true,searchReindex.index=episodes"
 )

@@ -480,7 +480,7 @@ def main() -> int:
     all_jobs = by_kind.get("Job", [])
     component = lambda job: job["metadata"].get("labels", {}).get("app.kubernetes.io/component")
     jobs = [j for j in all_jobs if component(j) == "dlq-replay"]
-    others = [j["metadata"]["name"] for j in all_jobs if component(j) not in ("dlq-replay", "migrate", "search-reindex")]
+    others = [j["metadata"]["name"] for j in all_jobs if component(j) not in ("dlq-replay", "dlq-handover", "migrate", "search-reindex")]
     if others:
         fail(f"unexpected Jobs {others}")
     if not replay.get("enabled"):
@@ -512,6 +512,27 @@ def main() -> int:
                 fail(f"Job {job['metadata']['name']}: container security context is not locked down")
             if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
                 fail(f"Job {job['metadata']['name']}: token mounted or restartPolicy is not Never")
+
+    # --- offset hand-over Job: only when asked for, offsets only ---------------------------
+    hand = values.get("handOver") or {}
+    handovers = [j for j in all_jobs if component(j) == "dlq-handover"]
+    if len(handovers) != (1 if hand.get("enabled") else 0):
+        fail(f"hand-over Job: expected {1 if hand.get('enabled') else 0}, got {len(handovers)}")
+    for job in handovers:
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        args = c.get("args", [])
+        group_flag = "--from-group" if hand.get("command") == "cutover" else "--to-group"
+        hand_args = [hand.get("command"), "--family", hand.get("family"), group_flag, hand.get("legacyGroup")]
+        if c.get("command") != ["dlq"] or args[:5] != hand_args:
+            fail(f"Job {job['metadata']['name']}: runs {c.get('command')} {args}, expected dlq {' '.join(map(str, hand_args))}")
+        if bool(hand.get("dryRun")) != ("--dry-run" in args) or bool(hand.get("dryRun")) == ("--yes" in args):
+            fail(f"Job {job['metadata']['name']}: --dry-run / --yes do not follow handOver.dryRun")
+        names = {e.get("name") for e in c.get("env", [])}
+        if names & {"REDIS_URI", "MYSQL_PASS", "MEILISEARCH_KEY", "S3_SECRET_KEY"}:
+            fail(f"Job {job['metadata']['name']}: gets store secrets it does not need: {sorted(names)}")
+        group = next((e.get("value") for e in c.get("env", []) if e.get("name") == "KAFKA_GROUP_ID"), None)
+        if hand.get("family") in families and group != families[hand["family"]]["group"] + suffix:
+            fail(f"Job {job['metadata']['name']}: KAFKA_GROUP_ID {group} is not the family's group")
 
     # --- search reindex Job: only when asked for, with only the search family's secrets -------
     reindex = values.get("searchReindex") or {}

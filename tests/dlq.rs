@@ -769,7 +769,9 @@ fn help_lists_only_the_tools_own_flags() {
         "{top}"
     );
     assert!(help(&["replay", "--help"]).contains("--dry-run"));
-    for command in ["ls", "show", "replay", "purge", "rewind"] {
+    for command in [
+        "ls", "show", "replay", "purge", "rewind", "cutover", "rollback",
+    ] {
         let text = help(&[command, "--help"]);
         for worker_flag in [
             "--kafka-brokers",

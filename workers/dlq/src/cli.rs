@@ -19,6 +19,9 @@ Examples:
   dlq purge --family timeline --error 'unknown op'                     shows what --yes would do
   dlq purge --family timeline --error 'unknown op' --yes --reason 'INC-42: bad rows fixed'
   dlq rewind --family cache-invalidation --to 2026-11-23T12:00:00+08:00 --yes --reason 'INC-43'
+  dlq cutover --family timeline --from-group server-private --dry-run      the hand-over plan
+  dlq cutover --family timeline --from-group server-private --yes --reason 'CHG-7: timeline to the fleet'
+  dlq rollback --family timeline --to-group server-private --yes --reason 'CHG-7: back to the TS writer'
 
 Which letters are pending: each DLQ has a replay consumer group (<group>.dlq-replay) and a
 compacted handled topic (<dlq>.handled). Letters before the group's committed offset are handled;
@@ -27,7 +30,12 @@ filtered replay or purge). Every other letter is pending: `ls` counts exactly th
 them can be replayed or purged whatever its neighbours, once. An interrupted replay (SIGINT,
 SIGTERM) finishes the letter in hand, saves its progress and resumes where it stopped.
 
-Audit: replay, purge and rewind need --reason, write their intent to the audit trail before acting
+Hand-over: cutover and rollback copy committed offsets between a legacy group and the family's
+group (KAFKA_GROUP_ID, else the family's), for every partition of the family's topics. Both
+groups must have no active members. A partition the giving group never committed needs
+--missing earliest|latest; moving the receiving group backwards needs --force.
+
+Audit: replay, purge, rewind, cutover and rollback need --reason, write their intent to the audit trail before acting
 and their outcome after, and refuse to start if the trail cannot be written.
 
 Times: RFC 3339 with any UTC offset (2026-11-23T04:00:00Z, 2026-11-23T12:00:00+08:00), epoch
@@ -39,8 +47,8 @@ REDIS_KEY_PREFIX, MYSQL_*, SCHEMA_REGISTRY_URL, LOG_FORMAT; see the README), set
 family's Deployment. Their flags are accepted but not listed here.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 some letters failed again (back in the DLQ),
-4 broker unreachable, 5 refused (needs --yes or --force, the group has active members, or the
-audit trail is not writable), 6 a dependency stayed unavailable past --timeout,
+4 broker unreachable, 5 refused (needs --yes, --force or --missing, a group has active members,
+or the audit trail is not writable), 6 a dependency stayed unavailable past --timeout,
 130 interrupted (progress saved; run the same command to resume).";
 
 /// The on-call's dead-letter and replay tool for the Bangumi CDC fleet.
@@ -168,6 +176,75 @@ pub enum Command {
         #[command(flatten)]
         audit: AuditArgs,
     },
+    /// Hand a family's topics over from a legacy consumer group: copy the legacy group's
+    /// committed offsets into the family's group, so the family resumes exactly where the legacy
+    /// worker stopped. Shows the plan first; both groups must be idle.
+    Cutover {
+        /// The family.
+        #[arg(long)]
+        family: String,
+        /// The legacy group (`server-private`, `go-canal`; the README says which family takes
+        /// over from which).
+        #[arg(long)]
+        from_group: String,
+        #[command(flatten)]
+        hand_over: HandOverArgs,
+    },
+    /// Hand a family's topics back: copy the family's committed offsets into the legacy group,
+    /// so the legacy worker resumes exactly where the fleet stopped. Shows the plan first; both
+    /// groups must be idle.
+    Rollback {
+        /// The family.
+        #[arg(long)]
+        family: String,
+        /// The legacy group to resume (`server-private`, `go-canal`).
+        #[arg(long)]
+        to_group: String,
+        #[command(flatten)]
+        hand_over: HandOverArgs,
+    },
+}
+
+/// The policies and confirmation of `cutover` and `rollback`.
+#[derive(Debug, Clone, Args)]
+pub struct HandOverArgs {
+    /// What a partition gets that the giving group never committed: its first record
+    /// (`earliest`), its end (`latest`), or a refusal naming the partitions (`fail`).
+    #[arg(long, value_enum, default_value_t = Missing::Fail)]
+    pub missing: Missing,
+    /// Print the plan and what would be refused; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Really do it.
+    #[arg(long)]
+    pub yes: bool,
+    /// Also move the receiving group backwards (re-applying records it has applied).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// What a hand-over writes for a partition the giving group never committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Missing {
+    /// The partition's first record.
+    Earliest,
+    /// The partition's end (only records produced from now on).
+    Latest,
+    /// Refuse, naming the partitions.
+    Fail,
+}
+
+impl Missing {
+    /// The value as typed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Missing::Earliest => "earliest",
+            Missing::Latest => "latest",
+            Missing::Fail => "fail",
+        }
+    }
 }
 
 /// What every state-changing command records in the audit trail.

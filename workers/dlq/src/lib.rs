@@ -12,6 +12,7 @@
 //! - [`handled`]: which letters are handled, letter by letter.
 //! - [`inspect`]: `ls`, `show`.
 //! - [`repair`]: `replay`, `purge`, `rewind`.
+//! - [`handover`]: `cutover`, `rollback`: offsets between a legacy group and the family's.
 //! - [`audit`]: the audit trail.
 //! - [`error`]: failures and exit codes.
 
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod cli;
 pub mod error;
 pub mod handled;
+pub mod handover;
 pub mod inspect;
 pub mod letter;
 pub mod reader;
@@ -137,6 +139,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode, DlqError> {
             audit,
         } => {
             repair::rewind(config, &family(name)?, *to, *yes, *force, audit).await?;
+        }
+        Command::Cutover {
+            family: name,
+            from_group,
+            hand_over,
+        } => {
+            let request = handover::HandOver {
+                direction: handover::Direction::Cutover,
+                legacy_group: from_group,
+                args: hand_over,
+            };
+            handover::hand_over(config, &family(name)?, &request)?;
+        }
+        Command::Rollback {
+            family: name,
+            to_group,
+            hand_over,
+        } => {
+            let request = handover::HandOver {
+                direction: handover::Direction::Rollback,
+                legacy_group: to_group,
+                args: hand_over,
+            };
+            handover::hand_over(config, &family(name)?, &request)?;
         }
     }
     Ok(ExitCode::from(exit::OK))

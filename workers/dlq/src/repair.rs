@@ -25,6 +25,7 @@ use crate::audit::{Audit, coordinates};
 use crate::cli::{AuditArgs, Filter, Target};
 use crate::error::DlqError;
 use crate::handled::{Handled, Outcome};
+use crate::handover::live_members;
 use crate::letter::{Letter, millis};
 use crate::reader::{DlqReader, Pending, Ranges};
 
@@ -858,19 +859,7 @@ pub async fn rewind(
         reason: e.to_string(),
     };
     let timeout = Duration::from_secs(10);
-    let groups = consumer
-        .fetch_group_list(Some(&group), timeout)
-        .map_err(unreachable)?;
-    let members: Vec<String> = groups
-        .groups()
-        .iter()
-        .filter(|g| g.name() == group)
-        .flat_map(|g| {
-            g.members()
-                .iter()
-                .map(|m| format!("{} ({})", m.client_id(), m.client_host()))
-        })
-        .collect();
+    let members = live_members(&consumer, &group).map_err(unreachable)?;
     if !members.is_empty() {
         return Err(DlqError::Refused(format!(
             "group {group} has {} active member(s): {}; scale the {} workers to 0 first",
