@@ -5,8 +5,9 @@
 #   2. the chart's README documents every value of values.yaml;
 #   3. for the default values and every helm/values/*.yaml: `helm lint --strict`, `helm template`,
 #      `kubernetes-validate --strict` against Kubernetes $KUBE_VERSION, scripts/helm_assert.py;
-#   4. values the chart must refuse (replicas above the partitions, secrets in values, …) fail
-#      rendering with the expected message.
+#   4. values the chart must refuse (replicas above the partitions, local or production, secrets
+#      in values, …) fail rendering with the expected message. helm/values/production-partitions.yaml
+#      renders (step 3) the accepted side: 4 replicas of a 42-partition family.
 # Exits non-zero on any failure; the last line sums it up ("helm: N renders, F failed").
 #
 # Usage: scripts/helm-test.sh    (KEEP=1 keeps the rendered manifests and prints where)
@@ -101,7 +102,7 @@ for case in "${cases[@]}"; do
     if ! "$PY" "$REPO_ROOT/scripts/helm_assert.py" "$OUT/$name.yaml" "${args[@]:1}" >>"$log" 2>&1; then
         note_failure "$name" "assertions on the rendered manifests"; continue
     fi
-    printf 'ok   %-14s %s objects\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")"
+    printf 'ok   %-22s %s objects\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")"
 done
 
 RENDERING=
@@ -117,6 +118,9 @@ print(names[0], b, f[b]["partitions"])' "$CHART/files/families.json")
 refusals=(
     "replicas-over-partitions|families.$fam_b.replicas=$((parts_b + 1)) exceeds the family's $parts_b partitions|families.$fam_b.replicas=$((parts_b + 1))"
     "autoscaling-over-partitions|autoscaling.maxReplicas=$((parts_b + 1)) exceeds the family's $parts_b partitions|families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=$((parts_b + 1))"
+    "replicas-over-production-partitions|families.$fam_b.replicas=43 exceeds the family's 42 partitions (families.$fam_b.partitions)|families.$fam_b.partitions=42,families.$fam_b.replicas=43"
+    "autoscaling-over-production-partitions|autoscaling.maxReplicas=43 exceeds the family's 42 partitions|families.$fam_b.partitions=42,families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=43"
+    "partitions-zero|at '/families/$fam_b/partitions': minimum|families.$fam_b.partitions=0"
     "hpa-min-zero|minReplicas must be >= 1|autoscaling.mode=hpa,autoscaling.minReplicas=0"
     "grace-not-above-drain|must exceed drainTimeoutSeconds|terminationGracePeriodSeconds=10"
     "unknown-family|no such family in topics/families/|families.nope.enabled=true"

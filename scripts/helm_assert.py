@@ -109,11 +109,17 @@ def main() -> int:
     prefix = values.get("kafka", {}).get("topicPrefix") or ""
 
     # Which families the values enable (familyDefaults ⊕ families.<name>).
+    # Partitions: the production count (familyDefaults ⊕ families.<name>).partitions, else topics/'s.
     expected = set()
+    partitions_of = {}
+    max_replicas_of = {}  # an autoscaler's bound: autoscaling.maxReplicas, else the partitions
     for name in families:
         own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(name) or {})
         if own.get("enabled"):
             expected.add(name)
+        partitions_of[name] = own.get("partitions") or families[name]["partitions"]
+        auto = merge(values.get("autoscaling") or {}, own.get("autoscaling") or {})
+        max_replicas_of[name] = auto.get("maxReplicas") or partitions_of[name]
 
     # --- Nothing secret in what the chart renders -------------------------------------------
     if "Secret" in by_kind:
@@ -218,7 +224,7 @@ def main() -> int:
     for fam, dep in seen.items():
         where = f"Deployment {dep['metadata']['name']} ({fam})"
         toml = families[fam]
-        partitions = toml["partitions"]
+        partitions = partitions_of[fam]
         spec = dep["spec"]
         pod = spec["template"]["spec"]
         meta_labels = spec["template"]["metadata"].get("labels", {})
@@ -298,7 +304,7 @@ def main() -> int:
         if topics.split(",") != want:
             fail(f"{where}: topics annotation {topics!r} != topics/ {want}")
         if dep["metadata"]["annotations"].get("bangumi.tv/cdc-partitions") != str(partitions):
-            fail(f"{where}: partitions annotation differs from topics/ ({partitions})")
+            fail(f"{where}: partitions annotation differs from the family's {partitions}")
 
         limit = check_pod(where, pod, c, settings)
 
@@ -331,7 +337,9 @@ def main() -> int:
         if fam is None:
             fail(f"HPA {hpa['metadata']['name']} targets unknown Deployment {target}")
             continue
-        lo, hi, parts = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"], families[fam]["partitions"]
+        lo, hi, parts = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"], partitions_of[fam]
+        if hi != max_replicas_of[fam]:
+            fail(f"HPA {hpa['metadata']['name']}: maxReplicas {hi}, expected {max_replicas_of[fam]}")
         if hi > parts:
             fail(f"HPA {hpa['metadata']['name']}: maxReplicas {hi} > {parts} partitions of {fam}")
         if not 1 <= lo <= hi:
@@ -344,8 +352,10 @@ def main() -> int:
             continue
         toml = families[fam]
         lo, hi = so["spec"].get("minReplicaCount", 0), so["spec"].get("maxReplicaCount")
-        if hi is None or hi > toml["partitions"]:
-            fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi} > {toml['partitions']} partitions of {fam}")
+        if hi != max_replicas_of[fam]:
+            fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi}, expected {max_replicas_of[fam]}")
+        if hi is None or hi > partitions_of[fam]:
+            fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi} > {partitions_of[fam]} partitions of {fam}")
         if hi is not None and not 1 <= lo <= hi:
             fail(f"ScaledObject {so['metadata']['name']}: minReplicaCount {lo} not in 1..{hi}")
         triggers = so["spec"].get("triggers") or []

@@ -83,7 +83,8 @@ The families of topics/families/*.toml, as generated into files/families.json: a
 
 {{/*
 One family's effective configuration, validated: familyDefaults ⊕ families.<name>, autoscaling
-merged over the global `autoscaling`, plus the facts from topics/. Returned as JSON.
+merged over the global `autoscaling`, plus the facts from topics/; `partitions` is the family's
+production count (families.<name>.partitions), topics/'s local count when unset. Returned as JSON.
 Call: (dict "root" $ "family" "timeline")
 */}}
 {{- define "bangumi-cdc.familyConfig" -}}
@@ -98,8 +99,17 @@ Call: (dict "root" $ "family" "timeline")
 {{- $auto := mergeOverwrite (omit (deepCopy $root.Values.autoscaling) "keda" "hpa") (omit (deepCopy (default (dict) $cfg.autoscaling)) "keda" "hpa") }}
 {{- $_ := set $auto "keda" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.keda)) (deepCopy (default (dict) (dig "autoscaling" "keda" (dict) $cfg)))) }}
 {{- $_ := set $auto "hpa" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.hpa)) (deepCopy (default (dict) (dig "autoscaling" "hpa" (dict) $cfg)))) }}
-{{- $partitions := int $data.partitions }}
 {{- $where := printf "families.%s" $name }}
+{{- /* The production partition count when set, else the count topics/ provisions locally. */}}
+{{- $partitions := int $data.partitions }}
+{{- $partitionsFrom := printf "topics/families/%s.toml; set %s.partitions to the production count" $name $where }}
+{{- if not (kindIs "invalid" $cfg.partitions) }}
+{{- $partitions = int $cfg.partitions }}
+{{- $partitionsFrom = printf "%s.partitions" $where }}
+{{- if lt $partitions 1 }}
+{{- fail (printf "%s.partitions must be >= 1 (got %d)" $where $partitions) }}
+{{- end }}
+{{- end }}
 {{- if not (has $auto.mode (list "none" "keda" "hpa")) }}
 {{- fail (printf "%s.autoscaling.mode must be none, keda or hpa (got %q)" $where (toString $auto.mode)) }}
 {{- end }}
@@ -108,7 +118,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- fail (printf "%s.replicas must be >= 0 (got %d)" $where $replicas) }}
 {{- end }}
 {{- if gt $replicas $partitions }}
-{{- fail (printf "%s.replicas=%d exceeds the family's %d partitions (topics/families/%s.toml): extra consumers would sit idle; add partitions first" $where $replicas $partitions $name) }}
+{{- fail (printf "%s.replicas=%d exceeds the family's %d partitions (%s): extra consumers would sit idle; add partitions first" $where $replicas $partitions $partitionsFrom) }}
 {{- end }}
 {{- if ne $auto.mode "none" }}
 {{- $max := $partitions }}
@@ -116,7 +126,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- $min := 1 }}
 {{- if not (kindIs "invalid" $auto.minReplicas) }}{{ $min = int $auto.minReplicas }}{{ end }}
 {{- if gt $max $partitions }}
-{{- fail (printf "%s.autoscaling.maxReplicas=%d exceeds the family's %d partitions (topics/families/%s.toml): extra consumers would sit idle; add partitions first" $where $max $partitions $name) }}
+{{- fail (printf "%s.autoscaling.maxReplicas=%d exceeds the family's %d partitions (%s): extra consumers would sit idle; add partitions first" $where $max $partitions $partitionsFrom) }}
 {{- end }}
 {{- if lt $min 1 }}
 {{- fail (printf "%s.autoscaling.minReplicas must be >= 1 (got %d): a group without members never commits, and its lag is unknown" $where $min) }}
