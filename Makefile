@@ -38,11 +38,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Everything CI runs: lint, unit + integration tests against the real services, the Helm chart,
-# bounded fuzzing of the decoders and the wiki parser, and the live Debezium end-to-end test.
+# the Dockerfile (hadolint, its binaries), bounded fuzzing of the decoders and the wiki parser,
+# and the live Debezium end-to-end test.
 test: up lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 	bash scripts/helm-test.sh
+	bash scripts/dockerfile-lint.sh
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 	bash scripts/live-test.sh
 
