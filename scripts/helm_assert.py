@@ -18,6 +18,8 @@ import tomllib
 
 import yaml
 
+from helm_assert_placement import SCHEDULER_STORES, check_network_policies, check_topology_spread
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "bangumi-cdc"
 
@@ -615,6 +617,19 @@ def main() -> int:
                     fail(f"dashboard shows no {what} ({needle})")
             if not all("family" in e for e in exprs):
                 fail("dashboard has a query not broken down/filtered by family")
+
+    # --- Placement and network: spread, NetworkPolicies (helm_assert_placement.py) ------------
+    by_name = {d["metadata"]["name"]: d for d in deployments}
+    own_spread = {}
+    stores_of = {}
+    for fam, dep in seen.items():
+        own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(fam) or {})
+        own_spread[dep["metadata"]["name"]] = own.get("topologySpreadConstraints") or []
+        stores_of[dep["metadata"]["name"]] = (families[fam]["stores"], True)
+    for dep in sched:
+        stores_of[dep["metadata"]["name"]] = (SCHEDULER_STORES, False)
+    check_topology_spread(values, by_name, own_spread, fail)
+    check_network_policies(values, by_kind.get("NetworkPolicy", []), by_name, stores_of, fail)
 
     for message in failures:
         print(f"  assert: {message}", file=sys.stderr)

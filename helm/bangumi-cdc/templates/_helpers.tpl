@@ -365,3 +365,27 @@ when it comes from a Secret.
   readOnly: true
 {{- end }}
 {{- end }}
+
+{{/*
+topologySpreadConstraints of a Deployment's pods: `own` (a family's topologySpreadConstraints)
+when set, else one constraint per topologySpread.topologyKeys entry over the pods matching
+`selector` (the Deployment's selector labels, as YAML) of the same rollout (pod-template-hash).
+Call: (dict "root" $ "own" $f.topologySpreadConstraints "selector" (include … ))
+*/}}
+{{- define "bangumi-cdc.topologySpread" -}}
+{{- if .own }}
+{{ toYaml .own }}
+{{- else }}
+{{- $spread := .root.Values.topologySpread }}
+{{- range $spread.topologyKeys }}
+- topologyKey: {{ . }}
+  maxSkew: 1
+  whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+  labelSelector:
+    matchLabels:
+      {{- $.selector | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end }}
+{{- end }}
+{{- end }}
