@@ -18,24 +18,12 @@ import tomllib
 
 import yaml
 
+from helm_assert_alerts import check_prometheus_rule, exported_metrics
 from helm_assert_placement import SCHEDULER_STORES, check_network_policies, check_topology_spread
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "bangumi-cdc"
 
-# Every metric the runtime exports (all labelled `family`); the dashboard may use no other.
-KNOWN_METRICS = {
-    "cdc_messages_total", "cdc_skipped_total", "cdc_batch_size", "cdc_batch_duration_seconds",
-    "cdc_apply_duration_seconds", "cdc_event_age_seconds", "cdc_consumer_lag", "cdc_retries_total",
-    "cdc_errors_total", "cdc_paused_partitions", "cdc_active_partitions", "cdc_rebalances_total",
-    "cdc_commits_total", "cdc_dlq_pending", "cdc_dlq_oldest_pending_age_seconds",
-}
-# The PrometheusRule's alerts (metrics.prometheusRule), each on one DLQ metric, with the value
-# of metrics.prometheusRule holding its threshold.
-DLQ_ALERTS = {
-    "CdcDeadLettersPending": ("cdc_dlq_pending", ("dlqPending", "threshold")),
-    "CdcDeadLetterWaitingLong": ("cdc_dlq_oldest_pending_age_seconds", ("dlqOldestPendingAgeSeconds",)),
-}
 # What the dashboard must show: throughput, lag, event age, retries, DLQ.
 DASHBOARD_MUST = {
     "throughput": "cdc_messages_total",
@@ -438,54 +426,8 @@ def main() -> int:
         if svc_on and len(svcs) != 1:
             fail(f"{where}: {len(svcs)} metrics Services select its pods, expected 1")
 
-    # --- PrometheusRule: the DLQ alerts, only when asked for ---------------------------------
-    rule_values = (values.get("metrics") or {}).get("prometheusRule") or {}
-    rule_objects = by_kind.get("PrometheusRule", [])
-    if not rule_values.get("enabled"):
-        if rule_objects:
-            fail("a PrometheusRule is rendered although metrics.prometheusRule is off")
-    elif len(rule_objects) != 1:
-        fail(f"metrics.prometheusRule.enabled: expected one PrometheusRule, got {len(rule_objects)}")
-    for obj in rule_objects:
-        where = f"PrometheusRule {obj['metadata']['name']}"
-        labels = obj["metadata"].get("labels", {})
-        for k, v in (rule_values.get("labels") or {}).items():
-            if labels.get(k) != str(v):
-                fail(f"{where}: lacks the label {k}={v} (the Prometheus ruleSelector's)")
-        rules = {r.get("alert"): r for g in obj["spec"].get("groups", []) for r in g.get("rules", [])}
-        for alert, (metric, threshold_path) in DLQ_ALERTS.items():
-            rule = rules.get(alert)
-            if rule is None:
-                fail(f"{where}: no alert {alert}")
-                continue
-            expr = rule.get("expr", "")
-            used = set(re.findall(r"\bcdc_[a-z_]+", expr))
-            if used != {metric}:
-                fail(f"{where}: {alert} uses {sorted(used)}, expected {metric}")
-            if not re.search(r"max by \([^)]*\bfamily\b[^)]*\bpartition\b[^)]*\)", expr):
-                fail(f"{where}: {alert} is not the max by family and partition (every replica exports it): {expr}")
-            threshold = rule_values
-            for key in threshold_path:
-                threshold = (threshold or {}).get(key)
-            if not expr.rstrip().endswith(f"> {threshold}"):
-                fail(f"{where}: {alert} does not compare with {'.'.join(threshold_path)} = {threshold}: {expr}")
-            if (rule.get("labels") or {}).get("severity") != rule_values.get("severity"):
-                fail(f"{where}: {alert} severity is not metrics.prometheusRule.severity")
-            if not rule.get("for") or not (rule.get("annotations") or {}).get("summary"):
-                fail(f"{where}: {alert} has no `for` or no summary")
-        alert = rules.get("SchedulerJobNotSucceeding")
-        if sched_values.get("enabled") and alert is None:
-            fail(f"{where}: no alert SchedulerJobNotSucceeding although the scheduler is enabled")
-        if alert is not None:
-            expr = alert.get("expr", "")
-            used = set(re.findall(r"\bscheduler_[a-z_]+", expr))
-            if used != {"scheduler_last_success_timestamp_seconds", "scheduler_period_seconds"}:
-                fail(f"{where}: SchedulerJobNotSucceeding uses {sorted(used)}")
-            if f"> {rule_values.get('schedulerPeriods')} * " not in expr:
-                fail(f"{where}: SchedulerJobNotSucceeding does not compare with schedulerPeriods: {expr}")
-        pending_for = (rule_values.get("dlqPending") or {}).get("for")
-        if "CdcDeadLettersPending" in rules and rules["CdcDeadLettersPending"].get("for") != pending_for:
-            fail(f"{where}: CdcDeadLettersPending `for` is not metrics.prometheusRule.dlqPending.for ({pending_for})")
+    # --- PrometheusRule: the alerts, only when asked for (helm_assert_alerts.py) --------------
+    check_prometheus_rule(values, by_kind.get("PrometheusRule", []), bool(sched_values.get("enabled")), fail)
 
     # --- DLQ replay Job: only when asked for ------------------------------------------------
     replay = values.get("dlqReplay") or {}
@@ -609,8 +551,8 @@ def main() -> int:
                 continue
             exprs = [t.get("expr", "") for p in dash.get("panels", []) for t in p.get("targets", [])]
             used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"\bcdc_[a-z_]+", e)}
-            if used - KNOWN_METRICS:
-                fail(f"dashboard uses unknown metrics {sorted(used - KNOWN_METRICS)}")
+            if used - exported_metrics():
+                fail(f"dashboard uses metrics no worker exports: {sorted(used - exported_metrics())}")
             joined = "\n".join(exprs)
             for what, needle in DASHBOARD_MUST.items():
                 if needle not in joined:
