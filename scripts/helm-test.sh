@@ -4,7 +4,9 @@
 #      helm/bangumi-cdc/files/families.json is up to date with topics/families/*.toml;
 #   2. the chart's README documents every value of values.yaml;
 #   3. for the default values and every helm/values/*.yaml: `helm lint --strict`, `helm template`,
-#      `kubernetes-validate --strict` against Kubernetes $KUBE_VERSION, scripts/helm_assert.py;
+#      `kubernetes-validate --strict` against Kubernetes $KUBE_VERSION, the custom resources
+#      (KEDA, Prometheus Operator) against helm/crd-schemas/ (scripts/crd_validate.py),
+#      scripts/helm_assert.py;
 #   4. values the chart must refuse (replicas above the partitions, local or production, secrets
 #      in values, …) fail rendering with the expected message. helm/values/production-partitions.yaml
 #      renders (step 3) the accepted side: 4 replicas of a 42-partition family.
@@ -88,8 +90,9 @@ for case in "${cases[@]}"; do
     if ! "$HELM" template cdc "$CHART" --namespace bangumi "${args[@]}" >"$OUT/$name.yaml" 2>>"$log"; then
         note_failure "$name" "helm template"; continue
     fi
-    # CRDs (KEDA, Prometheus Operator) have no schema offline: kubernetes-validate warns and
-    # passes them; helm_assert.py checks their structure instead. Any other warning fails.
+    # kubernetes-validate has no schema for the custom resources (KEDA, Prometheus Operator): it
+    # warns and passes them, and scripts/crd_validate.py checks them against helm/crd-schemas/.
+    # Any other warning fails.
     if ! "$VALIDATE" --strict --quiet -k "$KUBE_VERSION" "$OUT/$name.yaml" >"$OUT/$name.validate" 2>&1; then
         cat "$OUT/$name.validate" >>"$log"
         note_failure "$name" "kubernetes-validate --strict -k $KUBE_VERSION"; continue
@@ -98,6 +101,9 @@ for case in "${cases[@]}"; do
         "$OUT/$name.validate" | grep -q .; then
         cat "$OUT/$name.validate" >>"$log"
         note_failure "$name" "kubernetes-validate reported problems"; continue
+    fi
+    if ! "$PY" "$REPO_ROOT/scripts/crd_validate.py" "$OUT/$name.yaml" >>"$log" 2>&1; then
+        note_failure "$name" "custom resources against helm/crd-schemas/"; continue
     fi
     if ! "$PY" "$REPO_ROOT/scripts/helm_assert.py" "$OUT/$name.yaml" "${args[@]:1}" >>"$log" 2>&1; then
         note_failure "$name" "assertions on the rendered manifests"; continue
