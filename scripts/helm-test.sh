@@ -9,7 +9,7 @@
 #      scripts/helm_assert.py;
 #   4. values the chart must refuse (replicas above the partitions, local or production, secrets
 #      in values, …) fail rendering with the expected message. helm/values/production-partitions.yaml
-#      renders (step 3) the accepted side: 4 replicas of a 42-partition family.
+#      renders (step 3) the accepted side: 4 replicas of a 42-partition family, KEDA up to 42.
 # Exits non-zero on any failure; the last line sums it up ("helm: N renders, F failed").
 #
 # Usage: scripts/helm-test.sh    (KEEP=1 keeps the rendered manifests and prints where)
@@ -115,15 +115,16 @@ RENDERING=
 
 # 4. Values the chart must refuse, with the message an operator should see. Family names and
 #    partition counts are taken from the generated data, so these follow topics/.
-read -r fam_a fam_b parts_b < <(python3 -c '
+#    parts_b: partitions of each topic of fam_b (and of its DLQ); group_b: of its group, all topics.
+read -r fam_a fam_b parts_b group_b < <(python3 -c '
 import json, sys
 f = json.load(open(sys.argv[1]))["families"]
 names = sorted(f)
 b = names[-1]
-print(names[0], b, f[b]["partitions"])' "$CHART/files/families.json")
+print(names[0], b, f[b]["partitions"], f[b]["partitions"] * len(f[b]["topics"] + f[b]["service_topics"]))' "$CHART/files/families.json")
 refusals=(
-    "replicas-over-partitions|families.$fam_b.replicas=$((parts_b + 1)) exceeds the family's $parts_b partitions|families.$fam_b.replicas=$((parts_b + 1))"
-    "autoscaling-over-partitions|autoscaling.maxReplicas=$((parts_b + 1)) exceeds the family's $parts_b partitions|families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=$((parts_b + 1))"
+    "replicas-over-partitions|families.$fam_b.replicas=$((group_b + 1)) exceeds the family's $group_b partitions|families.$fam_b.replicas=$((group_b + 1))"
+    "autoscaling-over-partitions|autoscaling.maxReplicas=$((group_b + 1)) exceeds the family's $group_b partitions|families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=$((group_b + 1))"
     "replicas-over-production-partitions|families.$fam_b.replicas=43 exceeds the family's 42 partitions (families.$fam_b.partitions)|families.$fam_b.partitions=42,families.$fam_b.replicas=43"
     "autoscaling-over-production-partitions|autoscaling.maxReplicas=43 exceeds the family's 42 partitions|families.$fam_b.partitions=42,families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=43"
     "partitions-zero|at '/families/$fam_b/partitions': minimum|families.$fam_b.partitions=0"

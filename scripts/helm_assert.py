@@ -99,7 +99,8 @@ def main() -> int:
     prefix = values.get("kafka", {}).get("topicPrefix") or ""
 
     # Which families the values enable (familyDefaults ⊕ families.<name>).
-    # Partitions: the production count (familyDefaults ⊕ families.<name>).partitions, else topics/'s.
+    # Partitions of each family's group: the production count (familyDefaults ⊕ families.<name>)
+    # .partitions, else topics/'s per-topic count times the family's topics.
     expected = set()
     partitions_of = {}
     max_replicas_of = {}  # an autoscaler's bound: autoscaling.maxReplicas, else the partitions
@@ -107,7 +108,8 @@ def main() -> int:
         own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(name) or {})
         if own.get("enabled"):
             expected.add(name)
-        partitions_of[name] = own.get("partitions") or families[name]["partitions"]
+        topics = families[name].get("topics", []) + families[name].get("service_topics", [])
+        partitions_of[name] = own.get("partitions") or families[name]["partitions"] * len(topics)
         auto = merge(values.get("autoscaling") or {}, own.get("autoscaling") or {})
         max_replicas_of[name] = auto.get("maxReplicas") or partitions_of[name]
 

@@ -83,8 +83,10 @@ The families of topics/families/*.toml, as generated into files/families.json: a
 
 {{/*
 One family's effective configuration, validated: familyDefaults ⊕ families.<name>, autoscaling
-merged over the global `autoscaling`, plus the facts from topics/; `partitions` is the family's
-production count (families.<name>.partitions), topics/'s local count when unset. Returned as JSON.
+merged over the global `autoscaling`, plus the facts from topics/; `partitions` is the count of the
+family's group over all its topics in production (families.<name>.partitions), topics/'s local
+count times the topics when unset; `topicPartitions` is topics/'s per-topic (and DLQ) count.
+Returned as JSON.
 Call: (dict "root" $ "family" "timeline")
 */}}
 {{- define "bangumi-cdc.familyConfig" -}}
@@ -100,9 +102,12 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $auto "keda" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.keda)) (deepCopy (default (dict) (dig "autoscaling" "keda" (dict) $cfg)))) }}
 {{- $_ := set $auto "hpa" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.hpa)) (deepCopy (default (dict) (dig "autoscaling" "hpa" (dict) $cfg)))) }}
 {{- $where := printf "families.%s" $name }}
-{{- /* The production partition count when set, else the count topics/ provisions locally. */}}
-{{- $partitions := int $data.partitions }}
-{{- $partitionsFrom := printf "topics/families/%s.toml; set %s.partitions to the production count" $name $where }}
+{{- /* The partitions of the family's group: the production count when set, else what topics/
+provisions locally (its per-topic count times the topics). The group's consumers share all of
+them (cooperative-sticky spreads every topic's partitions), so they cap its replicas. */}}
+{{- $topicCount := len (concat $data.topics (default (list) $data.service_topics)) }}
+{{- $partitions := mul (int $data.partitions) $topicCount | int }}
+{{- $partitionsFrom := printf "%d topics × %d in topics/families/%s.toml; set %s.partitions to the production count" $topicCount (int $data.partitions) $name $where }}
 {{- if not (kindIs "invalid" $cfg.partitions) }}
 {{- $partitions = int $cfg.partitions }}
 {{- $partitionsFrom = printf "%s.partitions" $where }}
@@ -158,6 +163,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $cfg "replicas" $replicas }}
 {{- $_ := set $cfg "autoscaling" $auto }}
 {{- $_ := set $cfg "partitions" $partitions }}
+{{- $_ := set $cfg "topicPartitions" (int $data.partitions) }}
 {{- $_ := set $cfg "group" $group }}
 {{- $_ := set $cfg "dlq" $data.dlq }}
 {{- $_ := set $cfg "stores" $data.stores }}
