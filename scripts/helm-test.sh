@@ -128,6 +128,7 @@ refusals=(
     "replicas-over-production-partitions|families.$fam_b.replicas=43 exceeds the family's 42 partitions (families.$fam_b.partitions)|families.$fam_b.partitions=42,families.$fam_b.replicas=43"
     "autoscaling-over-production-partitions|autoscaling.maxReplicas=43 exceeds the family's 42 partitions|families.$fam_b.partitions=42,families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=43"
     "partitions-zero|at '/families/$fam_b/partitions': minimum|families.$fam_b.partitions=0"
+    "keda-fallback-over-max|fallback.replicas=3 exceeds maxReplicas=2|families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=2,families.$fam_b.autoscaling.keda.fallback.replicas=3"
     "hpa-min-zero|minReplicas must be >= 1|autoscaling.mode=hpa,autoscaling.minReplicas=0"
     "grace-not-above-drain|must exceed drainTimeoutSeconds|terminationGracePeriodSeconds=10"
     "unknown-family|no such family in topics/families/|families.nope.enabled=true"

@@ -350,6 +350,20 @@ def main() -> int:
             fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi} > {partitions_of[fam]} partitions of {fam}")
         if hi is not None and not 1 <= lo <= hi:
             fail(f"ScaledObject {so['metadata']['name']}: minReplicaCount {lo} not in 1..{hi}")
+        keda = merge(merge((values.get("autoscaling") or {}).get("keda") or {},
+                           ((values.get("familyDefaults") or {}).get("autoscaling") or {}).get("keda") or {}),
+                     (((values.get("families") or {}).get(fam) or {}).get("autoscaling") or {}).get("keda") or {})
+        fallback = keda.get("fallback") or {}
+        got = so["spec"].get("fallback")
+        if (fallback.get("failureThreshold") or 0) > 0:
+            want_replicas = fallback.get("replicas") or lo
+            if got != {"failureThreshold": fallback["failureThreshold"], "replicas": want_replicas,
+                       "behavior": fallback.get("behavior")}:
+                fail(f"ScaledObject {so['metadata']['name']}: fallback {got} is not autoscaling.keda.fallback")
+            elif hi is not None and not 1 <= want_replicas <= hi:
+                fail(f"ScaledObject {so['metadata']['name']}: fallback replicas {want_replicas} not in 1..{hi}")
+        elif got is not None:
+            fail(f"ScaledObject {so['metadata']['name']}: a fallback although failureThreshold is 0")
         triggers = so["spec"].get("triggers") or []
         if not triggers:
             fail(f"ScaledObject {so['metadata']['name']}: no triggers")
