@@ -567,8 +567,8 @@ def main() -> int:
                 continue
             exprs = [t.get("expr", "") for p in dash.get("panels", []) for t in p.get("targets", [])]
             used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"\bcdc_[a-z_]+", e)}
-            if used - exported_metrics():
-                fail(f"dashboard uses metrics no worker exports: {sorted(used - exported_metrics())}")
+            if used - exported_metrics().keys():
+                fail(f"dashboard uses metrics no worker exports: {sorted(used - exported_metrics().keys())}")
             joined = "\n".join(exprs)
             for what, needle in DASHBOARD_MUST.items():
                 if needle not in joined:

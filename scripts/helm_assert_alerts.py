@@ -1,11 +1,12 @@
 """Checks of helm_assert.py on the PrometheusRule (metrics.prometheusRule): every expression
 parses as PromQL (promql-parser from PyPI, the offline checker: the parser of GreptimeDB's Rust
-crate, which also knows every PromQL function), uses only metrics the workers export (read from
-their source: `pub const … = "cdc_…"` / `"scheduler_…"`), and takes its thresholds and durations
-from the values.
+crate, which also knows every PromQL function), uses only metrics the workers export, with their
+labels and label values (read from their source: the doc comment of each `pub const … =
+"cdc_…"` / `"scheduler_…"`), and takes its thresholds and durations from the values.
 
 # Layout
-- `exported_metrics`: the metric names in the workers' source.
+- `exported_metrics`: the metrics in the workers' source, with their labels and label values.
+- `selectors`: what an expression selects and aggregates by.
 - `ALERTS`: each alert, the metrics it must use and the values it follows.
 - `check_prometheus_rule`: the checks on one rendering.
 """
@@ -47,23 +48,50 @@ SCHEDULER_METRICS = {"scheduler_last_success_timestamp_seconds", "scheduler_peri
 DLQ_GAUGE_ALERTS = {"CdcDeadLettersPending", "CdcDeadLetterWaitingLong"}
 
 
-def exported_metrics() -> set:
-    names = set()
+# Labels Prometheus adds when it scrapes a worker (the Prometheus Operator's target labels).
+SCRAPE_LABELS = {"namespace", "pod", "instance", "job", "service", "container", "endpoint"}
+# A metric's doc comment: its labels as `{a, b}`, and a label's values as `label ∈ x, y`.
+DOC_LABELS = re.compile(r"`\{([a-z_, ]+)\}`")
+DOC_VALUES = re.compile(r"([a-z_]+) ∈ ([a-z_]+(?:, [a-z_]+)*)")
+
+
+def exported_metrics() -> dict:
+    """Metric name → (its labels, {label: its values} where the doc lists them), from the doc
+    comments of the workers' `pub const NAME: &str = "…";` metric names."""
+    metrics = {}
     for path in METRIC_SOURCES:
-        names.update(re.findall(r'pub const [A-Z_]+: &str = "((?:cdc|scheduler)_[a-z_]+)";', path.read_text()))
-    return names
+        doc = []
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("///"):
+                doc.append(line[3:].strip())
+                continue
+            found = re.match(r'pub const [A-Z_]+: &str = "((?:cdc|scheduler)_[a-z_]+)";', line)
+            if found:
+                text = " ".join(doc)
+                labels = DOC_LABELS.search(text)
+                metrics[found.group(1)] = (
+                    {label.strip() for label in labels.group(1).split(",")} if labels else set(),
+                    {label: set(values.split(", ")) for label, values in DOC_VALUES.findall(text)},
+                )
+            doc = []
+    return metrics
 
 
-def selectors(expr: str) -> set:
-    """The metric names of an expression's selectors; raises ValueError when it is not PromQL."""
-    names = set()
+def selectors(expr: str) -> tuple:
+    """The metric names of an expression's selectors, its label matchers (name, label, value),
+    and the labels it aggregates by; raises ValueError when it is not PromQL."""
+    names, matchers, grouping = set(), [], set()
 
     def visit(node):
         if isinstance(node, promql_parser.VectorSelector) and node.name:
             names.add(node.name)
+            matchers.extend((node.name, m.name, m.value) for m in node.matchers.matchers)
+        if isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+            grouping.update(node.modifier.labels)
 
     promql_parser.walk(promql_parser.parse(expr), visit)
-    return names
+    return names, matchers, grouping
 
 
 def value_at(values: dict, path: tuple):
@@ -96,12 +124,23 @@ def check_prometheus_rule(values: dict, rule_objects: list, scheduler_enabled: b
         for alert, rule in rules.items():
             expr = rule.get("expr", "")
             try:
-                used = selectors(expr)
+                used, matchers, grouping = selectors(expr)
             except ValueError as e:
                 fail(f"{where}: {alert}: not valid PromQL ({e}): {expr}")
                 continue
-            if {HISTOGRAM_SUFFIX.sub("", m) for m in used} - known:
-                fail(f"{where}: {alert} uses metrics no worker exports: {sorted(used - known)}")
+            unknown = {HISTOGRAM_SUFFIX.sub("", m) for m in used} - known.keys()
+            if unknown:
+                fail(f"{where}: {alert} uses metrics no worker exports: {sorted(unknown)}")
+                continue
+            labels = SCRAPE_LABELS.union(*(known[HISTOGRAM_SUFFIX.sub("", m)][0] for m in used))
+            if grouping - labels:
+                fail(f"{where}: {alert} aggregates by labels its metrics lack: {sorted(grouping - labels)}")
+            for metric, label, value in matchers:
+                own_labels, values = known[HISTOGRAM_SUFFIX.sub("", metric)]
+                if label not in own_labels | SCRAPE_LABELS:
+                    fail(f"{where}: {alert}: {metric} has no label {label}")
+                elif label in values and value not in values[label]:
+                    fail(f"{where}: {alert}: {metric}{{{label}={value!r}}}: the worker exports {sorted(values[label])}")
             for duration in [rule.get("for")] if rule.get("for") else []:
                 try:
                     promql_parser.parse_duration(duration)
