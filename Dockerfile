@@ -8,7 +8,9 @@
 #       -t ghcr.io/bangumi/bangumi-cdc:0.1.0 .
 #
 # Not built in this repository's CI: these machines have no container engine. `make test` lints
-# this file (hadolint) and checks BINARIES against the workspace (scripts/dockerfile-lint.sh).
+# this file (hadolint) and checks BINARIES against the workspace (scripts/dockerfile-lint.sh);
+# `make image` builds the same image without an engine (scripts/image-build.sh: mmdebstrap, each
+# binary's --help inside it, an OCI layout).
 # Families' topics/groups are compiled in (topics/ is read with include_str!), so the runtime image
 # needs no files beside the binaries. Nothing is written to disk at runtime: the chart runs it
 # with a read-only root filesystem as uid 10001.
