@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Seconds each fuzz target runs in `make test` (longer runs: FUZZ_SECONDS=600 bash scripts/fuzz.sh).
 FUZZ_SECONDS ?= 15
 
-.PHONY: help up down status build demo test lint fixtures clean test-live bench soak
+.PHONY: help up down status build demo test lint fixtures clean test-live bench soak image
 
 help:
 	@echo "make demo      run the fleet on the embedded fixtures and print a summary"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-live only the live Debezium end-to-end test (part of make test)"
 	@echo "make bench     benchmarks; writes BENCHMARKS.md"
 	@echo "make soak      the reliability suite 3x at larger counts, then 300 s of fuzzing per target"
+	@echo "make image     build the image without a container engine (root, mmdebstrap) and test it"
 
 up:
 	@bash scripts/infra.sh up
@@ -38,11 +39,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Everything CI runs: lint, unit + integration tests against the real services, the Helm chart,
-# bounded fuzzing of the decoders and the wiki parser, and the live Debezium end-to-end test.
+# the Dockerfile (hadolint, its binaries), bounded fuzzing of the decoders and the wiki parser,
+# and the live Debezium end-to-end test.
 test: up lint
 	$(CARGO) build --workspace --bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 	bash scripts/helm-test.sh
+	bash scripts/dockerfile-lint.sh
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 	bash scripts/live-test.sh
 
@@ -56,6 +59,11 @@ soak: up
 
 fixtures:
 	@bash scripts/fixtures.sh
+
+# The image without a container engine (scripts/image-build.sh): release binaries, a Debian root
+# filesystem (mmdebstrap), each binary's --help inside it, an OCI layout to publish.
+image:
+	@bash scripts/image-build.sh
 
 # Live CDC end-to-end test: MariaDB -> real Debezium -> broker -> worker binaries -> Redis (fixtures/README.md).
 test-live: up

@@ -4,9 +4,12 @@
 #      helm/bangumi-cdc/files/families.json is up to date with topics/families/*.toml;
 #   2. the chart's README documents every value of values.yaml;
 #   3. for the default values and every helm/values/*.yaml: `helm lint --strict`, `helm template`,
-#      `kubernetes-validate --strict` against Kubernetes $KUBE_VERSION, scripts/helm_assert.py;
-#   4. values the chart must refuse (replicas above the partitions, secrets in values, …) fail
-#      rendering with the expected message.
+#      `kubernetes-validate --strict` against Kubernetes $KUBE_VERSION, the custom resources
+#      (KEDA, Prometheus Operator) against helm/crd-schemas/ (scripts/crd_validate.py),
+#      scripts/helm_assert.py;
+#   4. values the chart must refuse (replicas above the partitions, local or production, secrets
+#      in values, …) fail rendering with the expected message. helm/values/production-partitions.yaml
+#      renders (step 3) the accepted side: 4 replicas of a 42-partition family, KEDA up to 42.
 # Exits non-zero on any failure; the last line sums it up ("helm: N renders, F failed").
 #
 # Usage: scripts/helm-test.sh    (KEEP=1 keeps the rendered manifests and prints where)
@@ -87,8 +90,9 @@ for case in "${cases[@]}"; do
     if ! "$HELM" template cdc "$CHART" --namespace bangumi "${args[@]}" >"$OUT/$name.yaml" 2>>"$log"; then
         note_failure "$name" "helm template"; continue
     fi
-    # CRDs (KEDA, Prometheus Operator) have no schema offline: kubernetes-validate warns and
-    # passes them; helm_assert.py checks their structure instead. Any other warning fails.
+    # kubernetes-validate has no schema for the custom resources (KEDA, Prometheus Operator): it
+    # warns and passes them, and scripts/crd_validate.py checks them against helm/crd-schemas/.
+    # Any other warning fails.
     if ! "$VALIDATE" --strict --quiet -k "$KUBE_VERSION" "$OUT/$name.yaml" >"$OUT/$name.validate" 2>&1; then
         cat "$OUT/$name.validate" >>"$log"
         note_failure "$name" "kubernetes-validate --strict -k $KUBE_VERSION"; continue
@@ -98,25 +102,33 @@ for case in "${cases[@]}"; do
         cat "$OUT/$name.validate" >>"$log"
         note_failure "$name" "kubernetes-validate reported problems"; continue
     fi
+    if ! "$PY" "$REPO_ROOT/scripts/crd_validate.py" "$OUT/$name.yaml" >>"$log" 2>&1; then
+        note_failure "$name" "custom resources against helm/crd-schemas/"; continue
+    fi
     if ! "$PY" "$REPO_ROOT/scripts/helm_assert.py" "$OUT/$name.yaml" "${args[@]:1}" >>"$log" 2>&1; then
         note_failure "$name" "assertions on the rendered manifests"; continue
     fi
-    printf 'ok   %-14s %s objects\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")"
+    printf 'ok   %-22s %s objects\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")"
 done
 
 RENDERING=
 
 # 4. Values the chart must refuse, with the message an operator should see. Family names and
 #    partition counts are taken from the generated data, so these follow topics/.
-read -r fam_a fam_b parts_b < <(python3 -c '
+#    parts_b: partitions of each topic of fam_b (and of its DLQ); group_b: of its group, all topics.
+read -r fam_a fam_b parts_b group_b < <(python3 -c '
 import json, sys
 f = json.load(open(sys.argv[1]))["families"]
 names = sorted(f)
 b = names[-1]
-print(names[0], b, f[b]["partitions"])' "$CHART/files/families.json")
+print(names[0], b, f[b]["partitions"], f[b]["partitions"] * len(f[b]["topics"] + f[b]["service_topics"]))' "$CHART/files/families.json")
 refusals=(
-    "replicas-over-partitions|families.$fam_b.replicas=$((parts_b + 1)) exceeds the family's $parts_b partitions|families.$fam_b.replicas=$((parts_b + 1))"
-    "autoscaling-over-partitions|autoscaling.maxReplicas=$((parts_b + 1)) exceeds the family's $parts_b partitions|families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=$((parts_b + 1))"
+    "replicas-over-partitions|families.$fam_b.replicas=$((group_b + 1)) exceeds the family's $group_b partitions|families.$fam_b.replicas=$((group_b + 1))"
+    "autoscaling-over-partitions|autoscaling.maxReplicas=$((group_b + 1)) exceeds the family's $group_b partitions|families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=$((group_b + 1))"
+    "replicas-over-production-partitions|families.$fam_b.replicas=43 exceeds the family's 42 partitions (families.$fam_b.partitions)|families.$fam_b.partitions=42,families.$fam_b.replicas=43"
+    "autoscaling-over-production-partitions|autoscaling.maxReplicas=43 exceeds the family's 42 partitions|families.$fam_b.partitions=42,families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=43"
+    "partitions-zero|at '/families/$fam_b/partitions': minimum|families.$fam_b.partitions=0"
+    "keda-fallback-over-max|fallback.replicas=3 exceeds maxReplicas=2|families.$fam_b.autoscaling.mode=keda,families.$fam_b.autoscaling.maxReplicas=2,families.$fam_b.autoscaling.keda.fallback.replicas=3"
     "hpa-min-zero|minReplicas must be >= 1|autoscaling.mode=hpa,autoscaling.minReplicas=0"
     "grace-not-above-drain|must exceed drainTimeoutSeconds|terminationGracePeriodSeconds=10"
     "unknown-family|no such family in topics/families/|families.nope.enabled=true"

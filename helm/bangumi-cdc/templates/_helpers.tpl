@@ -83,7 +83,10 @@ The families of topics/families/*.toml, as generated into files/families.json: a
 
 {{/*
 One family's effective configuration, validated: familyDefaults ⊕ families.<name>, autoscaling
-merged over the global `autoscaling`, plus the facts from topics/. Returned as JSON.
+merged over the global `autoscaling`, plus the facts from topics/; `partitions` is the count of the
+family's group over all its topics in production (families.<name>.partitions), topics/'s local
+count times the topics when unset; `topicPartitions` is topics/'s per-topic (and DLQ) count.
+Returned as JSON.
 Call: (dict "root" $ "family" "timeline")
 */}}
 {{- define "bangumi-cdc.familyConfig" -}}
@@ -98,8 +101,20 @@ Call: (dict "root" $ "family" "timeline")
 {{- $auto := mergeOverwrite (omit (deepCopy $root.Values.autoscaling) "keda" "hpa") (omit (deepCopy (default (dict) $cfg.autoscaling)) "keda" "hpa") }}
 {{- $_ := set $auto "keda" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.keda)) (deepCopy (default (dict) (dig "autoscaling" "keda" (dict) $cfg)))) }}
 {{- $_ := set $auto "hpa" (mergeOverwrite (deepCopy (default (dict) $root.Values.autoscaling.hpa)) (deepCopy (default (dict) (dig "autoscaling" "hpa" (dict) $cfg)))) }}
-{{- $partitions := int $data.partitions }}
 {{- $where := printf "families.%s" $name }}
+{{- /* The partitions of the family's group: the production count when set, else what topics/
+provisions locally (its per-topic count times the topics). The group's consumers share all of
+them (cooperative-sticky spreads every topic's partitions), so they cap its replicas. */}}
+{{- $topicCount := len (concat $data.topics (default (list) $data.service_topics)) }}
+{{- $partitions := mul (int $data.partitions) $topicCount | int }}
+{{- $partitionsFrom := printf "%d topics × %d in topics/families/%s.toml; set %s.partitions to the production count" $topicCount (int $data.partitions) $name $where }}
+{{- if not (kindIs "invalid" $cfg.partitions) }}
+{{- $partitions = int $cfg.partitions }}
+{{- $partitionsFrom = printf "%s.partitions" $where }}
+{{- if lt $partitions 1 }}
+{{- fail (printf "%s.partitions must be >= 1 (got %d)" $where $partitions) }}
+{{- end }}
+{{- end }}
 {{- if not (has $auto.mode (list "none" "keda" "hpa")) }}
 {{- fail (printf "%s.autoscaling.mode must be none, keda or hpa (got %q)" $where (toString $auto.mode)) }}
 {{- end }}
@@ -108,7 +123,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- fail (printf "%s.replicas must be >= 0 (got %d)" $where $replicas) }}
 {{- end }}
 {{- if gt $replicas $partitions }}
-{{- fail (printf "%s.replicas=%d exceeds the family's %d partitions (topics/families/%s.toml): extra consumers would sit idle; add partitions first" $where $replicas $partitions $name) }}
+{{- fail (printf "%s.replicas=%d exceeds the family's %d partitions (%s): extra consumers would sit idle; add partitions first" $where $replicas $partitions $partitionsFrom) }}
 {{- end }}
 {{- if ne $auto.mode "none" }}
 {{- $max := $partitions }}
@@ -116,7 +131,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- $min := 1 }}
 {{- if not (kindIs "invalid" $auto.minReplicas) }}{{ $min = int $auto.minReplicas }}{{ end }}
 {{- if gt $max $partitions }}
-{{- fail (printf "%s.autoscaling.maxReplicas=%d exceeds the family's %d partitions (topics/families/%s.toml): extra consumers would sit idle; add partitions first" $where $max $partitions $name) }}
+{{- fail (printf "%s.autoscaling.maxReplicas=%d exceeds the family's %d partitions (%s): extra consumers would sit idle; add partitions first" $where $max $partitions $partitionsFrom) }}
 {{- end }}
 {{- if lt $min 1 }}
 {{- fail (printf "%s.autoscaling.minReplicas must be >= 1 (got %d): a group without members never commits, and its lag is unknown" $where $min) }}
@@ -148,6 +163,7 @@ Call: (dict "root" $ "family" "timeline")
 {{- $_ := set $cfg "replicas" $replicas }}
 {{- $_ := set $cfg "autoscaling" $auto }}
 {{- $_ := set $cfg "partitions" $partitions }}
+{{- $_ := set $cfg "topicPartitions" (int $data.partitions) }}
 {{- $_ := set $cfg "group" $group }}
 {{- $_ := set $cfg "dlq" $data.dlq }}
 {{- $_ := set $cfg "stores" $data.stores }}
@@ -353,5 +369,29 @@ when it comes from a Secret.
 - name: kafka-ca
   mountPath: /etc/bangumi-cdc/kafka-ca
   readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints of a Deployment's pods: `own` (a family's topologySpreadConstraints)
+when set, else one constraint per topologySpread.topologyKeys entry over the pods matching
+`selector` (the Deployment's selector labels, as YAML) of the same rollout (pod-template-hash).
+Call: (dict "root" $ "own" $f.topologySpreadConstraints "selector" (include … ))
+*/}}
+{{- define "bangumi-cdc.topologySpread" -}}
+{{- if .own }}
+{{ toYaml .own }}
+{{- else }}
+{{- $spread := .root.Values.topologySpread }}
+{{- range $spread.topologyKeys }}
+- topologyKey: {{ . }}
+  maxSkew: 1
+  whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+  labelSelector:
+    matchLabels:
+      {{- $.selector | nindent 6 }}
+  matchLabelKeys:
+    - pod-template-hash
+{{- end }}
 {{- end }}
 {{- end }}
