@@ -206,11 +206,20 @@ async fn a_killed_reindex_resumes_where_it_was() {
     let lane = Lane::new("search-reindex-resume", false, SUBJECTS).await;
     let log = LogFile::new("search-reindex-resume").expect("log");
     let mut child = KillOnDrop(
-        lane.command(&["--index", "subjects", "--page-size", "50", "--rate", "500"])
-            .stdout(log.stdio().expect("stdout"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
+        lane.command(&[
+            "--index",
+            "subjects",
+            "--page-size",
+            "50",
+            "--rate",
+            "500",
+            "--record-every",
+            "0s",
+        ])
+        .stdout(log.stdio().expect("stdout"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn"),
     );
     let state_index = lane.uid("search_reindex_state");
     wait_for(

@@ -3,6 +3,7 @@
 //! family's [`Settings`].
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use cdc_runtime::cli::{FamilySettings, cancel_on_signal};
 use cdc_runtime::config::ConfigError;
@@ -64,6 +65,10 @@ enum Command {
         /// Rows per page: one SELECT and one Meilisearch task each.
         #[arg(long, default_value_t = 1000, value_parser = page_size)]
         page_size: usize,
+        /// How often progress is recorded for a resume: each record costs Meilisearch an
+        /// indexing batch of its own; a rerun after a kill redoes at most this much.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        record_every: Duration,
     },
 }
 
@@ -125,11 +130,13 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
             rate,
             dry_run,
             page_size,
+            record_every,
         } => {
             let options = reindex::Options {
                 rate,
                 dry_run,
                 page_size,
+                record_every,
             };
             reindex_indexes(&config, &cli.settings, index.indexes(), &options).await
         }
