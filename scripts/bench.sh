@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: throughput, memory and latency of the fleet beside their ceilings, measured in one
 # run (these machines are shared and noisy). Writes BENCHMARKS.md, bench/results.json and the
-# plots in bench/. Nothing here passes or fails on a figure.
+# plots in bench/; a run of named sections writes them under .local/bench/<sections>/ instead.
+# Nothing here passes or fails on a figure.
 #
 # Usage: scripts/bench.sh [ceiling|cache|timeline|subject-date|search|notify|user-events|latency|scaling|prefetch ...]   (default: all)
 #   BENCH_QUICK=1            a ~2-minute smoke run

@@ -37,7 +37,7 @@
 //!
 //! Environment: `BENCH_EVENTS` (default 1 000 000), `BENCH_QUICK=1` (a smoke run),
 //! `BENCH_LATENCY_SECONDS` (default 60), `BENCH_OUT` (default `bench/`), `BENCH_MD` (default
-//! `BENCHMARKS.md`), `BENCH_PERF_OUT` (attach `perf record` to the cache-invalidation drain),
+//! `BENCHMARKS.md`; a run of named sections writes both under `.local/bench/<sections>/`), `BENCH_PERF_OUT` (attach `perf record` to the cache-invalidation drain),
 //! `KCAT`/`KCAT_LD_LIBRARY_PATH` (kcat and the librdkafka it should load), plus the harness's
 //! `KAFKA_BROKERS`, `REDIS_URI`, `MYSQL_*`.
 //!
@@ -148,16 +148,20 @@ impl Options {
             "scaling",
             "prefetch",
         ];
-        let mut sections: HashSet<String> = std::env::args().skip(1).collect();
-        for s in &sections {
+        let named: Vec<String> = std::env::args().skip(1).collect();
+        for s in &named {
             if !all.contains(&s.as_str()) {
                 bail!("unknown section {s}; known: {}", all.join(", "));
             }
         }
-        if sections.is_empty() {
-            sections = all.iter().map(|s| s.to_string()).collect();
-        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        // A run of some sections leaves the whole run's committed report alone.
+        let (sections, report_dir): (HashSet<String>, PathBuf) = if named.is_empty() {
+            (all.iter().map(|s| s.to_string()).collect(), root.clone())
+        } else {
+            let dir = root.join(".local/bench").join(named.join("+"));
+            (named.into_iter().collect(), dir)
+        };
         Ok(Self {
             quick,
             events,
@@ -207,10 +211,10 @@ impl Options {
             sections,
             out: std::env::var("BENCH_OUT")
                 .map(PathBuf::from)
-                .unwrap_or_else(|_| root.join("bench")),
+                .unwrap_or_else(|_| report_dir.join("bench")),
             markdown: std::env::var("BENCH_MD")
                 .map(PathBuf::from)
-                .unwrap_or_else(|_| root.join("BENCHMARKS.md")),
+                .unwrap_or_else(|_| report_dir.join("BENCHMARKS.md")),
         })
     }
 
