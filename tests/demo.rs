@@ -617,23 +617,9 @@ fn step(n: u32, what: &str) {
 
 /// `cdc_messages_total` summed by outcome, from a worker's `/metrics`.
 async fn scrape_outcomes(url: &str) -> anyhow::Result<BTreeMap<String, f64>> {
-    let text = http_get(url).await?;
-    let mut sums = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("cdc_messages_total{"))
-    {
-        let Some((labels, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Some(outcome) = labels
-            .split("outcome=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-        else {
-            continue;
-        };
-        *sums.entry(outcome.to_owned()).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-    }
-    Ok(sums)
+    Ok(fleet_harness::metric_sums(
+        &http_get(url).await?,
+        "cdc_messages_total",
+        "outcome",
+    ))
 }

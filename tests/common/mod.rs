@@ -536,6 +536,33 @@ pub async fn http_get(url: &str) -> anyhow::Result<String> {
     Ok(http_response(url).await?.1)
 }
 
+/// The samples of `metric` in a Prometheus text exposition, summed by the value of `label`.
+pub fn metric_sums(
+    text: &str,
+    metric: &str,
+    label: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut sums = std::collections::BTreeMap::new();
+    let marker = format!("{label}=\"");
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(name) = labels
+            .split(&marker)
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+        else {
+            continue;
+        };
+        *sums.entry(name.to_owned()).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    sums
+}
+
 /// `GET url` over plain HTTP/1.0; the status code and the body.
 pub async fn http_response(url: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

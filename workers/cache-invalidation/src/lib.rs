@@ -10,13 +10,14 @@
 //! - [`tables`]: table → operations → keys, as data.
 //! - [`plan`]: one change → the keys to delete (pure).
 //! - [`CacheInvalidation`]: the [`Handler`]: a batch's keys, de-duplicated, deleted in one
-//!   pipelined round trip.
+//!   pipelined round trip (in shadow mode: each record's keys planned as its own `DEL`s).
 
 pub mod keys;
 pub mod tables;
 
 use std::collections::BTreeSet;
 
+use cdc_runtime::shadow::{Effects, compare::Compared};
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, sink};
 use cdc_schemas::{ChangeEvent, Columns, Op, Row, RowChange, Value};
 use redis::aio::ConnectionManager;
@@ -82,6 +83,22 @@ pub fn plan(change: &RowChange, prefix: &str) -> Result<Plan, String> {
     ))
 }
 
+/// What the comparison with the legacy worker watches: every key format of [`tables::RULES`].
+fn compared() -> Compared {
+    static FORMATS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let formats = FORMATS.get_or_init(|| {
+        let mut formats: Vec<&'static str> =
+            tables::RULES.iter().flat_map(|r| r.keys).copied().collect();
+        formats.sort_unstable();
+        formats.dedup();
+        formats
+    });
+    Compared {
+        key_formats: formats,
+        channels: &[],
+    }
+}
+
 /// `before.column`, else `after.column`, as server-private's `before?.x ?? after?.x`; zero and
 /// null count as absent (its `if (!uid) return`).
 fn id_from_rows(change: &RowChange, column: &str) -> Option<u64> {
@@ -101,6 +118,7 @@ pub struct CacheInvalidation {
     /// Where `redis` points, named in its failures.
     redis_at: Dependency,
     key_prefix: String,
+    effects: Effects,
 }
 
 impl CacheInvalidation {
@@ -114,16 +132,41 @@ impl CacheInvalidation {
             redis,
             redis_at,
             key_prefix: key_prefix.into(),
+            effects: Effects::live(),
         }
+    }
+
+    /// The same handler, its effects passed through `effects` (shadow mode).
+    pub fn with_effects(mut self, effects: Effects) -> Self {
+        self.effects = effects;
+        self
     }
 
     /// Connects to `REDIS_URI` (lazily: a worker starts while Redis is down).
     pub async fn connect(config: cdc_runtime::WorkerConfig) -> anyhow::Result<Self> {
+        let effects = Effects::open(&config, FAMILY, compared()).await?;
         Ok(Self::new(
             sink::redis(&config.redis_uri)?,
             Dependency::redis(&config.redis_uri),
             config.redis_key_prefix,
-        ))
+        )
+        .with_effects(effects))
+    }
+
+    /// Deletes `keys` (live), or plans their deletion by `records` (shadow).
+    async fn delete(&self, keys: &[String], records: &[Record]) -> Result<(), HandlerError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for chunk in keys.chunks(KEYS_PER_DEL) {
+            pipe.del(chunk).ignore();
+        }
+        let mut redis = self.redis.clone();
+        self.effects
+            .redis(&mut redis, &pipe, records)
+            .await
+            .map_err(|e| sink::redis_error(e).at(&self.redis_at))
     }
 
     fn outcome(&self, record: &Record, keys: &mut BTreeSet<String>) -> Outcome {
@@ -153,20 +196,24 @@ impl Handler for CacheInvalidation {
     /// Deleting keys is idempotent by itself: which delivery a record is does not matter.
     const READS_IDENTITY: bool = false;
 
+    const SHADOW: bool = true;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         let mut keys = BTreeSet::new();
-        let outcomes = batch.iter().map(|r| self.outcome(r, &mut keys)).collect();
-        if !keys.is_empty() {
-            let keys: Vec<String> = keys.into_iter().collect();
-            let mut pipe = redis::pipe();
-            for chunk in keys.chunks(KEYS_PER_DEL) {
-                pipe.del(chunk).ignore();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for record in batch {
+            if self.effects.is_shadow() {
+                // Each record's own keys, so that its planned effects name it.
+                let mut own = BTreeSet::new();
+                outcomes.push(self.outcome(record, &mut own));
+                let own: Vec<String> = own.into_iter().collect();
+                self.delete(&own, std::slice::from_ref(record)).await?;
+            } else {
+                outcomes.push(self.outcome(record, &mut keys));
             }
-            let mut redis = self.redis.clone();
-            pipe.query_async::<()>(&mut redis)
-                .await
-                .map_err(|e| sink::redis_error(e).at(&self.redis_at))?;
         }
+        let keys: Vec<String> = keys.into_iter().collect();
+        self.delete(&keys, batch).await?;
         Ok(outcomes)
     }
 }

@@ -112,6 +112,7 @@ pub fn hand_over(
 ) -> Result<(), DlqError> {
     let args = request.args;
     let family_group = config.group_id(family);
+    let family_group = family_group.as_ref();
     let (giving_group, receiving_group) = match request.direction {
         Direction::Cutover => (request.legacy_group, family_group),
         Direction::Rollback => (family_group, request.legacy_group),

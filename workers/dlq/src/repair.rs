@@ -606,7 +606,7 @@ impl DirectHandler {
                 // Default timeline settings: the same fence TTL and chunking as the worker's.
                 let settings = timeline::Settings::default();
                 let handler =
-                    timeline::Timeline::connect(config, &settings, config.group_id(family))?;
+                    timeline::Timeline::connect(config, &settings, &config.group_id(family))?;
                 let state = settings
                     .separate_state_redis(&config.redis_uri)
                     .map_or(String::new(), |uri| {
@@ -849,7 +849,7 @@ pub async fn rewind(
     force: bool,
     audit: &AuditArgs,
 ) -> Result<(), DlqError> {
-    let group = config.group_id(family).to_owned();
+    let group = config.group_id(family).into_owned();
     let consumer: BaseConsumer = cdc_runtime::kafka::base_config(config, "dlq-rewind")
         .set("group.id", &group)
         .set("enable.auto.commit", "false")

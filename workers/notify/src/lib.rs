@@ -141,7 +141,7 @@ impl Notify {
     pub async fn connect(config: WorkerConfig, settings: Settings) -> anyhow::Result<Self> {
         let family = cdc_topics::by_name(FAMILY)?
             .ok_or_else(|| anyhow::anyhow!("no topics/families/{FAMILY}.toml"))?;
-        let group = config.group_id(&family).to_owned();
+        let group = config.group_id(&family).into_owned();
         let family = family.with_topic_prefix(&config.kafka_topic_prefix);
         Ok(Self::new(
             cdc_runtime::mysql::pool(&config),

@@ -141,6 +141,47 @@ pub struct WorkerConfig {
     /// Log payload bytes of failing records (off by default: payloads may hold personal data).
     #[arg(long, env = "LOG_PAYLOADS", default_value_t = false)]
     pub log_payloads: bool,
+
+    /// `live` applies effects; `shadow` decides them exactly as live does and applies none,
+    /// reporting them instead ([`crate::shadow`]), under the group `<group>.shadow`.
+    #[arg(long, env = "RUN_MODE", value_enum, default_value_t = RunMode::Live)]
+    pub run_mode: RunMode,
+
+    /// Shadow mode: directory of the planned-effects files (`<family>.plans.jsonl`, rotated);
+    /// created if missing.
+    #[arg(long, env = "SHADOW_PLANS_DIR", default_value = "/tmp/cdc-shadow")]
+    pub shadow_plans_dir: std::path::PathBuf,
+
+    /// Shadow mode: size at which the planned-effects file is rotated (`64MiB`, `512KiB`…).
+    #[arg(long, env = "SHADOW_PLANS_MAX_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub shadow_plans_max_bytes: u64,
+
+    /// Shadow mode: planned-effects files kept, the current one included.
+    #[arg(long, env = "SHADOW_PLANS_FILES", default_value_t = 4)]
+    pub shadow_plans_files: usize,
+
+    /// Shadow mode: compare the plans with what the legacy worker does to Redis (keyspace
+    /// notifications and published messages), `on` or `off`.
+    #[arg(long, env = "SHADOW_COMPARE", default_value = "off", value_parser = ["on", "off"])]
+    pub shadow_compare: String,
+
+    /// Shadow mode: how long a planned effect waits for the legacy worker's (and back) before
+    /// it counts as made by one side only.
+    #[arg(long, env = "SHADOW_COMPARE_WINDOW", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shadow_compare_window: Duration,
+
+    /// Shadow mode: interval of the comparison's summary log line.
+    #[arg(long, env = "SHADOW_COMPARE_SUMMARY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub shadow_compare_summary: Duration,
+}
+
+/// Whether a worker applies its effects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunMode {
+    /// Applies effects (production).
+    Live,
+    /// Applies none: plans them, reports them, and compares them if asked.
+    Shadow,
 }
 
 /// A setting that cannot work, named.
@@ -290,12 +331,34 @@ impl WorkerConfig {
         if self.dlq_metrics_interval.is_zero() {
             return Err(invalid("DLQ_METRICS_INTERVAL", "must be > 0"));
         }
+        if self.shadow_plans_max_bytes < 1 << 10 {
+            return Err(invalid("SHADOW_PLANS_MAX_BYTES", "must be at least 1KiB"));
+        }
+        if self.shadow_plans_files == 0 {
+            return Err(invalid("SHADOW_PLANS_FILES", "must be ≥ 1"));
+        }
+        if self.shadow_compare_window.is_zero() || self.shadow_compare_summary.is_zero() {
+            return Err(invalid(
+                "SHADOW_COMPARE_WINDOW/SHADOW_COMPARE_SUMMARY",
+                "must be > 0",
+            ));
+        }
         Ok(())
     }
 
-    /// The consumer group: `KAFKA_GROUP_ID` or the family's.
-    pub fn group_id<'a>(&'a self, family: &'a Family) -> &'a str {
-        self.kafka_group_id.as_deref().unwrap_or(&family.group)
+    /// The consumer group: `KAFKA_GROUP_ID` or the family's; with `.shadow` after it in shadow
+    /// mode, so that a shadow never moves the live group's offsets.
+    pub fn group_id<'a>(&'a self, family: &'a Family) -> std::borrow::Cow<'a, str> {
+        let group = self.kafka_group_id.as_deref().unwrap_or(&family.group);
+        match self.run_mode {
+            RunMode::Live => group.into(),
+            RunMode::Shadow => format!("{group}.shadow").into(),
+        }
+    }
+
+    /// Whether the worker runs in shadow mode.
+    pub fn is_shadow(&self) -> bool {
+        self.run_mode == RunMode::Shadow
     }
 
     /// librdkafka properties shared by consumers, producers and admin clients: brokers,
@@ -379,7 +442,22 @@ impl WorkerConfig {
             format!("drain_timeout = {:?}", self.drain_timeout),
             format!("dlq_metrics_interval = {:?}", self.dlq_metrics_interval),
             format!("log_payloads = {}", self.log_payloads),
+            format!("run_mode = {:?}", self.run_mode).to_lowercase(),
         ]);
+        if self.is_shadow() {
+            lines.extend([
+                format!(
+                    "shadow_plans = {} ({} files of {} KiB)",
+                    self.shadow_plans_dir.display(),
+                    self.shadow_plans_files,
+                    self.shadow_plans_max_bytes >> 10
+                ),
+                format!(
+                    "shadow_compare = {} (window {:?}, summary every {:?})",
+                    self.shadow_compare, self.shadow_compare_window, self.shadow_compare_summary
+                ),
+            ]);
+        }
         lines.join("\n")
     }
 
@@ -551,6 +629,8 @@ mod tests {
         assert_eq!(config.group_id(&family()), "cdc-cache-invalidation");
         let config = parse(&["--kafka-group-id", "other"]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.group_id(&family()), "other");
+        let config = parse(&["--run-mode", "shadow"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.group_id(&family()), "cdc-cache-invalidation.shadow");
     }
 
     #[test]

@@ -166,6 +166,10 @@ pub trait Handler: Send + Sync + 'static {
     /// runtime stores a batch's offset only once it is confirmed, and in offset order.
     const UNCONFIRMED_BATCHES: usize = 1;
 
+    /// Whether the handler passes every effect through [`crate::shadow::Effects`], so that it
+    /// can run in shadow mode (`RUN_MODE=shadow`); a worker refuses shadow mode otherwise.
+    const SHADOW: bool = false;
+
     /// Applies `batch` and reports per-record outcomes.
     fn apply(
         &self,

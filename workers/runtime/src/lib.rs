@@ -24,6 +24,7 @@
 //! - [`backlog`]: the dead letters pending in a DLQ (the `dlq` tool and the DLQ metrics).
 //! - [`kafka`]: librdkafka settings.
 //! - [`provision`]: topic creation from `topics/`.
+//! - [`shadow`]: shadow mode: effects planned and reported, not applied; the comparison.
 //! - [`sink`]: Redis connection and error classification.
 //! - [`mysql`]: the MySQL/MariaDB pool (strict sessions) and error classification.
 //! - [`observe`]: metrics, probes, logging.
@@ -45,11 +46,12 @@ pub mod mysql;
 pub mod observe;
 pub mod pipeline;
 pub mod provision;
+pub mod shadow;
 pub mod sink;
 pub mod watch;
 pub mod worker;
 
-pub use config::WorkerConfig;
+pub use config::{RunMode, WorkerConfig};
 pub use dependency::Dependency;
 pub use error::{ErrorClass, RuntimeError, Stage};
 pub use family::{

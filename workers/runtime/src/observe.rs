@@ -63,6 +63,15 @@ pub mod metric {
     /// Gauge `{family, partition}`: seconds since the first pending dead letter of the DLQ
     /// partition was produced (0: none pending), every `DLQ_METRICS_INTERVAL`.
     pub const DLQ_OLDEST_PENDING_AGE_SECONDS: &str = "cdc_dlq_oldest_pending_age_seconds";
+    /// Counter `{family, kind}`: effects a shadow worker planned and did not apply, by kind
+    /// (`del`, `zadd`, `publish`, `insert`, `dead_letter`…).
+    pub const SHADOW_PLANNED: &str = "cdc_shadow_planned_effects_total";
+    /// Counter `{family, table, pattern, side}`: effects compared with the legacy worker's;
+    /// side ∈ both, legacy_only, fleet_only, unobservable (a planned `DEL` of an absent key).
+    pub const SHADOW_EFFECTS: &str = "cdc_shadow_effects_total";
+    /// Gauge `{family, side}`: effects waiting for the other side's within the window; side ∈
+    /// fleet, legacy.
+    pub const SHADOW_PENDING: &str = "cdc_shadow_compare_pending";
 }
 
 /// Liveness and readiness of one worker.

@@ -50,6 +50,8 @@ pub struct Pipeline<H> {
     pub health: Arc<Health>,
     /// Whether payloads of failing records may be logged.
     pub log_payloads: bool,
+    /// Live, or shadow: a dead letter is planned and reported, never produced.
+    pub effects: crate::shadow::Effects,
 }
 
 /// What became of one batch.
@@ -117,7 +119,7 @@ impl<H: Handler> Pipeline<H> {
             &crate::kafka::base_config(config, client_id),
             &family.dlq,
             &family.family,
-            config.group_id(family),
+            &config.group_id(family),
         )?;
         Ok(Self {
             family: family.family.clone(),
@@ -127,6 +129,12 @@ impl<H: Handler> Pipeline<H> {
             retry: family.retry.clone(),
             health,
             log_payloads: config.log_payloads,
+            effects: crate::shadow::Effects::of(config, &family.family).map_err(|source| {
+                crate::RuntimeError::Sink {
+                    what: "the shadow's planned-effects file",
+                    source,
+                }
+            })?,
         })
     }
 
@@ -365,6 +373,16 @@ impl<H: Handler> Pipeline<H> {
             tracing::warn!(family = %self.family, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), stage = stage.as_str(), %error, payload = %String::from_utf8_lossy(msg.payload().unwrap_or_default()), "dead-lettering record");
         } else {
             tracing::warn!(family = %self.family, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), stage = stage.as_str(), %error, "dead-lettering record");
+        }
+        if self.effects.is_shadow() {
+            self.effects.plan_dead_letter(
+                (msg.topic(), msg.partition(), msg.offset()),
+                stage.as_str(),
+                ErrorClass::Permanent.as_str(),
+                error,
+            );
+            self.count(msg, "dead_lettered");
+            return;
         }
         let letter = DeadLetter {
             original: msg,
@@ -631,6 +649,7 @@ mod tests {
             },
             health: Arc::default(),
             log_payloads: false,
+            effects: crate::shadow::Effects::live(),
         }
     }
 

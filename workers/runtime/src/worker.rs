@@ -58,7 +58,17 @@ pub async fn start<H: Handler>(
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<Running, RuntimeError> {
-    let group = config.group_id(family).to_owned();
+    if config.is_shadow() && !H::SHADOW {
+        return Err(crate::config::ConfigError::Invalid {
+            name: "RUN_MODE".into(),
+            reason: format!(
+                "family {} cannot run in shadow mode (its handler applies effects directly)",
+                family.family
+            ),
+        }
+        .into());
+    }
+    let group = config.group_id(family).into_owned();
     let client_id = format!("{}@{}", family.family, hostname());
     let health = Arc::new(Health::default());
     let http_addr = observe::serve(

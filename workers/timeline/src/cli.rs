@@ -76,7 +76,7 @@ async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
             .map(|()| ExitCode::SUCCESS),
         Command::Run => {
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
-            let group = config.group_id(&family).to_owned();
+            let group = config.group_id(&family).into_owned();
             let handler = Timeline::connect(&config, &cli.settings, &group).map_err(sink_error)?;
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
