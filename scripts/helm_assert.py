@@ -102,12 +102,16 @@ def main() -> int:
     # Partitions of each family's group: the production count (familyDefaults ⊕ families.<name>)
     # .partitions, else topics/'s per-topic count times the family's topics.
     expected = set()
+    shadowed = set()  # enabled families with shadow.enabled
+    shadows: dict[str, dict] = {}
     partitions_of = {}
     max_replicas_of = {}  # an autoscaler's bound: autoscaling.maxReplicas, else the partitions
     for name in families:
         own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(name) or {})
         if own.get("enabled"):
             expected.add(name)
+            if (own.get("shadow") or {}).get("enabled"):
+                shadowed.add(name)
         topics = families[name].get("topics", []) + families[name].get("service_topics", [])
         partitions_of[name] = own.get("partitions") or families[name]["partitions"] * len(topics)
         auto = merge(values.get("autoscaling") or {}, own.get("autoscaling") or {})
@@ -197,11 +201,30 @@ def main() -> int:
         if fam is None:
             fail(f"Deployment {dep['metadata']['name']} has no bangumi.tv/cdc-family label")
             continue
+        if fam.endswith("-shadow") and fam.removesuffix("-shadow") in families:
+            shadows[fam.removesuffix("-shadow")] = dep
+            continue
         if fam in seen:
             fail(f"two Deployments for family {fam}")
         seen[fam] = dep
     if set(seen) != expected:
         fail(f"Deployments for {sorted(seen)}, expected one per enabled family {sorted(expected)}")
+    if set(shadows) != shadowed:
+        fail(f"shadow Deployments for {sorted(shadows)}, expected {sorted(shadowed)}")
+    # A shadow: one replica of the family's binary with RUN_MODE=shadow, in the family's group
+    # (the worker adds `.shadow`), never scaled by an autoscaler.
+    for fam, dep in shadows.items():
+        where = f"Deployment {dep['metadata']['name']} (shadow of {fam})"
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        if c.get("command") != [fam] or dep["spec"].get("replicas") != 1:
+            fail(f"{where}: expected 1 replica of [{fam!r}], got {dep['spec'].get('replicas')} of {c.get('command')}")
+        if env.get("RUN_MODE") != "shadow":
+            fail(f"{where}: RUN_MODE {env.get('RUN_MODE')!r}, expected 'shadow'")
+        if env.get("KAFKA_GROUP_ID") != families[fam]["group"] + suffix:
+            fail(f"{where}: KAFKA_GROUP_ID {env.get('KAFKA_GROUP_ID')!r} is not the family's group")
+        if dep["metadata"]["annotations"].get("bangumi.tv/cdc-consumer-group") != families[fam]["group"] + suffix + ".shadow":
+            fail(f"{where}: consumer-group annotation does not end with .shadow")
 
     groups: dict[str, str] = {}
     scaled_targets: dict[str, str] = {}  # Deployment name → autoscaler kind
@@ -390,6 +413,12 @@ def main() -> int:
 
     pdb_on = (values.get("podDisruptionBudget") or {}).get("enabled")
     svc_on = ((values.get("metrics") or {}).get("service") or {}).get("enabled")
+    for fam, dep in shadows.items():
+        if dep["metadata"]["name"] in scaled_targets:
+            fail(f"shadow of {fam}: scaled by an autoscaler")
+        svcs = [s for s in by_kind.get("Service", []) if selects(s["spec"]["selector"], dep)]
+        if svc_on and len(svcs) != 1:
+            fail(f"shadow of {fam}: {len(svcs)} metrics Services select its pods, expected 1")
     for fam, dep in seen.items():
         pdbs = [p for p in by_kind.get("PodDisruptionBudget", []) if selects(p["spec"]["selector"]["matchLabels"], dep)]
         if pdb_on and len(pdbs) != 1:
@@ -400,7 +429,7 @@ def main() -> int:
     for sm in by_kind.get("ServiceMonitor", []):
         sel = sm["spec"]["selector"]["matchLabels"]
         hit = [s for s in by_kind.get("Service", []) if all(s["metadata"]["labels"].get(k) == v for k, v in sel.items())]
-        want = len(seen) + (1 if (values.get("scheduler") or {}).get("enabled") else 0)
+        want = len(seen) + len(shadows) + (1 if (values.get("scheduler") or {}).get("enabled") else 0)
         if len(hit) != want:
             fail(f"ServiceMonitor {sm['metadata']['name']} selects {len(hit)} Services, expected {want}")
         if not any(e.get("port") == "metrics" and e.get("path", "/metrics") == "/metrics" for e in sm["spec"]["endpoints"]):
@@ -601,7 +630,7 @@ def main() -> int:
     by_name = {d["metadata"]["name"]: d for d in deployments}
     own_spread = {}
     stores_of = {}
-    for fam, dep in seen.items():
+    for fam, dep in [*seen.items(), *shadows.items()]:
         own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(fam) or {})
         own_spread[dep["metadata"]["name"]] = own.get("topologySpreadConstraints") or []
         stores_of[dep["metadata"]["name"]] = (families[fam]["stores"], True)

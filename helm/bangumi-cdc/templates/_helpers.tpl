@@ -143,8 +143,8 @@ them (cooperative-sticky spreads every topic's partitions), so they cap its repl
 {{- $_ := set $auto "maxReplicas" $max }}
 {{- end }}
 {{- range $key, $value := (default (dict) $cfg.env) }}
-{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|MEILISEARCH_KEY|S3_ACCESS_KEY|S3_SECRET_KEY|REDIS_URI|STATE_REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET)$" $key }}
-{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis/meilisearch/s3.existingSecret; state Redis: redis.state; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB)" $where $key $name) }}
+{{- if regexMatch "^(KAFKA_SASL_PASSWORD|MYSQL_PASS|MEILISEARCH_KEY|S3_ACCESS_KEY|S3_SECRET_KEY|REDIS_URI|STATE_REDIS_URI|KAFKA_GROUP_ID|DRAIN_TIMEOUT|HTTP_ADDR|PREFETCH_BUDGET|RUN_MODE|SHADOW_.*)$" $key }}
+{{- fail (printf "%s.env.%s is set by the chart: use the dedicated value (secrets: kafka.sasl/mysql/redis/meilisearch/s3.existingSecret; state Redis: redis.state; group: families.%s.groupId; drain: drainTimeoutSeconds; port: metrics.port; prefetch: prefetchBudgetMiB; shadow mode: families.%s.shadow)" $where $key $name $name) }}
 {{- end }}
 {{- if regexMatch "(?i)(PASSWORD|PASSWD|SECRET|TOKEN|_PASS$|CREDENTIAL)" $key }}
 {{- fail (printf "%s.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $where $key) }}
