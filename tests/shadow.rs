@@ -198,6 +198,25 @@ async fn comparison(metrics: &str) -> (BTreeMap<String, f64>, BTreeMap<String, f
     )
 }
 
+/// The comparison's counts by side once it has settled: at least `both` effects matched and
+/// `legacy_only` counted, none still waiting for the other side (so none can be counted later).
+async fn settled(metrics: &str, both: f64, legacy_only: f64) -> BTreeMap<String, f64> {
+    let mut last = Default::default();
+    wait_for(
+        "the comparison settled",
+        Duration::from_secs(90),
+        async || {
+            last = comparison(metrics).await;
+            count(&last.0, "both") >= both
+                && count(&last.0, "legacy_only") >= legacy_only
+                && count(&last.1, "fleet") == 0.0
+                && count(&last.1, "legacy") == 0.0
+        },
+    )
+    .await;
+    last.0
+}
+
 fn count(sums: &BTreeMap<String, f64>, side: &str) -> f64 {
     sums.get(side).copied().unwrap_or(0.0)
 }
@@ -232,19 +251,7 @@ async fn the_shadow_applies_nothing_and_agrees_with_the_legacy_rules() {
     let (_legacy, legacy_group) = lane.legacy(None);
     lane.drained(&legacy_group).await;
     let want = deleted.len() as f64;
-    let mut last = Default::default();
-    wait_for(
-        "every effect matched",
-        Duration::from_secs(60),
-        async || {
-            last = comparison(&metrics).await;
-            count(&last.0, "both") >= want
-                && count(&last.1, "fleet") == 0.0
-                && count(&last.1, "legacy") == 0.0
-        },
-    )
-    .await;
-    let (sides, _) = last;
+    let sides = settled(&metrics, want, 0.0).await;
     assert_eq!(count(&sides, "both"), want, "{sides:?}");
     assert_eq!(count(&sides, "legacy_only"), 0.0, "{sides:?}");
     assert_eq!(count(&sides, "fleet_only"), 0.0, "{sides:?}");
@@ -262,20 +269,7 @@ async fn a_deliberate_divergence_of_the_legacy_worker_is_reported_with_its_key()
     lane.drained(&legacy_group).await;
 
     let want = lane.deleted().len() as f64;
-    let mut last = Default::default();
-    wait_for(
-        "the divergence reported",
-        Duration::from_secs(90),
-        async || {
-            last = comparison(&metrics).await;
-            count(&last.0, "legacy_only") >= 1.0
-                && count(&last.0, "both") >= want
-                && count(&last.1, "fleet") == 0.0
-                && count(&last.1, "legacy") == 0.0
-        },
-    )
-    .await;
-    let (sides, _) = last;
+    let sides = settled(&metrics, want, 1.0).await;
     assert_eq!(count(&sides, "both"), want, "{sides:?}");
     assert_eq!(count(&sides, "legacy_only"), 1.0, "{sides:?}");
     assert_eq!(count(&sides, "fleet_only"), 0.0, "{sides:?}");
