@@ -4,7 +4,8 @@
 //!   its planned `DEL`s as JSON lines, and its comparison with the legacy worker's `DEL`s
 //!   (keyspace events) reports every effect as made by both, none by one side only;
 //! - a deliberate divergence of the legacy stand-in (`--diverge KEY`) is reported, alone, with
-//!   its key.
+//!   its key;
+//! - a family without a shadow mode refuses `RUN_MODE=shadow` rather than apply its effects.
 //!
 //! The `chii_friends` records are left out: there the fleet deliberately differs (README, "Where
 //! we deliberately differ from server-private"), which the golden tests cover.
@@ -285,5 +286,21 @@ async fn a_deliberate_divergence_of_the_legacy_worker_is_reported_with_its_key()
             && line.contains("legacy_only")
             && line.contains("sbj:v3:slim:{id}"),
         "{line}"
+    );
+}
+
+#[test]
+fn a_family_without_a_shadow_mode_refuses_to_start_in_one() {
+    let output = worker_command("subject-date", "it.shadow.refused.", "g", &redis_uri(), "")
+        .expect("worker")
+        .env("RUN_MODE", "shadow")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run subject-date");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid setting RUN_MODE: family subject-date has no shadow mode"),
+        "{stderr}"
     );
 }

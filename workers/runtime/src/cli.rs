@@ -173,6 +173,7 @@ where
         .into()),
         Command::Migrate => migrate_and_report(&config).await,
         Command::Run => {
+            worker::check_run_mode::<H>(&config, &family)?;
             tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
             let handler = connect(config.clone(), cli.settings)
                 .await

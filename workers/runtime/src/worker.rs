@@ -58,16 +58,7 @@ pub async fn start<H: Handler>(
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<Running, RuntimeError> {
-    if config.is_shadow() && !H::SHADOW {
-        return Err(crate::config::ConfigError::Invalid {
-            name: "RUN_MODE".into(),
-            reason: format!(
-                "family {} cannot run in shadow mode (its handler applies effects directly)",
-                family.family
-            ),
-        }
-        .into());
-    }
+    check_run_mode::<H>(config, family)?;
     let group = config.group_id(family).into_owned();
     let client_id = format!("{}@{}", family.family, hostname());
     let health = Arc::new(Health::default());
@@ -143,6 +134,24 @@ pub async fn start<H: Handler>(
         health,
         stopped,
     })
+}
+
+/// Refuses `RUN_MODE=shadow` for a family whose handler does not pass its effects through
+/// [`crate::shadow::Effects`] ([`Handler::SHADOW`]): it would apply them.
+pub fn check_run_mode<H: Handler>(
+    config: &WorkerConfig,
+    family: &Family,
+) -> Result<(), crate::config::ConfigError> {
+    if config.is_shadow() && !H::SHADOW {
+        return Err(crate::config::ConfigError::Invalid {
+            name: "RUN_MODE".into(),
+            reason: format!(
+                "family {} has no shadow mode yet (its handler applies effects directly)",
+                family.family
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// [`start`], then wait for shutdown to complete.
