@@ -1,7 +1,7 @@
 //! Shadow mode (`RUN_MODE=shadow`) of the cache-invalidation family beside a legacy stand-in
 //! (`scripts/legacy_reference.py`, server-private's rules) on the same real fixture events:
-//! - the shadow applies nothing (every seeded key still there, nothing dead-lettered), writes
-//!   its planned `DEL`s as JSON lines, and its comparison with the legacy worker's `DEL`s
+//! - the shadow applies nothing (every seeded key still there, nothing produced to the DLQ),
+//!   writes its planned `DEL`s and the dead letter of an unreadable record as JSON lines, and its comparison with the legacy worker's `DEL`s
 //!   (keyspace events) reports every effect as made by both, none by one side only;
 //! - a deliberate divergence of the legacy stand-in (`--diverge KEY`) is reported, alone, with
 //!   its key;
@@ -20,8 +20,8 @@ use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::process::{KillOnDrop, LogFile, free_port, worker_command};
 use fleet_harness::scenario::wait_for;
 use fleet_harness::{
-    brokers, end_offsets, keys_under, metric_sums, produce, producer, provisioned_family, redis,
-    redis_uri, seed_keys, unique, wait_drained,
+    Out, brokers, end_offsets, keys_under, metric_sums, produce, producer, provisioned_family,
+    redis, redis_uri, seed_keys, unique, wait_drained,
 };
 
 /// The table the fleet deliberately handles differently.
@@ -40,7 +40,8 @@ struct Lane {
 }
 
 impl Lane {
-    /// A family of its own, its keys seeded, the fixture records (JSON) of its topics produced.
+    /// A family of its own, its keys seeded, the fixture records (JSON) of its topics produced,
+    /// and one unreadable record.
     async fn new(name: &str) -> Lane {
         let topic_prefix = format!("{}.", unique(name));
         let key_prefix = format!("{}:", unique(name));
@@ -60,6 +61,16 @@ impl Lane {
                     .expect("produce");
             }
         }
+        // A record live mode would dead-letter (its value is not JSON).
+        let unreadable = Out {
+            key: Some(br#"{"subject_id":1}"#.to_vec()),
+            value: Some(b"not json".to_vec()),
+            ..Out::default()
+        };
+        let subjects = format!("{topic_prefix}debezium.chii.bangumi.chii_subjects");
+        produce(&producer, &subjects, &[unreadable])
+            .await
+            .expect("produce");
         enable_keyspace_events().await;
         Lane {
             plans_dir: std::env::temp_dir().join(unique("shadow-plans")),
@@ -237,12 +248,15 @@ async fn the_shadow_applies_nothing_and_agrees_with_the_legacy_rules() {
         vec![0; lane.family.partitions as usize],
         "nothing dead-lettered"
     );
-    let planned = lane.planned();
-    assert!(planned.iter().all(|(kind, _)| kind == "del"), "{planned:?}");
+    // Planned: the legacy rules' deletions, and the unreadable record's dead letter (not sent).
+    let (dels, others): (Vec<_>, Vec<_>) = lane
+        .planned()
+        .into_iter()
+        .partition(|(kind, _)| kind == "del");
+    assert_eq!(others, [("dead_letter".to_owned(), String::new())]);
     let deleted = lane.deleted();
     assert_eq!(
-        planned
-            .into_iter()
+        dels.into_iter()
             .map(|(_, key)| key)
             .collect::<BTreeSet<_>>(),
         deleted
