@@ -85,8 +85,19 @@ impl Setup {
         stores: &Stores,
         bucket: &str,
     ) -> (CancellationToken, cdc_runtime::Running) {
+        self.start_with(group, stores, bucket, &[]).await
+    }
+
+    /// [`Setup::start`] with `extra` flags.
+    async fn start_with(
+        &self,
+        group: &str,
+        stores: &Stores,
+        bucket: &str,
+        extra: &[&str],
+    ) -> (CancellationToken, cdc_runtime::Running) {
         let port = stores.mysql_port.to_string();
-        let args = [
+        let mut args = vec![
             "--mysql-db",
             self.db.name.as_str(),
             "--mysql-port",
@@ -94,6 +105,7 @@ impl Setup {
             "--redis-uri",
             &stores.redis_uri,
         ];
+        args.extend(extra);
         let config =
             worker_config(&self.family, &self.prefix, &self.prefix, group, &args).expect("config");
         let settings = Settings {
@@ -378,6 +390,87 @@ async fn golden_run(encoding: Encoding) {
     );
     assert_effects(&s, &world, &mut notifications, "after a replay").await;
     assert!(s.dead_letters().is_empty(), "nothing dead-lettered");
+    s.db.drop_now().await.expect("drop");
+    s.bucket.remove().await.expect("bucket removed");
+}
+
+/// In shadow mode (`RUN_MODE=shadow`) every effect of the golden stream is planned — the
+/// sessions' update (its transaction rolled back) and `DEL`s, the purges, the publishes — and
+/// none applied: sessions, their Redis copies and the bucket stay as seeded.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_plans_every_effect_and_applies_none() {
+    let s = Setup::new("ue-shadow").await;
+    let world = world(&Expected::load().expect("expected"));
+    s.db.add_sessions(&s.prefix, &world.sessions)
+        .await
+        .expect("sessions");
+    s.bucket.put(&world.objects).await.expect("objects");
+    let sessions_before = s.db.sessions().await.expect("sessions");
+    produce(&s.records(Encoding::Json)).await;
+    let group = unique("ue-shadow");
+    let plans = std::env::temp_dir().join(unique("ue-shadow-plans"));
+    let plans_arg = plans.to_string_lossy().into_owned();
+    let (shutdown, running) = s
+        .start_with(
+            &group,
+            &Stores::direct(),
+            &s.bucket.name,
+            &["--run-mode", "shadow", "--shadow-plans-dir", &plans_arg],
+        )
+        .await;
+    s.drained(&format!("{group}.shadow")).await;
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+
+    assert_eq!(s.db.sessions().await.expect("sessions"), sessions_before);
+    assert_eq!(s.bucket.keys().await.expect("keys"), world.objects);
+    let session_keys: Vec<String> = world
+        .sessions
+        .iter()
+        .map(|x| format!("chii:web:session:{}", x.key))
+        .collect();
+    assert_eq!(
+        existing(&s.prefix, &session_keys).await.expect("redis"),
+        session_keys.iter().cloned().collect::<BTreeSet<_>>(),
+        "every cached session is still there"
+    );
+    assert!(s.dead_letters().is_empty(), "nothing dead-lettered");
+
+    let text = std::fs::read_to_string(plans.join(format!("{FAMILY}.plans.jsonl"))).expect("plans");
+    let mut deleted = BTreeSet::new();
+    let mut published = Vec::new();
+    let mut purged = 0;
+    let mut updates = 0;
+    for line in text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        for effect in line["effects"].as_array().expect("effects") {
+            let key = effect["key"].as_str().unwrap_or_default();
+            match effect["kind"].as_str().unwrap_or_default() {
+                "del" => {
+                    deleted.insert(
+                        key.trim_start_matches(&format!("{}chii:web:session:", s.prefix))
+                            .to_owned(),
+                    );
+                }
+                "update" => updates += 1,
+                "delete_objects" => purged += 1,
+                "publish" => published.push((
+                    key.trim_start_matches(&s.prefix).to_owned(),
+                    effect["args"][0].as_str().unwrap_or_default().to_owned(),
+                )),
+                other => panic!("unexpected effect {other}: {effect}"),
+            }
+        }
+    }
+    assert_eq!(deleted, world.revoked, "the revoked sessions' keys");
+    assert!(updates >= 5, "the sessions of users 1–5 expired: {updates}");
+    assert!(purged > 0, "avatar purges planned");
+    assert_eq!(
+        by_channel(published),
+        world.published,
+        "the messages, byte for byte"
+    );
+    let _ = std::fs::remove_dir_all(&plans);
     s.db.drop_now().await.expect("drop");
     s.bucket.remove().await.expect("bucket removed");
 }

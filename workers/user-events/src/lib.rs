@@ -24,7 +24,9 @@
 //! - [`sessions`]: the revocation.
 //! - [`purge`]: the S3 purge.
 //! - [`Settings`]: S3 settings.
-//! - [`UserEvents`]: the [`Handler`].
+//! - [`UserEvents`]: the [`Handler`]; in shadow mode each record's effects are planned (the
+//!   sessions' `update`, their `del`s, `delete_objects` per purged prefix, the `publish`) and none
+//!   applied.
 
 pub mod change;
 pub mod purge;
@@ -34,6 +36,7 @@ use std::time::Duration;
 
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::ConfigError;
+use cdc_runtime::shadow::{Effect, Effects, compare::Compared, redis_effects};
 use cdc_runtime::sink::{self, redis_error};
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig};
 use cdc_schemas::{ChangeEvent, Columns};
@@ -219,6 +222,7 @@ impl FamilySettings for Settings {
 pub struct UserEvents {
     sessions: Sessions,
     purger: Option<Purger>,
+    effects: Effects,
 }
 
 impl UserEvents {
@@ -234,6 +238,8 @@ impl UserEvents {
             tracing::warn!("avatar purge off: S3_ENDPOINT is not set");
             None
         };
+        // Session keys and per-user channels have no pattern the comparison could watch.
+        let effects = Effects::open(&config, FAMILY, Compared::default()).await?;
         Ok(Self {
             sessions: Sessions {
                 pool: cdc_runtime::mysql::pool(&config),
@@ -243,27 +249,60 @@ impl UserEvents {
                 key_prefix: config.redis_key_prefix,
             },
             purger,
+            effects,
         })
     }
 
     /// Applies one update's effects: revoke, purge, publish — the publish last, so a purge
     /// retried while S3 is down does not publish again each time. `Rejected` when S3 refuses
-    /// access (the rest is applied: a replay of the letter re-applies it harmlessly).
-    async fn apply_change(&self, change: &MemberChange) -> Result<Outcome, HandlerError> {
+    /// access (the rest is applied: a replay of the letter re-applies it harmlessly). In shadow
+    /// mode, plans them as `record`'s instead.
+    async fn apply_change(
+        &self,
+        record: &Record,
+        change: &MemberChange,
+    ) -> Result<Outcome, HandlerError> {
+        let shadow = self.effects.is_shadow();
+        let mut planned = Vec::new();
         if let Some(created_until) = change.revoke_created_until {
-            let expired = self.sessions.revoke(change.uid, created_until).await?;
-            metrics::counter!(SESSIONS_REVOKED).increment(expired);
+            let (expired, effects) = self
+                .sessions
+                .revoke(change.uid, created_until, shadow)
+                .await?;
+            planned.extend(effects);
+            if !shadow {
+                metrics::counter!(SESSIONS_REVOKED).increment(expired);
+            }
         }
-        let outcome = self.purge(&change.purge_prefixes).await?;
+        let outcome = if shadow {
+            if self.purger.is_some() {
+                planned.extend(
+                    change
+                        .purge_prefixes
+                        .iter()
+                        .map(|prefix| Effect::on("delete_objects", prefix.clone())),
+                );
+            }
+            Outcome::Applied
+        } else {
+            self.purge(&change.purge_prefixes).await?
+        };
         if let Some(new_notify) = change.new_notify {
-            let mut redis: ConnectionManager = self.sessions.redis.clone();
-            redis::cmd("PUBLISH")
+            let mut pipe = redis::pipe();
+            pipe.cmd("PUBLISH")
                 .arg(notify_channel(&self.sessions.key_prefix, change.uid))
                 .arg(notify_payload(change.uid, new_notify))
-                .query_async::<()>(&mut redis)
-                .await
-                .map_err(|e| redis_error(e).at(&self.sessions.redis_dependency))?;
+                .ignore();
+            if shadow {
+                planned.extend(redis_effects(&pipe));
+            } else {
+                let mut redis: ConnectionManager = self.sessions.redis.clone();
+                pipe.query_async::<()>(&mut redis)
+                    .await
+                    .map_err(|e| redis_error(e).at(&self.sessions.redis_dependency))?;
+            }
         }
+        self.effects.plan(std::slice::from_ref(record), planned);
         Ok(outcome)
     }
 
@@ -302,6 +341,8 @@ impl Handler for UserEvents {
     /// Effects are idempotent by their own conditions: which delivery a record is does not matter.
     const READS_IDENTITY: bool = false;
 
+    const SHADOW: bool = true;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         let mut outcomes = Vec::with_capacity(batch.len());
         for record in batch {
@@ -316,7 +357,7 @@ impl Handler for UserEvents {
             outcomes.push(match decide(row_change) {
                 Err(message) => Outcome::Rejected(message),
                 Ok(Err(reason)) => Outcome::Skipped(reason),
-                Ok(Ok(change)) => self.apply_change(&change).await?,
+                Ok(Ok(change)) => self.apply_change(record, &change).await?,
             });
         }
         Ok(outcomes)

@@ -16,10 +16,13 @@
 //!    before, so a retry after a Redis failure still deletes their cached copies.
 //! 3. `DEL chii:web:session:{key}` for each (one command).
 //!
+//! Steps 1 and 2 run in one transaction (rolled back in shadow mode).
+//!
 //! A failure of any step fails the batch (transient: retried; the steps before it are
 //! re-applied harmlessly).
 
 use cdc_runtime::mysql::{classify, transient};
+use cdc_runtime::shadow::Effect;
 use cdc_runtime::sink::redis_error;
 use cdc_runtime::{Dependency, HandlerError};
 use redis::aio::ConnectionManager;
@@ -41,15 +44,27 @@ pub struct Sessions {
 
 impl Sessions {
     /// Revokes `uid`'s sessions created at or before `created_until` (unix seconds); returns
-    /// how many were still valid and are now expired.
-    pub async fn revoke(&self, uid: u32, created_until: i64) -> Result<u64, HandlerError> {
+    /// how many were still valid and are now expired. With `shadow`, the two statements run in
+    /// a transaction rolled back, nothing is deleted, and the effects are returned instead: the
+    /// `update` of `chii_os_web_sessions` (user, bound, rows it would change) and each `del`.
+    pub async fn revoke(
+        &self,
+        uid: u32,
+        created_until: i64,
+        shadow: bool,
+    ) -> Result<(u64, Vec<Effect>), HandlerError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| transient("starting a transaction", e).at(&self.mysql))?;
         let expired = sqlx::query(
             "UPDATE chii_os_web_sessions SET expired_at = UNIX_TIMESTAMP() \
              WHERE user_id = ? AND created_at <= ? AND expired_at > UNIX_TIMESTAMP()",
         )
         .bind(uid)
         .bind(created_until)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify("expiring chii_os_web_sessions", e).at(&self.mysql))?
         .rows_affected();
@@ -58,14 +73,27 @@ impl Sessions {
         )
         .bind(uid)
         .bind(created_until)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(|e| transient("reading chii_os_web_sessions", e).at(&self.mysql))?;
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|key| session_key(&self.key_prefix, key))
+            .collect();
+        if shadow {
+            tx.rollback()
+                .await
+                .map_err(|e| transient("rolling back", e).at(&self.mysql))?;
+            let update = Effect::on("update", "chii_os_web_sessions").with_value(
+                serde_json::json!({"user_id": uid, "created_at_until": created_until, "rows": expired}),
+            );
+            let dels = keys.into_iter().map(|key| Effect::on("del", key));
+            return Ok((expired, std::iter::once(update).chain(dels).collect()));
+        }
+        tx.commit()
+            .await
+            .map_err(|e| transient("committing", e).at(&self.mysql))?;
         if !keys.is_empty() {
-            let keys: Vec<String> = keys
-                .iter()
-                .map(|key| session_key(&self.key_prefix, key))
-                .collect();
             let mut redis = self.redis.clone();
             redis::cmd("DEL")
                 .arg(&keys)
@@ -73,6 +101,6 @@ impl Sessions {
                 .await
                 .map_err(|e| redis_error(e).at(&self.redis_dependency))?;
         }
-        Ok(expired)
+        Ok((expired, Vec::new()))
     }
 }
