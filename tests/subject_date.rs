@@ -147,6 +147,71 @@ async fn golden_run(encoding: Encoding) {
     db.drop_now().await.expect("drop");
 }
 
+/// In shadow mode (`RUN_MODE=shadow`) the golden stream's dates are planned, each as the
+/// `chii_subject_fields` row its record would write, and none written (the statement runs in a
+/// transaction rolled back).
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_plans_the_golden_dates_and_writes_none() {
+    let prefix = unique("sd-shadow");
+    let family = provisioned_family(FAMILY, &prefix).await.expect("family");
+    let expected = Expected::load().expect("expected");
+    let db = seeded_database(&expected).await;
+    let before = db.subject_dates().await.expect("dates");
+    let want = expected_dates(&expected, before.keys().copied());
+    produce_all(&family_records(&family, &prefix, Encoding::Json)).await;
+    let group = unique("sd-shadow");
+    let plans = std::env::temp_dir().join(unique("sd-shadow-plans"));
+    let plans_arg = plans.to_string_lossy().into_owned();
+    let shadow = ["--run-mode", "shadow", "--shadow-plans-dir", &plans_arg];
+    let (shutdown, running) = start(&family, &db, &group, Duration::ZERO, &shadow).await;
+    let shadow_group = format!("{group}.shadow");
+    wait_drained(
+        &shadow_group,
+        &family.topics,
+        family.partitions,
+        DRAINED_WITHIN,
+    )
+    .await
+    .expect("drained");
+    shutdown.cancel();
+    running.wait().await.expect("clean shutdown");
+
+    assert_eq!(
+        db.subject_dates().await.expect("dates"),
+        before,
+        "nothing written"
+    );
+    let text = std::fs::read_to_string(plans.join(format!("{FAMILY}.plans.jsonl"))).expect("plans");
+    let mut planned: BTreeMap<u32, Date> = BTreeMap::new();
+    for line in text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        for effect in line["effects"].as_array().expect("effects") {
+            assert_eq!(
+                (effect["kind"].as_str(), effect["key"].as_str()),
+                (Some("update"), Some("chii_subject_fields")),
+                "{effect}"
+            );
+            let sid = effect["value"]["field_sid"].as_u64().expect("field_sid");
+            let date: Date = serde_json::from_value(effect["value"].clone()).expect("a row");
+            planned.insert(u32::try_from(sid).expect("a subject id"), date);
+        }
+    }
+    for (sid, date) in &want {
+        match planned.get(sid) {
+            Some(got) => assert_eq!(got, date, "subject {sid}'s planned date"),
+            None => assert_eq!(*date, Date::unset(), "subject {sid} dated but not planned"),
+        }
+    }
+    assert!(
+        read_all(&family.dlq, family.partitions)
+            .expect("dlq")
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+    let _ = std::fs::remove_dir_all(&plans);
+    db.drop_now().await.expect("drop");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn golden_json_without_schema() {
     golden_run(Encoding::Json).await;

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::ConfigError;
 use cdc_runtime::mysql::{classify, transient};
+use cdc_runtime::shadow::{Effect, Effects, compare::Compared};
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig};
 use cdc_schemas::{ChangeEvent, Columns, Op, RowChange};
 use sqlx::{MySqlPool, QueryBuilder};
@@ -98,6 +99,7 @@ pub struct SubjectDate {
     pool: MySqlPool,
     mysql: Dependency,
     read_delay: Duration,
+    effects: Effects,
 }
 
 impl SubjectDate {
@@ -107,16 +109,20 @@ impl SubjectDate {
             pool,
             mysql,
             read_delay: settings.read_delay,
+            effects: Effects::live(),
         }
     }
 
     /// Connects (lazily: MySQL may be down at start) with `config` and `settings`.
     pub async fn connect(config: WorkerConfig, settings: Settings) -> anyhow::Result<Self> {
-        Ok(Self::new(
+        let mut handler = Self::new(
             cdc_runtime::mysql::pool(&config),
             Dependency::mysql(&config.mysql_host, config.mysql_port),
             &settings,
-        ))
+        );
+        // SQL effects: planned, not compared.
+        handler.effects = Effects::open(&config, FAMILY, Compared::default()).await?;
+        Ok(handler)
     }
 
     /// Waits until the newest change of the batch is `read_delay` old — never longer than
@@ -154,7 +160,8 @@ impl SubjectDate {
 
     /// Writes `updates` with one statement: the rows of a derived table of the new values,
     /// joined to `chii_subject_fields` (a subject without a fields row gets none, as in the
-    /// legacy's `UPDATE … WHERE field_sid = ?`).
+    /// legacy's `UPDATE … WHERE field_sid = ?`). In shadow mode, in a transaction rolled back:
+    /// the statement meets the same checks, and changes nothing.
     async fn store(&self, updates: &[(u32, Fields)]) -> Result<(), HandlerError> {
         let mut query = QueryBuilder::new("UPDATE chii_subject_fields f JOIN (");
         for (n, (id, fields)) in updates.iter().enumerate() {
@@ -177,12 +184,55 @@ impl SubjectDate {
             ") v ON f.field_sid = v.sid \
              SET f.field_year = v.year, f.field_mon = v.mon, f.field_date = v.date",
         );
+        if !self.effects.is_shadow() {
+            return query
+                .build()
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(|e| classify("updating chii_subject_fields", e));
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| transient("starting a transaction", e))?;
         query
             .build()
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
-            .map(drop)
-            .map_err(|e| classify("updating chii_subject_fields", e))
+            .map_err(|e| classify("updating chii_subject_fields", e))?;
+        tx.rollback()
+            .await
+            .map_err(|e| transient("rolling back", e))
+    }
+}
+
+impl SubjectDate {
+    /// In shadow mode: each record's planned row, the `chii_subject_fields` update of its
+    /// subject (a subject changed by several records of the batch is written once, and
+    /// planned for each).
+    fn plan(&self, batch: &[Record], triggers: &[Trigger], updates: &[(u32, Fields)]) {
+        if !self.effects.is_shadow() {
+            return;
+        }
+        for (record, trigger) in batch.iter().zip(triggers) {
+            let Trigger::Subject { id, .. } = trigger else {
+                continue;
+            };
+            if let Some((_, fields)) = updates.iter().find(|(sid, _)| sid == id) {
+                let row = serde_json::json!({
+                    "field_sid": id,
+                    "field_year": fields.year,
+                    "field_mon": fields.month,
+                    "field_date": fields.date,
+                });
+                self.effects.plan(
+                    std::slice::from_ref(record),
+                    vec![Effect::on("update", "chii_subject_fields").with_value(row)],
+                );
+            }
+        }
     }
 }
 
@@ -248,6 +298,8 @@ impl Handler for SubjectDate {
     /// The date is recomputed from the current row: which delivery a record is does not matter.
     const READS_IDENTITY: bool = false;
 
+    const SHADOW: bool = true;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         let triggers: Vec<Trigger> = batch.iter().map(trigger).collect();
         let mut ids = BTreeSet::new();
@@ -282,6 +334,7 @@ impl Handler for SubjectDate {
         }
         if !updates.is_empty() {
             self.store(&updates).await.map_err(|e| e.at(&self.mysql))?;
+            self.plan(batch, &triggers, &updates);
         }
         Ok(triggers
             .into_iter()
