@@ -11,7 +11,8 @@
 //!   replay` once, though the DLQ holds it twice, and its original record, delivered again,
 //!   stays applied once (the replay recorded its first identity);
 //! - `kill -9` at random points mid-stream: no notification lost or repeated, no counter
-//!   raised twice.
+//!   raised twice;
+//! - shadow mode: the golden notifications planned, nothing written.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -29,22 +30,30 @@ const TOPIC: &str = "notify.v1";
 /// those holding records: the topic uses partition 0 only);
 /// then stopped with SIGTERM.
 async fn run_in_group(lane: &Lane, group: &str) {
+    run(lane, group, None).await;
+}
+
+/// [`run_in_group`]; with `shadow_plans`, in shadow mode writing its plans there (and drained
+/// in the group `<group>.shadow`).
+async fn run(lane: &Lane, group: &str, shadow_plans: Option<&std::path::Path>) {
     let db = lane.db.as_ref().expect("database");
-    let mut child = KillOnDrop(
-        worker_command(
-            "notify",
-            &lane.topic_prefix,
-            group,
-            "redis://unused",
-            "unused:",
-        )
-        .expect("the notify binary")
-        .env("MYSQL_DB", &db.name)
-        .spawn()
-        .expect("spawn notify"),
-    );
-    wait_drained(
+    let mut cmd = worker_command(
+        "notify",
+        &lane.topic_prefix,
         group,
+        "redis://unused",
+        "unused:",
+    )
+    .expect("the notify binary");
+    cmd.env("MYSQL_DB", &db.name);
+    let mut drained_group = group.to_owned();
+    if let Some(plans) = shadow_plans {
+        cmd.env("RUN_MODE", "shadow").env("SHADOW_PLANS_DIR", plans);
+        drained_group = format!("{group}.shadow");
+    }
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn notify"));
+    wait_drained(
+        &drained_group,
         &lane.topics(),
         lane.family.partitions,
         Duration::from_secs(120),
@@ -72,6 +81,76 @@ fn dead_lettered_offsets(lane: &Lane) -> Vec<i64> {
         .collect();
     offsets.sort();
     offsets
+}
+
+/// In shadow mode (`RUN_MODE=shadow`) the golden messages' notifications are planned, each
+/// batch's transaction rolled back: no table changes, nothing goes to the DLQ, and the plans
+/// hold exactly the golden notifications and the bad messages' dead letters.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_plans_the_golden_notifications_and_writes_none() {
+    let input = Input::load().expect("input");
+    let expected = Expected::load().expect("expected");
+    let lane = Lane::new(notify::FAMILY, "notify.shadow", &redis_uri(), None).await;
+    let db = lane.db.as_ref().expect("database");
+    input.seed(db).await.expect("seed");
+    let before = state(db).await.expect("state");
+    let records: Vec<(&'static str, Out)> =
+        input.messages.iter().map(|m| (TOPIC, m.out())).collect();
+    lane.produce(&records).await;
+    let plans = std::env::temp_dir().join(unique("notify-shadow-plans"));
+    run(&lane, &lane.group, Some(&plans)).await;
+
+    assert_eq!(state(db).await.expect("state"), before, "nothing written");
+    assert!(
+        lane.dead_letters().is_empty(),
+        "nothing produced to the DLQ"
+    );
+    let text = std::fs::read_to_string(plans.join("notify.plans.jsonl")).expect("plans");
+    let mut planned = Vec::new();
+    let mut dead_letters = Vec::new();
+    for line in text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        for effect in line["effects"].as_array().expect("effects") {
+            let row = &effect["value"];
+            let n = |name: &str| row[name].as_u64().expect(name);
+            match (effect["kind"].as_str(), effect["key"].as_str()) {
+                (Some("insert"), Some("chii_notify")) => planned.push((
+                    n("nt_uid"),
+                    n("nt_from_uid"),
+                    1,
+                    n("nt_type"),
+                    n("ntf_hash"),
+                    n("ntf_rid"),
+                    n("nt_related_id"),
+                    n("nt_dateline"),
+                )),
+                (Some("update"), Some("chii_members")) => {}
+                (Some("dead_letter"), _) => {
+                    dead_letters.push(line["offset"].as_u64().expect("offset") as usize)
+                }
+                _ => panic!("unexpected effect {effect}"),
+            }
+        }
+    }
+    // The rows as stored, without their field's title (the field's, not the message's).
+    let untitled =
+        |n: &fleet_harness::notify::Notification| (n.0, n.1, n.2, n.3, n.4, n.5, n.7, n.8);
+    let mut want: Vec<_> = expected.state.chii_notify.iter().map(untitled).collect();
+    for existing in before.chii_notify.iter().map(untitled) {
+        if let Some(at) = want.iter().position(|n| *n == existing) {
+            want.remove(at);
+        }
+    }
+    want.sort();
+    planned.sort();
+    assert_eq!(planned, want, "the golden notifications, planned");
+    dead_letters.sort();
+    assert_eq!(
+        dead_letters,
+        expected.dead_lettered(),
+        "the bad messages' dead letters, planned"
+    );
+    let _ = std::fs::remove_dir_all(&plans);
 }
 
 #[tokio::test(flavor = "multi_thread")]

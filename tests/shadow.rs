@@ -305,16 +305,16 @@ async fn a_deliberate_divergence_of_the_legacy_worker_is_reported_with_its_key()
 
 #[test]
 fn a_family_without_a_shadow_mode_refuses_to_start_in_one() {
-    let output = worker_command("notify", "it.shadow.refused.", "g", &redis_uri(), "")
+    let output = worker_command("timeline", "it.shadow.refused.", "g", &redis_uri(), "")
         .expect("worker")
         .env("RUN_MODE", "shadow")
         .stderr(std::process::Stdio::piped())
         .output()
-        .expect("run notify");
+        .expect("run timeline");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("invalid setting RUN_MODE: family notify has no shadow mode"),
+        stderr.contains("invalid setting RUN_MODE: family timeline has no shadow mode"),
         "{stderr}"
     );
 }

@@ -45,6 +45,7 @@ use cdc_runtime::applied::Ledger;
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::ConfigError;
 use cdc_runtime::mysql::classify;
+use cdc_runtime::shadow::{Effect, Effects, compare::Compared};
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig};
 use sqlx::MySqlPool;
 
@@ -99,6 +100,8 @@ pub struct Notify {
     applied: Ledger,
     /// Whether the tables' engines were checked (once per process).
     engines_checked: AtomicBool,
+    /// Live, or shadow: the batch's transaction rolled back, its rows planned.
+    effects: Effects,
 }
 
 /// A message that passed the checks needing no database: its record's place in the batch,
@@ -118,6 +121,7 @@ impl Notify {
             mysql,
             applied,
             engines_checked: AtomicBool::new(false),
+            effects: Effects::live(),
         }
     }
 
@@ -143,7 +147,9 @@ impl Notify {
             .ok_or_else(|| anyhow::anyhow!("no topics/families/{FAMILY}.toml"))?;
         let group = config.group_id(&family).into_owned();
         let family = family.with_topic_prefix(&config.kafka_topic_prefix);
-        Ok(Self::new(
+        // SQL effects: planned, not compared.
+        let effects = Effects::open(&config, FAMILY, Compared::default()).await?;
+        let mut handler = Self::new(
             cdc_runtime::mysql::pool(&config),
             Dependency::mysql(&config.mysql_host, config.mysql_port),
             Ledger::new(
@@ -152,7 +158,9 @@ impl Notify {
                 settings.applied_ttl,
                 "notify migrate",
             ),
-        ))
+        );
+        handler.effects = effects;
+        Ok(handler)
     }
 
     async fn apply_batch(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
@@ -170,16 +178,30 @@ impl Notify {
             }
         }
         if !pending.is_empty() {
-            self.applied.prune(&self.pool).await?;
+            let shadow = self.effects.is_shadow();
+            if !shadow {
+                self.applied.prune(&self.pool).await?;
+            }
             let mut tx = self
                 .pool
                 .begin()
                 .await
                 .map_err(|e| classify("starting a transaction", e))?;
             self.check_engines(&mut tx).await?;
-            self.decide_and_write(&mut tx, pending, &mut outcomes)
+            let written = self
+                .decide_and_write(&mut tx, pending, &mut outcomes)
                 .await?;
-            tx.commit().await.map_err(|e| classify("committing", e))?;
+            if shadow {
+                tx.rollback()
+                    .await
+                    .map_err(|e| classify("rolling back", e))?;
+                for (index, row) in written {
+                    self.effects
+                        .plan(std::slice::from_ref(&batch[index]), planned(&row));
+                }
+            } else {
+                tx.commit().await.map_err(|e| classify("committing", e))?;
+            }
         }
         Ok(outcomes
             .into_iter()
@@ -188,13 +210,13 @@ impl Notify {
     }
 
     /// Decides every pending message against the database and writes those that notify, in
-    /// `tx`; fills their outcomes.
+    /// `tx`; fills their outcomes. The rows written, with their record's place in the batch.
     async fn decide_and_write(
         &self,
         tx: &mut sqlx::MySqlConnection,
         pending: Vec<Pending<'_>>,
         outcomes: &mut [Option<Outcome>],
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Vec<(usize, Row)>, HandlerError> {
         let ids: Vec<_> = pending.iter().map(|p| p.record.identity()).collect();
         let seen = self.applied.seen_all(tx, &ids).await?;
         let mut in_batch = HashSet::new();
@@ -213,7 +235,7 @@ impl Notify {
             })
             .collect();
         if pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let recipients: BTreeSet<u32> = pending.iter().map(|p| p.message.user_id).collect();
         let settings = store::recipients(tx, &recipients).await?;
@@ -256,6 +278,7 @@ impl Notify {
         }
         let friends = store::friendships(tx, &ask_friends).await?;
         let mut rows = Vec::new();
+        let mut indexes = Vec::new();
         let mut applied = Vec::new();
         for (p, needs_friendship) in notify {
             let m = &p.message;
@@ -276,14 +299,36 @@ impl Notify {
                 dateline: dateline(p.record),
             });
             applied.push(p.record.identity());
+            indexes.push(p.index);
             outcomes[p.index] = Some(Outcome::Applied);
         }
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         store::write(tx, &rows).await?;
-        self.applied.record(tx, &applied).await
+        self.applied.record(tx, &applied).await?;
+        Ok(indexes.into_iter().zip(rows).collect())
     }
+}
+
+/// What one notification writes, as planned effects: its `chii_notify` row (with its field's
+/// hash and id, the `chii_notify_field` row it uses, and the title that row gets if this
+/// notification creates it) and its recipient's `new_notify` raised by one.
+fn planned(row: &Row) -> Vec<Effect> {
+    vec![
+        Effect::on("insert", "chii_notify").with_value(serde_json::json!({
+            "nt_uid": row.recipient,
+            "nt_from_uid": row.sender,
+            "nt_type": row.kind,
+            "ntf_hash": row.field.hash,
+            "ntf_rid": row.field.rid,
+            "new_field_title": row.title,
+            "nt_related_id": row.related,
+            "nt_dateline": row.dateline,
+        })),
+        Effect::on("update", "chii_members")
+            .with_value(serde_json::json!({"uid": row.recipient, "new_notify": "+1"})),
+    ]
 }
 
 /// The checks that need no database: the message decodes, has a known type and is not to its
@@ -325,6 +370,8 @@ fn dateline(record: &Record) -> u32 {
 }
 
 impl Handler for Notify {
+    const SHADOW: bool = true;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         self.apply_batch(batch).await.map_err(|e| e.at(&self.mysql))
     }
