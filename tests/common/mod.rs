@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod meili;
 pub mod mysql;
 pub mod notify;
+pub mod parity;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
@@ -334,7 +335,12 @@ pub async fn redis_at(uri: &str) -> anyhow::Result<redis::aio::MultiplexedConnec
 
 /// Sets every key of `keys` (after `prefix`) to a marker value.
 pub async fn seed_keys(prefix: &str, keys: &[String]) -> anyhow::Result<()> {
-    let mut conn = redis().await?;
+    seed_keys_at(&redis_uri(), prefix, keys).await
+}
+
+/// [`seed_keys`] in the Redis at `uri`.
+pub async fn seed_keys_at(uri: &str, prefix: &str, keys: &[String]) -> anyhow::Result<()> {
+    let mut conn = redis_at(uri).await?;
     for chunk in keys.chunks(10_000) {
         let mut pipe = redis::pipe();
         for k in chunk {
