@@ -53,6 +53,9 @@ endif
 ifdef EVENTS
 export EVENTS
 endif
+ifneq ($(origin LEGACY_TOPIC_PREFIX),undefined)
+export LEGACY_TOPIC_PREFIX
+endif
 parity: up build
 	@"$(CARGO_TARGET_DIR)/debug/parity"
 

@@ -20,6 +20,11 @@ struct Cli {
     /// and SCHEMA_REGISTRY_URL. Default: the reference script (scripts/legacy_reference.py).
     #[arg(long, env = "LEGACY_CMD", default_value = REFERENCE_LEGACY_CMD, hide_default_value = true)]
     legacy_cmd: String,
+    /// The legacy side's topic prefix. Default: one of the run's own; '' for a legacy worker
+    /// that reads fixed topic names (server-private's bin/mq.ts): the topics must then hold
+    /// nothing else being written meanwhile.
+    #[arg(long, env = "LEGACY_TOPIC_PREFIX")]
+    legacy_topic_prefix: Option<String>,
     /// The family compared (topics/families/<family>.toml).
     #[arg(long, env = "FAMILY", default_value = "cache-invalidation")]
     family: String,
@@ -51,6 +56,7 @@ async fn main() -> ExitCode {
     .join("log");
     let options = Options {
         legacy_cmd: cli.legacy_cmd,
+        legacy_topic_prefix: cli.legacy_topic_prefix,
         family: cli.family,
         events,
         baseline,

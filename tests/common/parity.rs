@@ -48,6 +48,9 @@ pub const REFERENCE_LEGACY_CMD: &str = "python3 scripts/legacy_reference.py \
 pub struct Options {
     /// The legacy worker, a shell command run with `sh -c` in the repository's root.
     pub legacy_cmd: String,
+    /// The legacy side's topic prefix; none: one of the run's own. Empty for a legacy worker
+    /// that reads fixed topic names (`bin/mq.ts`).
+    pub legacy_topic_prefix: Option<String>,
     /// The family (`topics/families/<family>.toml`) whose binary is compared.
     pub family: String,
     /// The recorded events, in the fixtures' line format; only the family's topics are fed.
@@ -143,8 +146,21 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         records.len(),
         shown(&options.events)
     );
-    let mut legacy = Side::prepare("legacy", &run, &family, &baseline.seeded, options).await?;
-    let mut fleet = Side::prepare("family", &run, &family, &baseline.seeded, options).await?;
+    let legacy_prefix = options
+        .legacy_topic_prefix
+        .clone()
+        .unwrap_or_else(|| format!("{run}.legacy."));
+    let mut legacy =
+        Side::prepare("legacy", &run, &legacy_prefix, &family, &baseline, options).await?;
+    let mut fleet = Side::prepare(
+        "family",
+        &run,
+        &format!("{run}.family."),
+        &family,
+        &baseline,
+        options,
+    )
+    .await?;
     legacy.start_legacy(&options.legacy_cmd)?;
     fleet.start_family(&family.family)?;
     for side in [&legacy, &fleet] {
@@ -270,28 +286,31 @@ struct Side {
 }
 
 impl Side {
-    /// Starts its Redis and seeds it, creates its topics, commits offset 0 on every partition
-    /// for its group (so the worker starts at the first record whatever its reset policy), and
-    /// starts monitoring (after the seeding, which is not a write of the side).
+    /// Starts its Redis and seeds it, creates its topics (under `topic_prefix`; existing ones
+    /// are used), commits their current ends for its group (so the worker starts at the first
+    /// record fed, whatever its reset policy and whatever the topics held), and starts
+    /// monitoring (after the seeding, which is not a write of the side).
     async fn prepare(
         name: &'static str,
         run: &str,
+        topic_prefix: &str,
         family: &cdc_topics::Family,
-        seeded: &[String],
+        baseline: &Baseline,
         options: &Options,
     ) -> anyhow::Result<Self> {
         let redis = PrivateRedis::start().await?;
-        crate::seed_keys_at(&redis.uri(), "", seeded).await?;
+        crate::seed_keys_at(&redis.uri(), "", &baseline.seeded).await?;
         let conn = crate::redis_at(&redis.uri()).await?;
-        let topic_prefix = format!("{run}.{name}.");
+        let topic_prefix = topic_prefix.to_owned();
         let group = format!("{run}-{name}");
         let topics = family.clone().with_topic_prefix(&topic_prefix);
         crate::provision(&topics).await?;
         let offsets = crate::manual_consumer(&group)?;
+        let names: Vec<String> = topics.all_topics().map(str::to_owned).collect();
         let mut start = TopicPartitionList::new();
-        for topic in topics.all_topics() {
-            for p in 0..topics.partitions {
-                start.add_partition_offset(topic, p, Offset::Offset(0))?;
+        for (topic, ends) in names.iter().zip(crate::ends_of(&names, topics.partitions)?) {
+            for (p, end) in ends.into_iter().enumerate() {
+                start.add_partition_offset(topic, p as i32, Offset::Offset(end))?;
             }
         }
         offsets
@@ -481,9 +500,13 @@ impl std::fmt::Display for Side {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<6} topics {}*, group {}, Redis {}, log {}",
+            "{:<6} topics {}, group {}, Redis {}, log {}",
             self.name,
-            self.topic_prefix,
+            if self.topic_prefix.is_empty() {
+                "without prefix".to_owned()
+            } else {
+                format!("{}*", self.topic_prefix)
+            },
             self.group,
             self.redis.uri(),
             self.log.display()
