@@ -51,7 +51,7 @@ pub async fn run(log_dir: &Path) -> anyhow::Result<()> {
     let legacy = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{REFERENCE_LEGACY_CMD} --max-records {LEGACY_RECORDS}"
+            "exec {REFERENCE_LEGACY_CMD} --max-records {LEGACY_RECORDS}"
         ))
         .current_dir(fixtures::dir().join(".."))
         .env("KAFKA_BROKERS", brokers())
