@@ -54,7 +54,7 @@ values = yaml.safe_load((chart / "values.yaml").read_text())
 readme = (chart / "README.md").read_text()
 # Keys whose content is free-form (Kubernetes objects, label maps): documented as a whole.
 opaque = {"resources", "podSecurityContext", "securityContext", "strategy", "behavior",
-          "liveness", "readiness", "startup", "families", "labels"}
+          "liveness", "readiness", "startup", "families", "labels", "volume"}
 def walk(d, prefix=""):
     for key, value in d.items():
         path = f"{prefix}.{key}" if prefix else key
@@ -146,6 +146,13 @@ refusals=(
     "handover-without-legacy-group|needs handOver.legacyGroup|handOver.enabled=true,handOver.family=$fam_b"
     "handover-without-reason|needs handOver.reason|handOver.enabled=true,handOver.family=$fam_b,handOver.legacyGroup=server-private,handOver.dryRun=false"
     "handover-bad-command|at '/handOver/command'|handOver.enabled=true,handOver.command=rewind"
+    "memory-limit-below-prefetch|families.$fam_b.resources.limits.memory=100Mi is below families.$fam_b.prefetchBudgetMiB + memoryOverheadMiB = 160Mi|families.$fam_b.resources.limits.memory=100Mi"
+    "memory-limit-below-bigger-prefetch|families.$fam_b.resources.limits.memory=200Mi is below families.$fam_b.prefetchBudgetMiB + memoryOverheadMiB = 256Mi|families.$fam_b.prefetchBudgetMiB=128,families.$fam_b.resources.limits.memory=200Mi"
+    "memory-limit-not-quantity|is not a memory quantity|familyDefaults.resources.limits.memory=lots"
+    "hpa-cpu-only|has only CPU/memory metrics|autoscaling.mode=hpa,autoscaling.hpa.metrics[0].type=Resource,autoscaling.hpa.metrics[0].resource.name=cpu"
+    "replay-stage-as-error-class|dlqReplay.errorClass=\"decode\" is not an error class of a dead letter|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.errorClass=decode"
+    "replay-unknown-stage|dlqReplay.stage=\"commit\" is not a stage a record is dead-lettered at|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.stage=commit"
+    "audit-path-relative|at '/dlqAudit/mountPath'|dlqAudit.mountPath=audit"
     "reindex-bad-rate|at '/searchReindex/rate': minimum|searchReindex.enabled=true,searchReindex.rate=0"
     "reindex-bad-index|at '/searchReindex/index'|searchReindex.enabled=true,searchReindex.index=episodes"
 )
