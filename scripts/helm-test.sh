@@ -8,8 +8,11 @@
 #      (KEDA, Prometheus Operator) against helm/crd-schemas/ (scripts/crd_validate.py),
 #      scripts/helm_assert.py;
 #   4. values the chart must refuse (replicas above the partitions, local or production, secrets
-#      in values, …) fail rendering with the expected message. helm/values/production-partitions.yaml
-#      renders (step 3) the accepted side: 4 replicas of a 42-partition family, KEDA up to 42.
+#      in values, a memory limit below the prefetch budget, a CPU-only HPA, replay filters the
+#      runtime never writes, …) fail rendering with the expected message.
+#      helm/values/production-partitions.yaml renders (step 3) the accepted side: 4 replicas of a
+#      42-partition family, KEDA up to 42, a larger prefetch budget;
+#   5. the one-off Jobs render alone (`--show-only`), as the chart README starts them.
 # Exits non-zero on any failure; the last line sums it up ("helm: N renders, F failed").
 #
 # Usage: scripts/helm-test.sh    (KEEP=1 keeps the rendered manifests and prints where)
@@ -169,6 +172,23 @@ for entry in "${refusals[@]}"; do
     fi
 done
 echo "ok   $refused/${#refusals[@]} invalid value sets refused with a clear message"
+
+# 5. The one-off Jobs as the chart README starts them (`helm template --show-only … | kubectl
+#    create -f -`): exactly one Job, which kubectl can create outside the release.
+one_offs=(
+    "templates/dlq-replay-job.yaml|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.errorClass=permanent,dlqReplay.stage=decode"
+    "templates/handover-job.yaml|handOver.enabled=true,handOver.family=$fam_b,handOver.legacyGroup=server-private"
+)
+for entry in "${one_offs[@]}"; do
+    IFS='|' read -r template setting <<<"$entry"
+    name=one-off-$(basename "$template" .yaml)
+    if ! "$HELM" template cdc "$CHART" -n bangumi --show-only "$template" --set "$setting" >"$OUT/$name.yaml" 2>"$OUT/$name.log"; then
+        note_failure "$name" "helm template --show-only $template"
+    elif [[ $(grep -c '^kind:' "$OUT/$name.yaml") != 1 ]] || ! grep -q '^kind: Job$' "$OUT/$name.yaml"; then
+        note_failure "$name" "--show-only $template does not render exactly one Job"
+    fi
+done
+echo "ok   ${#one_offs[@]} one-off Jobs render alone for kubectl create"
 
 [[ -n ${KEEP:-} ]] && echo "rendered manifests kept in $OUT"
 if ((failed + other_failed > 0)); then
