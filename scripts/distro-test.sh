@@ -5,13 +5,16 @@
 #   2. the working tree's files copied into it (/src), with a policy-rc.d so that packages do not
 #      start services in the chroot (as in a container; infra.sh starts them);
 #   3. scripts/install.sh run inside it, with the network (Debian's archive, PyPI, npm);
-#   4. `scripts/infra.sh up` inside it in a network namespace of its own (its own loopback, so
-#      its Redis, MariaDB, broker… do not meet this machine's), every service answering, then
-#      everything it started stopped.
+#   4. `scripts/infra.sh up` inside it in network and process namespaces of its own (its own
+#      loopback and process list, so its Redis, MariaDB, broker… do not meet this machine's),
+#      every service answering, then everything it started stopped.
 # What cannot come from the package registries is given from this machine, read-only, and said
 # so: the Rust toolchain (~/.rustup, ~/.cargo: rustup.rs is not reachable from here), the
 # cargo-nextest binary (else a cargo install of minutes) and the Meilisearch server
-# ($MEILISEARCH_BIN or the one `make up` uses), so those steps are exercised as "present".
+# ($MEILISEARCH_BIN or the one `make up` uses), so those steps are exercised as "present"; and
+# this machine's local certificate authorities (/usr/local/share/ca-certificates: a proxy's,
+# which HTTPS to PyPI and npm may need here), with the variables pointing pip and npm at the
+# system's bundle.
 #
 # Usage: scripts/distro-test.sh bookworm|trixie    (root; needs mmdebstrap; KEEP=1 keeps the tree)
 # Not part of `make test`: it downloads a few hundred MB of packages.
@@ -50,13 +53,17 @@ install -m 0755 "$meili" "$root/shared/bin/meilisearch"
 install -m 0755 "$(command -v cargo-nextest)" "$root/usr/local/bin/cargo-nextest"
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" && chmod 0755 "$root/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+mkdir -p "$root/usr/local/share/ca-certificates"
+cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
 bind /proc "$root/proc"
 bind /dev "$root/dev"
 bind /sys "$root/sys"
 bind "$rustup_home" "$root/root/.rustup" ro
 bind "$cargo_home" "$root/root/.cargo" ro
 
+bundle=/etc/ssl/certs/ca-certificates.crt
 in_root() { chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+    PIP_CERT=$bundle REQUESTS_CA_BUNDLE=$bundle SSL_CERT_FILE=$bundle npm_config_cafile=$bundle \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 say "$release: scripts/install.sh"
@@ -65,8 +72,8 @@ say "$release: scripts/install.sh again (must change nothing)"
 second=$(in_root bash /src/scripts/install.sh 2>&1) || die "$release: the second scripts/install.sh failed: $second"
 [[ -z $second ]] || die "$release: the second scripts/install.sh did something: $second"
 
-say "$release: scripts/infra.sh up, in a network namespace of its own"
-unshare --net --fork chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+say "$release: scripts/infra.sh up, in network and process namespaces of its own"
+unshare --net --pid --mount --fork --mount-proc="$root/proc" chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin bash -c '
     ip link set lo up
     bash /src/scripts/infra.sh up; rc=$?

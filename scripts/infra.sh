@@ -69,7 +69,8 @@ start_mysql() {
         say "MariaDB is down; starting it"
         # The directory of its socket and pid file, made by the init system where one runs.
         install -d -o mysql -g mysql /run/mysqld 2>/dev/null || true
-        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
+        # As the mysql user, as the distribution's service does (mariadbd refuses root).
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql \
             || die "mariadbd failed to start"
         wait_until 30 mysql mysql_socket_ok || die "MariaDB did not answer on its socket within 30 s"
     fi
