@@ -82,6 +82,6 @@ unshare --net --pid --mount --fork --mount-proc="$root/proc" chroot "$root" /usr
     mariadb-admin -uroot shutdown >/dev/null 2>&1
     exit $rc' || die "$release: scripts/infra.sh up failed"
 versions=$(in_root bash -c 'echo "redis $(redis-server --version | sed -n "s/.*v=\([^ ]*\).*/\1/p"),
- $(mariadb --version | sed -n "s/.*Distrib \([^,]*\),.*/MariaDB \1/p"), java $(java -version 2>&1 | sed -n "s/.*version \"\([^\"]*\)\".*/\1/p"),
+ $(mariadb --version | sed -n "s/.* \([0-9.]*\)-MariaDB.*/MariaDB \1/p"), java $(java -version 2>&1 | sed -n "s/.*version \"\([^\"]*\)\".*/\1/p"),
  node $(node --version), python $(python3 --version | cut -d" " -f2), $(rustc --version | cut -d" " -f1-2)"' | tr -d '\n')
 echo "ok   $release: install.sh installed what was missing, a second run did nothing, infra.sh up started every service ($versions)"
