@@ -1,5 +1,5 @@
 //! The timeline family: Bangumi's timeline side effects, with server-private's behaviour
-//! (reference §2, §3.1, §6) and the ordering safety it lacks.
+//! (bangumi-behaviour §2, §3.1, §6) and the ordering safety it lacks.
 //!
 //! - `debezium.chii.bangumi.chii_timeline` → [`fanout`]: the item into the global inbox, the
 //!   author's timeline and the followers' inboxes (visit-key rules), `PUBLISH
