@@ -182,6 +182,15 @@ install_moto() {
         || die "pip install moto[server]==$MOTO_VERSION failed (is PyPI reachable?)"
 }
 
+# The Kafka and Redis clients of scripts/legacy_reference.py (prebuilt wheels from PyPI).
+install_reference_clients() {
+    "$TOOLS_VENV/bin/python" -c 'import confluent_kafka, redis' >/dev/null 2>&1 && return
+    say "installing confluent-kafka==$CONFLUENT_KAFKA_VERSION and redis==$REDIS_PY_VERSION from PyPI into $TOOLS_VENV (scripts/legacy_reference.py)"
+    "$TOOLS_VENV/bin/python" -m pip install -q --disable-pip-version-check --only-binary=confluent-kafka \
+        "confluent-kafka==$CONFLUENT_KAFKA_VERSION" "redis==$REDIS_PY_VERSION" \
+        || die "pip install confluent-kafka==$CONFLUENT_KAFKA_VERSION redis==$REDIS_PY_VERSION failed (is pip configured?)"
+}
+
 install_debs
 install_java
 check_versions
@@ -189,5 +198,6 @@ install_rust
 install_tools_venv
 install_tansu
 install_moto
+install_reference_clients
 install_nextest
 install_meilisearch
