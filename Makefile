@@ -4,6 +4,8 @@
 # librdkafka and the dependencies build once per machine.
 export CARGO_TARGET_DIR ?= /var/tmp/bangumi-cdc/target
 CARGO ?= cargo
+# Where rustup puts cargo when scripts/install.sh had to install it.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 # Seconds each fuzz target runs in `make test` (longer runs: FUZZ_SECONDS=600 bash scripts/fuzz.sh).
 FUZZ_SECONDS ?= 15
 

@@ -537,6 +537,25 @@ pub fn read_all(topic: &str, partitions: i32) -> anyhow::Result<Vec<Consumed>> {
     Ok(found)
 }
 
+/// Sum of the samples of `name` in a `/metrics` body whose labels contain `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Where `scripts/lib.sh` keeps its tools and state: `$CDC_STATE_DIR`, else `/var/tmp/bangumi-cdc`.
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::var_os("CDC_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/bangumi-cdc"))
+}
+
 /// `GET url` over plain HTTP/1.0; the body.
 pub async fn http_get(url: &str) -> anyhow::Result<String> {
     Ok(http_response(url).await?.1)
