@@ -4,13 +4,17 @@
 # librdkafka and the dependencies build once per machine.
 export CARGO_TARGET_DIR ?= /var/tmp/bangumi-cdc/target
 CARGO ?= cargo
+# Where rustup puts cargo when scripts/install.sh had to install it.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 # Seconds each fuzz target runs in `make test` (longer runs: FUZZ_SECONDS=600 bash scripts/fuzz.sh).
 FUZZ_SECONDS ?= 15
 
-.PHONY: help up down status build demo test lint fixtures clean test-live bench soak image
+.PHONY: help up down status build demo cutover-demo parity test lint fixtures clean test-live bench soak image
 
 help:
 	@echo "make demo      run the fleet on the embedded fixtures and print a summary"
+	@echo "make cutover-demo  a legacy consumer group hands over to a family (dlq cutover)"
+	@echo "make parity [LEGACY_CMD='…'] [FAMILY=…] [EVENTS=…]  legacy worker vs family: Redis writes per record"
 	@echo "make test      fmt, clippy, unit and integration tests against the real services"
 	@echo "make up|down|status   local broker, schema registry stand-in, Redis, MariaDB, Meilisearch"
 	@echo "make fixtures  regenerate fixtures/debezium from real Debezium (needs Java)"
@@ -33,6 +37,29 @@ build:
 
 demo: up build
 	@bash scripts/demo.sh
+
+# Only the demo's last step: a legacy group applies part of a stream, `dlq cutover` hands the
+# rest to the family.
+cutover-demo: up build
+	@bash scripts/demo.sh cutover
+
+# The offline parity harness (README "Parity harness"). LEGACY_CMD reaches it as written (a `$`
+# stays a `$`, for the shell that runs it); unset, the binary's defaults apply.
+ifdef LEGACY_CMD
+override LEGACY_CMD := $(value LEGACY_CMD)
+export LEGACY_CMD
+endif
+ifdef FAMILY
+export FAMILY
+endif
+ifdef EVENTS
+export EVENTS
+endif
+ifneq ($(origin LEGACY_TOPIC_PREFIX),undefined)
+export LEGACY_TOPIC_PREFIX
+endif
+parity: up build
+	@"$(CARGO_TARGET_DIR)/debug/parity"
 
 lint:
 	$(CARGO) fmt --all --check

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: runs the demo driver (tests/demo.rs), which starts the real worker binaries.
+# `make demo` (and `make cutover-demo`: `demo.sh cutover`): runs the demo driver (tests/demo.rs),
+# which starts the real worker binaries.
 source "$(dirname "$0")/lib.sh"
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-exec "$target/debug/demo"
+exec "$target/debug/demo" "$@"

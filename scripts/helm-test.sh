@@ -8,8 +8,11 @@
 #      (KEDA, Prometheus Operator) against helm/crd-schemas/ (scripts/crd_validate.py),
 #      scripts/helm_assert.py;
 #   4. values the chart must refuse (replicas above the partitions, local or production, secrets
-#      in values, …) fail rendering with the expected message. helm/values/production-partitions.yaml
-#      renders (step 3) the accepted side: 4 replicas of a 42-partition family, KEDA up to 42.
+#      in values, a memory limit below the prefetch budget, a CPU-only HPA, replay filters the
+#      runtime never writes, …) fail rendering with the expected message.
+#      helm/values/production-partitions.yaml renders (step 3) the accepted side: 4 replicas of a
+#      42-partition family, KEDA up to 42, a larger prefetch budget;
+#   5. the one-off Jobs render alone (`--show-only`), as the chart README starts them.
 # Exits non-zero on any failure; the last line sums it up ("helm: N renders, F failed").
 #
 # Usage: scripts/helm-test.sh    (KEEP=1 keeps the rendered manifests and prints where)
@@ -54,7 +57,7 @@ values = yaml.safe_load((chart / "values.yaml").read_text())
 readme = (chart / "README.md").read_text()
 # Keys whose content is free-form (Kubernetes objects, label maps): documented as a whole.
 opaque = {"resources", "podSecurityContext", "securityContext", "strategy", "behavior",
-          "liveness", "readiness", "startup", "families", "labels"}
+          "liveness", "readiness", "startup", "families", "labels", "volume"}
 def walk(d, prefix=""):
     for key, value in d.items():
         path = f"{prefix}.{key}" if prefix else key
@@ -146,6 +149,13 @@ refusals=(
     "handover-without-legacy-group|needs handOver.legacyGroup|handOver.enabled=true,handOver.family=$fam_b"
     "handover-without-reason|needs handOver.reason|handOver.enabled=true,handOver.family=$fam_b,handOver.legacyGroup=server-private,handOver.dryRun=false"
     "handover-bad-command|at '/handOver/command'|handOver.enabled=true,handOver.command=rewind"
+    "memory-limit-below-prefetch|families.$fam_b.resources.limits.memory=100Mi is below families.$fam_b.prefetchBudgetMiB + memoryOverheadMiB = 160Mi|families.$fam_b.resources.limits.memory=100Mi"
+    "memory-limit-below-bigger-prefetch|families.$fam_b.resources.limits.memory=200Mi is below families.$fam_b.prefetchBudgetMiB + memoryOverheadMiB = 256Mi|families.$fam_b.prefetchBudgetMiB=128,families.$fam_b.resources.limits.memory=200Mi"
+    "memory-limit-not-quantity|is not a memory quantity|familyDefaults.resources.limits.memory=lots"
+    "hpa-cpu-only|has only CPU/memory metrics|autoscaling.mode=hpa,autoscaling.hpa.metrics[0].type=Resource,autoscaling.hpa.metrics[0].resource.name=cpu"
+    "replay-stage-as-error-class|dlqReplay.errorClass=\"decode\" is not an error class of a dead letter|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.errorClass=decode"
+    "replay-unknown-stage|dlqReplay.stage=\"commit\" is not a stage a record is dead-lettered at|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.stage=commit"
+    "audit-path-relative|at '/dlqAudit/mountPath'|dlqAudit.mountPath=audit"
     "reindex-bad-rate|at '/searchReindex/rate': minimum|searchReindex.enabled=true,searchReindex.rate=0"
     "reindex-bad-index|at '/searchReindex/index'|searchReindex.enabled=true,searchReindex.index=episodes"
 )
@@ -162,6 +172,23 @@ for entry in "${refusals[@]}"; do
     fi
 done
 echo "ok   $refused/${#refusals[@]} invalid value sets refused with a clear message"
+
+# 5. The one-off Jobs as the chart README starts them (`helm template --show-only … | kubectl
+#    create -f -`): exactly one Job, which kubectl can create outside the release.
+one_offs=(
+    "templates/dlq-replay-job.yaml|dlqReplay.enabled=true,dlqReplay.family=$fam_b,dlqReplay.errorClass=permanent,dlqReplay.stage=decode"
+    "templates/handover-job.yaml|handOver.enabled=true,handOver.family=$fam_b,handOver.legacyGroup=server-private"
+)
+for entry in "${one_offs[@]}"; do
+    IFS='|' read -r template setting <<<"$entry"
+    name=one-off-$(basename "$template" .yaml)
+    if ! "$HELM" template cdc "$CHART" -n bangumi --show-only "$template" --set "$setting" >"$OUT/$name.yaml" 2>"$OUT/$name.log"; then
+        note_failure "$name" "helm template --show-only $template"
+    elif [[ $(grep -c '^kind:' "$OUT/$name.yaml") != 1 ]] || ! grep -q '^kind: Job$' "$OUT/$name.yaml"; then
+        note_failure "$name" "--show-only $template does not render exactly one Job"
+    fi
+done
+echo "ok   ${#one_offs[@]} one-off Jobs render alone for kubectl create"
 
 [[ -n ${KEEP:-} ]] && echo "rendered manifests kept in $OUT"
 if ((failed + other_failed > 0)); then

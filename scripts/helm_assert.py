@@ -68,6 +68,24 @@ def duration_seconds(text: str) -> float:
     return total
 
 
+def memory_mib(quantity) -> float:
+    """A Kubernetes memory quantity (`160Mi`, `1Gi`, `200M`, bytes) in MiB."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(quantity))
+    if not found:
+        raise ValueError(f"not a memory quantity: {quantity!r}")
+    scale = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    return float(found.group(1)) * scale[found.group(2)] / 2**20
+
+
+def dead_letter_kinds() -> tuple[set, set]:
+    """The error classes and stages the runtime names (workers/runtime/src/error.rs `as_str`):
+    what a dead letter's headers can say, and so what `dlq replay` can filter on."""
+    text = (ROOT / "workers" / "runtime" / "src" / "error.rs").read_text()
+    classes = set(re.findall(r'ErrorClass::\w+ => "(\w+)"', text))
+    stages = set(re.findall(r'Stage::\w+ => "(\w+)"', text))
+    return classes, stages
+
+
 def load_families() -> dict:
     families = {}
     for path in sorted((ROOT / "topics" / "families").glob("*.toml")):
@@ -323,13 +341,24 @@ def main() -> int:
 
         limit = check_pod(where, pod, c, settings)
 
-        # the prefetch budget fits the memory limit (with the worker's overhead beside it)
+        # memory: the limit holds the whole prefetch budget (every partition's queue full, a
+        # first deploy's catch-up) plus the family's overhead; the request is the limit unless set
+        own = merge(values.get("familyDefaults") or {}, (values.get("families") or {}).get(fam) or {})
         budget = settings.get("PREFETCH_BUDGET", "")
-        if not budget.endswith("MiB") or not budget[:-3].isdigit():
-            fail(f"{where}: PREFETCH_BUDGET {budget!r} is not set in MiB")
-        elif limit and limit.endswith("Mi") and limit[:-2].isdigit():
-            if int(limit[:-2]) < int(budget[:-3]) + 16:
-                fail(f"{where}: memory limit {limit} leaves under 16 MiB beside PREFETCH_BUDGET {budget}")
+        floor = own["prefetchBudgetMiB"] + own["memoryOverheadMiB"]
+        if budget != f"{own['prefetchBudgetMiB']}MiB":
+            fail(f"{where}: PREFETCH_BUDGET {budget!r} is not prefetchBudgetMiB ({own['prefetchBudgetMiB']}) in MiB")
+        if limit and memory_mib(limit) < floor:
+            fail(f"{where}: memory limit {limit} is below prefetchBudgetMiB + memoryOverheadMiB = {floor} MiB")
+        own_limit = ((own.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit != (own_limit or f"{floor}Mi"):
+            fail(f"{where}: memory limit {limit}, expected {own_limit or f'{floor}Mi'}")
+        request = c.get("resources", {}).get("requests", {}).get("memory")
+        if request != (((own.get("resources") or {}).get("requests") or {}).get("memory") or limit):
+            fail(f"{where}: memory request {request} is neither resources.requests.memory nor the limit {limit}")
+        per_partition = dep["metadata"]["annotations"].get("bangumi.tv/cdc-prefetch-per-partition")
+        if per_partition != f"{own['prefetchBudgetMiB'] * 1024 // partitions}KiB":
+            fail(f"{where}: prefetch-per-partition annotation {per_partition!r} is not the budget over {partitions} partitions")
 
         # graceful shutdown
         try:
@@ -355,6 +384,15 @@ def main() -> int:
         lo, hi, parts = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"], partitions_of[fam]
         if hi != max_replicas_of[fam]:
             fail(f"HPA {hpa['metadata']['name']}: maxReplicas {hi}, expected {max_replicas_of[fam]}")
+        # a lag signal, not CPU alone: a worker waiting on a paused partition uses no CPU
+        metrics = hpa["spec"].get("metrics") or []
+        if all(m.get("type") in ("Resource", "ContainerResource") for m in metrics):
+            fail(f"HPA {hpa['metadata']['name']}: scales on {[m.get('type') for m in metrics]} only, flat while the worker is blocked")
+        lag = [m for m in metrics if m.get("type") == "External"
+               and m["external"]["metric"]["name"] == "cdc_consumer_lag"
+               and m["external"]["metric"].get("selector", {}).get("matchLabels", {}).get("family") == fam]
+        if not lag and not any(m.get("type") in ("Pods", "Object") for m in metrics):
+            fail(f"HPA {hpa['metadata']['name']}: no External cdc_consumer_lag metric of family {fam}")
         if hi > parts:
             fail(f"HPA {hpa['metadata']['name']}: maxReplicas {hi} > {parts} partitions of {fam}")
         if not 1 <= lo <= hi:
@@ -401,6 +439,8 @@ def main() -> int:
                 fail(f"ScaledObject {so['metadata']['name']}: topic {md['topic']} is not one of {fam}'s")
             if str(md.get("allowIdleConsumers", "false")).lower() != "false":
                 fail(f"ScaledObject {so['metadata']['name']}: allowIdleConsumers must stay false")
+            if md.get("excludePersistentLag") != str(bool(keda.get("excludePersistentLag"))).lower():
+                fail(f"ScaledObject {so['metadata']['name']}: excludePersistentLag is not autoscaling.keda.excludePersistentLag")
             ref = (trig.get("authenticationRef") or {}).get("name")
             external_ref = ((values.get("autoscaling") or {}).get("keda") or {}).get("authenticationRef")
             if ref and ref not in named("TriggerAuthentication") and ref != external_ref:
@@ -504,6 +544,10 @@ def main() -> int:
                 fail(f"Job {job['metadata']['name']}: DLQ_AUDIT_LOG {audit} is not on a writable volume (the root filesystem is read-only)")
             if "--rate" not in args:
                 fail(f"Job {job['metadata']['name']}: no --rate")
+            classes, stages = dead_letter_kinds()
+            for flag, known in (("--error-class", classes), ("--stage", stages)):
+                if flag in args and args[args.index(flag) + 1] not in known:
+                    fail(f"Job {job['metadata']['name']}: {flag} {args[args.index(flag) + 1]} is not one the runtime writes ({sorted(known)})")
             if bool(replay.get("dryRun")) != ("--dry-run" in args):
                 fail(f"Job {job['metadata']['name']}: --dry-run does not follow dlqReplay.dryRun")
             csc = c.get("securityContext") or {}
@@ -511,6 +555,22 @@ def main() -> int:
                 fail(f"Job {job['metadata']['name']}: container security context is not locked down")
             if pod.get("automountServiceAccountToken") is not False or pod.get("restartPolicy") != "Never":
                 fail(f"Job {job['metadata']['name']}: token mounted or restartPolicy is not Never")
+
+    # --- the one-off Jobs: created with kubectl, left alone by GitOps; audit trail writable ---
+    for job in [j for j in all_jobs if component(j) in ("dlq-replay", "dlq-handover")]:
+        notes = job["metadata"].get("annotations") or {}
+        for key, value in (("argocd.argoproj.io/sync-options", "Prune=false"),
+                           ("argocd.argoproj.io/compare-options", "IgnoreExtraneous"),
+                           ("kustomize.toolkit.fluxcd.io/prune", "disabled")):
+            if notes.get(key) != value:
+                fail(f"Job {job['metadata']['name']}: annotation {key}={value} missing (a GitOps sync would prune it)")
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        audit = next((e.get("value") for e in c.get("env", []) if e.get("name") == "DLQ_AUDIT_LOG"), None)
+        writable = [m["mountPath"] for m in c.get("volumeMounts", []) if not m.get("readOnly")]
+        if (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True:
+            fail(f"Job {job['metadata']['name']}: root filesystem is not read-only")
+        if not audit or not any(audit.startswith(m.rstrip("/") + "/") for m in writable):
+            fail(f"Job {job['metadata']['name']}: DLQ_AUDIT_LOG {audit} is not on a writable volume")
 
     # --- offset hand-over Job: only when asked for, offsets only ---------------------------
     hand = values.get("handOver") or {}

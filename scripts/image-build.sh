@@ -4,13 +4,16 @@
 #   1. the Dockerfile's BINARIES, built with `cargo build --release --locked` (or taken from
 #      $BINARIES_FROM, a directory holding them already);
 #   2. a Debian root filesystem (`mmdebstrap --variant=minbase`, the Dockerfile's runtime
-#      release) with the runtime stage's packages;
+#      release) with the runtime stage's packages and its user (its groupadd and useradd);
 #   3. the binaries in /usr/local/bin, each run with `--help` as uid 10001 in a chroot;
 #   4. an OCI image layout (one layer, the Dockerfile's labels, user, env, port and command) in
-#      $STATE_DIR/image/oci, for `skopeo copy oci:… docker://…` or any OCI tool to publish.
+#      $STATE_DIR/image/oci, for `skopeo copy oci:… docker://…` or any OCI tool to publish;
+#   5. that layout read back, when the tools are there (Debian: apt-get install skopeo umoci):
+#      `skopeo inspect` of its config, and `umoci unpack` of its layer (digests checked), each
+#      binary's --help run again in the unpacked root filesystem.
 # Not part of `make test` (a release build and a Debian download take minutes): `make image`.
 # Differences from `docker build`: the root filesystem is Debian's minbase from the archive at
-# build time, not the digest-pinned debian:bookworm-slim, and the user is numeric only.
+# build time, not the digest-pinned debian:bookworm-slim.
 # Needs root (mmdebstrap, chroot) and mmdebstrap (Debian: apt-get install mmdebstrap).
 #
 # Usage: scripts/image-build.sh    (VERSION, REVISION, SOURCE: the labels' build arguments)
@@ -28,8 +31,9 @@ command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is needed (Debian: apt-
 read -r -a binaries <<<"$(sed -n 's/^ARG BINARIES="\(.*\)"$/\1/p' "$DOCKERFILE")"
 release=$(sed -n 's/^ARG RUNTIME_IMAGE=debian:\([a-z]*\)-slim@.*/\1/p' "$DOCKERFILE")
 packages=$(grep 'apt-get install' "$DOCKERFILE" | tail -n1 | sed 's/.*--no-install-recommends //; s/ *\\$//' | tr ' ' ',')
-((${#binaries[@]} > 0)) && [[ -n $release && -n $packages ]] \
-    || die "could not read BINARIES, the runtime release or its packages from the Dockerfile"
+mapfile -t user_commands < <(sed -n 's/^ *&& \(groupadd .*\|useradd .*\)$/\1/p' "$DOCKERFILE" | sed 's/ *\\$//')
+((${#binaries[@]} > 0 && ${#user_commands[@]} == 2)) && [[ -n $release && -n $packages ]] \
+    || die "could not read BINARIES, the runtime release, its packages or its user from the Dockerfile"
 
 # 1. The binaries.
 if [[ -n ${BINARIES_FROM:-} ]]; then
@@ -47,6 +51,10 @@ mkdir -p "$WORK"
 mmdebstrap --quiet --variant=minbase --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     "$release" "$ROOTFS" || die "mmdebstrap failed"
+for command in "${user_commands[@]}"; do
+    read -r -a words <<<"$command"
+    chroot "$ROOTFS" "${words[@]}" || die "in the root filesystem: $command failed"
+done
 
 # 3. The binaries inside, each answering --help as the chart runs them (uid 10001).
 for bin in "${binaries[@]}"; do
@@ -122,3 +130,20 @@ manifest_digest = blob(manifest_bytes)
     "annotations": {"org.opencontainers.image.ref.name": labels.get("org.opencontainers.image.version", "dev")}}]}))
 print(f"ok   OCI layout {oci}: manifest sha256:{manifest_digest}, layer {len(gz) // 1048576} MiB")
 PYEOF
+
+# 5. The layout read back as a registry or a runtime would.
+if command -v skopeo >/dev/null 2>&1 && command -v umoci >/dev/null 2>&1; then
+    ref=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"])' "$OCI/index.json")
+    skopeo inspect --config "oci:$OCI:$ref" >"$WORK/config.json" || die "skopeo cannot read oci:$OCI:$ref"
+    echo "ok   skopeo inspect oci:$OCI:$ref: user $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["config"]["User"])' "$WORK/config.json")"
+    rm -rf "$WORK/unpacked"
+    umoci unpack --rootless --image "$OCI:$ref" "$WORK/unpacked" >/dev/null || die "umoci cannot unpack oci:$OCI:$ref"
+    for bin in "${binaries[@]}"; do
+        chroot --userspec=10001:10001 "$WORK/unpacked/rootfs" "/usr/local/bin/$bin" --help >/dev/null 2>&1 \
+            || die "$bin --help failed in the unpacked image"
+    done
+    echo "ok   umoci unpack: layer digests verified; every binary's --help runs in the unpacked image"
+    rm -rf "$WORK/unpacked"
+else
+    warn "skopeo or umoci missing: the OCI layout was not read back (Debian: apt-get install skopeo umoci)"
+fi

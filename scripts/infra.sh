@@ -16,6 +16,8 @@ meilisearch_ok() { [[ $(curl -fsS -m 2 "http://127.0.0.1:$MEILISEARCH_PORT/healt
 # moto's dashboard page: constant size (`/moto-api/data.json` dumps every stored object).
 s3_ok() { [[ $(curl -sS -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/moto-api/" 2>/dev/null) == 200 ]]; }
 mysql_ok() { mariadb -h 127.0.0.1 -P "$MYSQL_PORT" -uroot --connect-timeout=2 -e 'select 1' >/dev/null 2>&1; }
+# As root through the server's socket (unix_socket authentication on a fresh Debian install).
+mysql_socket_ok() { mariadb -uroot --connect-timeout=2 -e 'select 1' >/dev/null 2>&1; }
 
 # refuse_foreign_port PORT SERVICE: fail clearly when another program holds our port.
 refuse_foreign_port() {
@@ -62,11 +64,34 @@ start_redis() {
 
 start_mysql() {
     mysql_ok && return
-    refuse_foreign_port "$MYSQL_PORT" mysql
-    say "MariaDB is down; starting it"
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
-        || die "mariadbd failed to start"
+    if ! mysql_socket_ok; then
+        refuse_foreign_port "$MYSQL_PORT" mysql
+        say "MariaDB is down; starting it"
+        # The directory of its socket and pid file, made by the init system where one runs.
+        install -d -o mysql -g mysql /run/mysqld 2>/dev/null || true
+        # As the mysql user, as the distribution's service does (mariadbd refuses root).
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql \
+            || die "mariadbd failed to start"
+        wait_until 30 mysql mysql_socket_ok || die "MariaDB did not answer on its socket within 30 s"
+    fi
+    mysql_ok && return
+    allow_local_root
     wait_until 30 mysql mysql_ok || die "MariaDB did not answer on :$MYSQL_PORT within 30 s"
+}
+
+# allow_local_root: the tests connect as root without a password over TCP (127.0.0.1), as the
+# development machines are set up. A fresh Debian or Ubuntu MariaDB lets root in through the
+# socket only (unix_socket); when the server listens on the loopback only, root also gets an
+# empty password on it. A server reachable from elsewhere is left alone, with a message.
+allow_local_root() {
+    local listening
+    listening=$(ss -Hltn "sport = :$MYSQL_PORT" 2>/dev/null | awk '{print $4}')
+    if [[ -z $listening ]] || grep -qvE '^(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):' <<<"$listening"; then
+        die "MariaDB refuses root without a password on 127.0.0.1:$MYSQL_PORT, and listens beyond the loopback (${listening//$'\n'/ }): give the tests a local root (MYSQL_USER/MYSQL_PASS) by hand"
+    fi
+    say "MariaDB: root may log in without a password from this machine (it listens on the loopback only)"
+    mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('')" \
+        || die "could not let root log in without a password on 127.0.0.1"
 }
 
 # Meilisearch on $MEILISEARCH_PORT with the local master key (passed in its environment, so it is
@@ -90,7 +115,7 @@ start_meilisearch() {
 start_s3() {
     s3_ok && return
     refuse_foreign_port "$S3_PORT" s3
-    (exec setsid python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$LOG_DIR/moto.log" 2>&1 </dev/null) &
+    (exec setsid "$TOOLS_VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$LOG_DIR/moto.log" 2>&1 </dev/null) &
     echo $! >"$RUN_DIR/moto.pid"
     wait_until 30 s3 s3_ok || die "moto's S3 server did not answer on :$S3_PORT within 30 s; log: $LOG_DIR/moto.log"
 }

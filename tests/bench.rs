@@ -2367,7 +2367,10 @@ fn markdown(r: &Results, o: &Options, plots: &[(String, String)]) -> String {
     );
 
     // Summary
-    let _ = writeln!(m, "## Summary (targets: DESIGN.md §9)\n");
+    let _ = writeln!(
+        m,
+        "## Summary (targets: docs/architecture.md, Performance targets)\n"
+    );
     let _ = writeln!(
         m,
         "| what | measured | same-run baseline | ratio | target |"

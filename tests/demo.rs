@@ -9,6 +9,9 @@
 //! jobs once on rows seeded for them (`scheduler run <job> --once`, then `scheduler list`), and
 //! stops the workers with SIGTERM.
 //!
+//! Last, a cutover from a legacy worker's consumer group ([`cutover`]); `demo cutover` (`make
+//! cutover-demo`) runs only that step.
+//!
 //! Everything lives under a per-run prefix (topics `demo-….`, Redis keys `demo-…:`), so runs
 //! never interfere with each other or with the tests.
 
@@ -29,6 +32,9 @@ use fleet_harness::{
     registry_url, require_broker, seed_keys, unique, wait_drained,
 };
 
+#[path = "demo_cutover.rs"]
+mod cutover;
+
 /// A family's worker process, started by the demo.
 struct Worker {
     family: cdc_topics::Family,
@@ -39,7 +45,14 @@ struct Worker {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
+    let result = match std::env::args().nth(1).as_deref() {
+        None => run().await,
+        Some("cutover") => cutover_step(1).await,
+        Some(other) => Err(anyhow::anyhow!(
+            "unknown argument {other:?}: `demo` runs everything, `demo cutover` the cutover only"
+        )),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("\ndemo failed: {error:#}");
@@ -56,11 +69,7 @@ async fn run() -> anyhow::Result<()> {
         .parent()
         .context("demo binary has no directory")?
         .to_path_buf();
-    let log_dir = PathBuf::from(
-        std::env::var("CDC_STATE_DIR").unwrap_or_else(|_| "/var/tmp/bangumi-cdc".into()),
-    )
-    .join("log");
-    std::fs::create_dir_all(&log_dir)?;
+    let log_dir = log_dir()?;
 
     println!("Bangumi CDC fleet demo — run {run}");
     require_broker().await?;
@@ -521,7 +530,26 @@ async fn run() -> anyhow::Result<()> {
             stopping.elapsed().as_secs_f64()
         );
     }
-    Ok(())
+    cutover_step(8).await
+}
+
+/// `$CDC_STATE_DIR/log`, created.
+fn log_dir() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var("CDC_STATE_DIR").unwrap_or_else(|_| "/var/tmp/bangumi-cdc".into()),
+    )
+    .join("log");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn cutover_step(n: u32) -> anyhow::Result<()> {
+    step(
+        n,
+        "cutover: a legacy worker's group hands the rest of the stream to cache-invalidation",
+    );
+    require_broker().await?;
+    cutover::run(&log_dir()?).await
 }
 
 /// Seeds what the scheduler's jobs read (collections of two anime, posts in two subject

@@ -1,4 +1,4 @@
-//! The notify family against the real broker and MariaDB, through its binary (reference §3.2):
+//! The notify family against the real broker and MariaDB, through its binary (bangumi-behaviour §3.2):
 //!
 //! - golden: the messages of `fixtures/expected/notify-input.json` end as `notify.json` says
 //!   (written by `notify.py` from server-private's sources, not from this code): every privacy

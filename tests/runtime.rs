@@ -24,15 +24,15 @@ use std::time::Duration;
 use cache_invalidation::{CacheInvalidation, FAMILY};
 use cdc_topics::Family;
 use fleet_harness::bulk::fill;
-use fleet_harness::events::{MemberUpdates, member_key};
+use fleet_harness::events::{MemberUpdates, member_key, poison};
 use fleet_harness::process::{
     KillOnDrop, LogFile, PrivateRedis, free_port, signal, wait_exit, worker_command,
 };
 use fleet_harness::scenario::wait_for;
 use fleet_harness::{
-    Out, client_config, committed, end_offsets, existing, family, http_get, http_response, produce,
-    producer, provision, provisioned_family, read_all, redis_uri, seed_keys, unique, wait_drained,
-    worker_config,
+    Out, client_config, committed, end_offsets, existing, family, http_get, http_response,
+    metric_value, produce, producer, provision, provisioned_family, read_all, redis_uri, seed_keys,
+    unique, wait_drained, worker_config,
 };
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -630,25 +630,4 @@ async fn dead_letters_pending_are_exported_per_dlq_partition() {
     );
     shutdown.cancel();
     running.wait().await.expect("shutdown");
-}
-
-/// A record no decoder accepts: dead-lettered.
-fn poison() -> Out {
-    Out {
-        key: Some(br#"{"uid":1}"#.to_vec()),
-        value: Some(b"not json".to_vec()),
-        ..Out::default()
-    }
-}
-
-/// Sum of the samples of `name` whose labels contain `labels`.
-fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
-        })
-        .filter(|l| l.contains(labels))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
 }

@@ -1,4 +1,4 @@
-//! The scheduler against real Redis and MariaDB (reference §6): each job's effect on golden
+//! The scheduler against real Redis and MariaDB (bangumi-behaviour §6): each job's effect on golden
 //! data whose expected values are worked out here from server-private's rules (comments say
 //! which), the tick claims with several replicas, catch-up on start, and readiness.
 

@@ -1,7 +1,8 @@
 //! The timeline fan-out against the real broker, Redis and MariaDB, from the real Debezium
-//! fixtures (reference §2): follower inboxes with and without visit keys, the zero-follower
+//! fixtures (bangumi-behaviour §2): follower inboxes with and without visit keys, the zero-follower
 //! rule, deletes, updates, the `PUBLISH` payload seen by a subscriber; replays and
-//! reorderings that must never resurrect a deleted item (DESIGN §4); the same with the fences
+//! reorderings that must never resurrect a deleted item (docs/architecture.md, "Idempotency");
+//! the same with the fences
 //! in a state Redis of their own (`STATE_REDIS_URI`: a `PrivateRedis`), where an evicted cache
 //! does not let an old create back and a claim left pending by a crash is applied on
 //! redelivery; and an author with 100 000 followers.

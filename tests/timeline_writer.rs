@@ -1,4 +1,4 @@
-//! The `timeline` service-topic writer against the real broker and MariaDB (reference §3.1):
+//! The `timeline` service-topic writer against the real broker and MariaDB (bangumi-behaviour §3.1):
 //! each op's row (memo formats, type mappings, escapes), merges within 10 minutes (JSON and
 //! PHP-serialised previous memos), rejects to the DLQ, and exactly-once effect: delivering
 //! every message a second time (a new consumer group reads the topic from the start) leaves

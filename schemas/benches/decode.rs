@@ -1,7 +1,8 @@
 //! Decoding throughput per encoding on ~1 KB rows taken from the real fixtures
 //! (`fixtures/debezium/`): the row-change line whose JSON value is closest to 1 KiB, in
 //! each of the three encodings. Reports time per envelope (→ envelopes/s) and MB/s.
-//! Target (DESIGN §9): ≥ 200k envelopes/s per core for JSON without schema.
+//! Target (docs/architecture.md, "Performance targets"): ≥ 200k envelopes/s per core for JSON
+//! without schema.
 
 use std::path::PathBuf;
 

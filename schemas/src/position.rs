@@ -1,6 +1,6 @@
 //! `SourcePosition`: where in the source database's log a change happened, totally ordered,
-//! for idempotency fencing (DESIGN §4): an event whose position is not greater than the
-//! entity's stored fence is stale.
+//! for idempotency fencing (docs/architecture.md, "Idempotency"): an event whose position is not
+//! greater than the entity's stored fence is stale.
 //!
 //! # Ordering rules
 //! Positions compare field by field, in this order:

@@ -6,7 +6,7 @@
 //! Key-only structs (`…Key`) read the message key; for single-id tables the row struct
 //! reads the key as well, since the key column is also in the row.
 //!
-//! Not here: the side effects (see the family crates and `reference/bangumi-behaviour.md`).
+//! Not here: the side effects (see the family crates and `docs/bangumi-behaviour.md`).
 //!
 //! # Layout
 //! - One struct per table, named after it; [`TimelineKey`] for `{"tml_id":N}`.
@@ -89,7 +89,7 @@ pub struct Timeline {
 }
 
 /// `chii_subject_revisions`: key `{"rev_id":N}`; the subject is `rev_subject_id` in the row
-/// (the current worker reads it from the key, where it never is: see bangumi-behaviour §5).
+/// (the current worker reads it from the key, where it never is: docs/bangumi-behaviour.md §5).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
 pub struct SubjectRevision {
     /// Revision id (the key).

@@ -9,6 +9,15 @@ use serde_json::Value;
 use crate::Out;
 use crate::fixtures::{self, Encoding};
 
+/// A record no decoder accepts (its value is not JSON): dead-lettered at the decode stage.
+pub fn poison() -> Out {
+    Out {
+        key: Some(br#"{"uid":1}"#.to_vec()),
+        value: Some(b"not json".to_vec()),
+        ..Out::default()
+    }
+}
+
 /// The template: a real `chii_members` op `u` record.
 pub struct MemberUpdates {
     template: Value,

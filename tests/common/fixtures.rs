@@ -67,11 +67,20 @@ pub fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
+/// The file of one encoding.
+pub fn path(encoding: Encoding) -> PathBuf {
+    dir().join("debezium").join(encoding.file())
+}
+
 /// Every record of one encoding, in capture order.
 pub fn load(encoding: Encoding) -> anyhow::Result<Vec<Fixture>> {
-    let path = dir().join("debezium").join(encoding.file());
+    load_file(&path(encoding))
+}
+
+/// Every record of a file in the fixtures' line format (`fixtures/README.md`), in file order.
+pub fn load_file(path: &Path) -> anyhow::Result<Vec<Fixture>> {
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let b64 = base64::engine::general_purpose::STANDARD;
     text.lines()
         .enumerate()

@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod meili;
 pub mod mysql;
 pub mod notify;
+pub mod parity;
 pub mod process;
 pub mod proxy;
 pub mod scenario;
@@ -334,7 +335,12 @@ pub async fn redis_at(uri: &str) -> anyhow::Result<redis::aio::MultiplexedConnec
 
 /// Sets every key of `keys` (after `prefix`) to a marker value.
 pub async fn seed_keys(prefix: &str, keys: &[String]) -> anyhow::Result<()> {
-    let mut conn = redis().await?;
+    seed_keys_at(&redis_uri(), prefix, keys).await
+}
+
+/// [`seed_keys`] in the Redis at `uri`.
+pub async fn seed_keys_at(uri: &str, prefix: &str, keys: &[String]) -> anyhow::Result<()> {
+    let mut conn = redis_at(uri).await?;
     for chunk in keys.chunks(10_000) {
         let mut pipe = redis::pipe();
         for k in chunk {
@@ -529,6 +535,25 @@ pub fn read_all(topic: &str, partitions: i32) -> anyhow::Result<Vec<Consumed>> {
     }
     found.sort_by_key(|c| (c.partition, c.offset));
     Ok(found)
+}
+
+/// Sum of the samples of `name` in a `/metrics` body whose labels contain `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Where `scripts/lib.sh` keeps its tools and state: `$CDC_STATE_DIR`, else `/var/tmp/bangumi-cdc`.
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::var_os("CDC_STATE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/bangumi-cdc"))
 }
 
 /// `GET url` over plain HTTP/1.0; the body.

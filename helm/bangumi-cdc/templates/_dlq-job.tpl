@@ -23,6 +23,11 @@ metadata:
     app.kubernetes.io/component: {{ $component }}
     bangumi.tv/cdc-family: {{ $r.family }}
   annotations:
+    # Created with kubectl, outside the release: GitOps controllers that find it carrying the
+    # release's labels leave it alone (Argo CD: not pruned, not out of sync; Flux: not pruned).
+    argocd.argoproj.io/sync-options: Prune=false
+    argocd.argoproj.io/compare-options: IgnoreExtraneous
+    kustomize.toolkit.fluxcd.io/prune: disabled
     bangumi.tv/cdc-dlq: {{ $f.dlq | quote }}
     bangumi.tv/cdc-consumer-group: {{ $f.group | quote }}
     {{- with .annotations }}
@@ -71,7 +76,7 @@ spec:
             # The audit trail on a writable volume (the root filesystem is read-only); every
             # audit line is also in the Job's log.
             - name: DLQ_AUDIT_LOG
-              value: /var/lib/bangumi-cdc/dlq-audit.jsonl
+              value: {{ printf "%s/dlq-audit.jsonl" (trimSuffix "/" $root.Values.dlqAudit.mountPath) | quote }}
             # The family's group as its Deployment runs it (families.<name>.groupId, the suffix).
             - name: KAFKA_GROUP_ID
               value: {{ $f.group | quote }}
@@ -89,10 +94,9 @@ spec:
           volumeMounts:
             {{- include "bangumi-cdc.volumeMounts" $root | nindent 12 }}
             - name: dlq-audit
-              mountPath: /var/lib/bangumi-cdc
+              mountPath: {{ $root.Values.dlqAudit.mountPath | quote }}
       volumes:
         {{- include "bangumi-cdc.volumes" $root | nindent 8 }}
         - name: dlq-audit
-          emptyDir:
-            sizeLimit: 16Mi
+          {{- toYaml $root.Values.dlqAudit.volume | nindent 10 }}
 {{- end }}

@@ -150,14 +150,28 @@ them (cooperative-sticky spreads every topic's partitions), so they cap its repl
 {{- fail (printf "%s.env.%s looks secret: pass it through extraEnv with valueFrom.secretKeyRef" $where $key) }}
 {{- end }}
 {{- end }}
-{{- /* The memory limit follows from the prefetch budget unless set. */}}
+{{- /* Memory: the prefetch budget (every partition's queue full, as in a first deploy's
+catch-up) plus the family's overhead is the floor. The limit defaults to it, a lower one is
+refused; the request defaults to the limit (a catch-up reaches it on every replica at once). */}}
+{{- $memoryFloor := add (int $cfg.prefetchBudgetMiB) (int $cfg.memoryOverheadMiB) | int }}
 {{- $resources := default (dict) $cfg.resources }}
 {{- $limits := default (dict) $resources.limits }}
-{{- if not $limits.memory }}
-{{- $_ := set $limits "memory" (printf "%dMi" (add (int $cfg.prefetchBudgetMiB) (int $cfg.memoryOverheadMiB))) }}
-{{- $_ := set $resources "limits" $limits }}
-{{- $_ := set $cfg "resources" $resources }}
+{{- $requests := default (dict) $resources.requests }}
+{{- if $limits.memory }}
+{{- $limitMiB := include "bangumi-cdc.memoryMiB" (dict "value" $limits.memory "where" (printf "%s.resources.limits.memory" $where)) | int }}
+{{- if lt $limitMiB $memoryFloor }}
+{{- fail (printf "%s.resources.limits.memory=%v is below %s.prefetchBudgetMiB + memoryOverheadMiB = %dMi: a first deploy catching up from earliest fills every partition's prefetch queue and the worker would be OOM-killed in a loop; lower prefetchBudgetMiB instead (a slower catch-up, nothing lost)" $where $limits.memory $where $memoryFloor) }}
 {{- end }}
+{{- else }}
+{{- $_ := set $limits "memory" (printf "%dMi" $memoryFloor) }}
+{{- end }}
+{{- if not $requests.memory }}
+{{- $_ := set $requests "memory" $limits.memory }}
+{{- end }}
+{{- $_ := set $resources "limits" $limits }}
+{{- $_ := set $resources "requests" $requests }}
+{{- $_ := set $cfg "resources" $resources }}
+{{- $_ := set $cfg "memoryFloorMiB" $memoryFloor }}
 {{- $group := printf "%s%s" (default $data.group $cfg.groupId) $root.Values.kafka.groupIdSuffix }}
 {{- $_ := set $cfg "name" $name }}
 {{- $_ := set $cfg "replicas" $replicas }}
@@ -394,4 +408,19 @@ Call: (dict "root" $ "own" $f.topologySpreadConstraints "selector" (include … 
     - pod-template-hash
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A memory quantity (`160Mi`, `1Gi`, `200M`, `134217728`) in whole MiB, rounded down. Called with
+a dict: value, where (the value's name, for the error).
+*/}}
+{{- define "bangumi-cdc.memoryMiB" -}}
+{{- $text := toString .value }}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$" $text) }}
+{{- fail (printf "%s=%q is not a memory quantity (e.g. 256Mi, 1Gi)" .where $text) }}
+{{- end }}
+{{- $number := regexFind "^[0-9.]+" $text | float64 }}
+{{- $unit := trimPrefix (regexFind "^[0-9.]+" $text) $text }}
+{{- $bytes := dict "" 1.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 }}
+{{- div (mulf $number (get $bytes $unit)) 1048576 | int }}
 {{- end }}

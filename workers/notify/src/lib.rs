@@ -1,4 +1,4 @@
-//! The notify family: server-private's `notify.v1` consumer (reference §3.2). Each message
+//! The notify family: server-private's `notify.v1` consumer (bangumi-behaviour §3.2). Each message
 //! (protobuf `mq.v1.Notify`) becomes a user notification in MariaDB, with the effects of
 //! `Notify.create` (`lib/notify.ts`), exactly once:
 //!

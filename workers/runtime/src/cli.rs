@@ -2,13 +2,14 @@
 //! fleet's own tables, for families that write SQL exactly once), `--print-config`.
 //!
 //! A family's `main` is one call to [`main`] (or [`main_with`], for a family with settings of
-//! its own) with its name and a function that connects its handler's sinks; everything else
-//! (config, logging, signals, exit codes) happens here.
+//! its own, or [`main_with_commands`], for one with subcommands of its own too) with its name and
+//! a function that connects its handler's sinks; everything else (config, logging, signals, exit
+//! codes) happens here.
 
 use std::future::Future;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, WorkerConfig};
@@ -24,9 +25,9 @@ pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(about, long_about = None)]
-struct Cli<S: FamilySettings> {
+struct Cli<S: FamilySettings, C: FamilyCommands<S>> {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<Command<C>>,
     /// Print the effective configuration (secrets masked) and exit.
     #[arg(long, global = true)]
     print_config: bool,
@@ -45,6 +46,27 @@ pub trait FamilySettings: clap::Args + std::fmt::Debug + Send + 'static {
     fn describe(&self) -> String;
 }
 
+/// A family's subcommands beside `run`, `provision` and `migrate` (`search reindex`, say).
+pub trait FamilyCommands<S>: clap::Subcommand + std::fmt::Debug + Send + 'static {
+    /// Runs the subcommand with the worker's checked configuration and the family's settings;
+    /// the exit code is the process's.
+    fn run(
+        self,
+        config: WorkerConfig,
+        settings: S,
+    ) -> impl Future<Output = Result<ExitCode, RuntimeError>> + Send;
+}
+
+/// The subcommands of a family that has none of its own.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum NoCommands {}
+
+impl<S: Send + 'static> FamilyCommands<S> for NoCommands {
+    async fn run(self, _: WorkerConfig, _: S) -> Result<ExitCode, RuntimeError> {
+        match self {}
+    }
+}
+
 /// The settings of a family that has none of its own.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct NoSettings {}
@@ -60,7 +82,7 @@ impl FamilySettings for NoSettings {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Command<C: clap::Subcommand> {
     /// Consume the family's topics until SIGTERM/SIGINT (the default).
     Run,
     /// Create the family's topics and DLQ on the broker (idempotent), then exit.
@@ -73,6 +95,8 @@ enum Command {
     /// Run before the workers of a new version start (the Helm chart's pre-install/pre-upgrade
     /// hook); idempotent. Only for a family that needs them (`migrate = true` in `topics/`).
     Migrate,
+    #[command(flatten)]
+    Family(C),
 }
 
 /// Runs a family binary named `family`; `connect` builds its handler from the configuration.
@@ -94,13 +118,42 @@ where
     F: FnOnce(WorkerConfig, S) -> Fut,
     Fut: Future<Output = anyhow::Result<H>>,
 {
-    let cli = Cli::<S>::parse();
+    main_with_commands::<S, NoCommands, H, F, Fut>(family, connect)
+}
+
+/// Runs a family binary named `family` with settings `S` and subcommands `C` of its own;
+/// `connect` builds its handler from the configuration and the settings.
+pub fn main_with_commands<S, C, H, F, Fut>(family: &str, connect: F) -> ExitCode
+where
+    S: FamilySettings,
+    C: FamilyCommands<S>,
+    H: Handler,
+    F: FnOnce(WorkerConfig, S) -> Fut,
+    Fut: Future<Output = anyhow::Result<H>>,
+{
+    let family = match family_named(family) {
+        Ok(family) => family,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code(&error);
+        }
+    };
+    let matches = Cli::<S, C>::command()
+        .name(family.family.clone())
+        .about(family.description.clone())
+        .get_matches();
+    let cli = Cli::<S, C>::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     let log_format = cli.config.log_format.clone();
-    run_to_exit(&log_format, async move {
-        run_cli(family, cli, connect)
-            .await
-            .map(|()| ExitCode::SUCCESS)
-    })
+    run_to_exit(&log_format, run_cli(family, cli, connect))
+}
+
+/// The family `topics/families/<name>.toml` declares.
+fn family_named(name: &str) -> Result<cdc_topics::Family, RuntimeError> {
+    let missing = || ConfigError::Invalid {
+        name: "family".into(),
+        reason: format!("no topics/families/{name}.toml"),
+    };
+    Ok(cdc_topics::by_name(name)?.ok_or_else(missing)?)
 }
 
 /// Starts logging and the async runtime, runs `work`, and turns its outcome into the process
@@ -138,17 +191,18 @@ pub fn exit_code(error: &RuntimeError) -> ExitCode {
     })
 }
 
-async fn run_cli<S, H, F, Fut>(name: &str, cli: Cli<S>, connect: F) -> Result<(), RuntimeError>
+async fn run_cli<S, C, H, F, Fut>(
+    family: cdc_topics::Family,
+    cli: Cli<S, C>,
+    connect: F,
+) -> Result<ExitCode, RuntimeError>
 where
     S: FamilySettings,
+    C: FamilyCommands<S>,
     H: Handler,
     F: FnOnce(WorkerConfig, S) -> Fut,
     Fut: Future<Output = anyhow::Result<H>>,
 {
-    let family = cdc_topics::by_name(name)?.ok_or_else(|| crate::config::ConfigError::Invalid {
-        name: "family".into(),
-        reason: format!("no topics/families/{name}.toml"),
-    })?;
     let config = cli.config.finish(&family)?;
     cli.settings.validate()?;
     let family = family.with_topic_prefix(&config.kafka_topic_prefix);
@@ -158,16 +212,18 @@ where
         if !settings.is_empty() {
             println!("{settings}");
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
-    match cli.command.unwrap_or(Command::Run) {
+    let done = match cli.command.unwrap_or(Command::Run) {
+        Command::Family(command) => return command.run(config, cli.settings).await,
         Command::Provision { replication } => {
             provision_and_report(&config, &family, replication).await
         }
-        Command::Migrate if !family.migrate => Err(crate::config::ConfigError::Invalid {
+        Command::Migrate if !family.migrate => Err(ConfigError::Invalid {
             name: "migrate".into(),
             reason: format!(
-                "family {name} keeps no tables of its own (no `migrate = true` in topics/families/{name}.toml)"
+                "family {0} keeps no tables of its own (no `migrate = true` in topics/families/{0}.toml)",
+                family.family
             ),
         }
         .into()),
@@ -185,7 +241,8 @@ where
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             worker::run(&family, &config, handler, shutdown).await
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 /// The `provision` subcommand: creates `family`'s topics, DLQ and DLQ handled topic, one line

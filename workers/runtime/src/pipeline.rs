@@ -428,7 +428,7 @@ impl<H: Handler> Pipeline<H> {
             done => return done,
         }
         // backon's jitter adds up to 100 % to each delay: cap the delay at half the policy's
-        // maximum so that a wait never exceeds `retry.max` (the design's bound on how long a
+        // maximum so that a wait never exceeds `retry.max` (the bound on how long a
         // partition stays idle after its dependency is back).
         let policy = ExponentialBuilder::default()
             .with_min_delay(self.retry.initial)

@@ -1,4 +1,4 @@
-//! The jobs: server-private's `bin/cron.ts` list (reference §6), each with its upstream
+//! The jobs: server-private's `bin/cron.ts` list (bangumi-behaviour §6), each with its upstream
 //! schedule, its catch-up window and whether it runs by default.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The scheduler: server-private's `bin/cron.ts` jobs (reference §6) in the fleet, on
+//! The scheduler: server-private's `bin/cron.ts` jobs (bangumi-behaviour §6) in the fleet, on
 //! Bangumi's schedule in Asia/Shanghai, each scheduled tick run once across every replica.
 //!
 //! Every replica keeps each enabled job's timer; at a tick, each tries to claim

@@ -1,4 +1,4 @@
-//! Trending subjects and subject topics (server-private `lib/trending/*.ts`, reference §6),
+//! Trending subjects and subject topics (server-private `lib/trending/*.ts`, bangumi-behaviour §6),
 //! with upstream's keys, SQL and JSON:
 //!
 //! - `trending:subjects:{type}:month`: per subject type, the 1000 subjects (not banned) with

@@ -1,4 +1,4 @@
-//! The timeline cache trims (server-private `tasks/timeline.ts`, reference §6): the global
+//! The timeline cache trims (server-private `tasks/timeline.ts`, bangumi-behaviour §6): the global
 //! inbox keeps its newest 1000 items; every inbox (the global one included, as upstream) and
 //! every user timeline keeps 200. Keys are found with `SCAN … MATCH … TYPE zset` and trimmed
 //! with `ZREMRANGEBYRANK key 0 -(N+1)`; nothing else is touched.

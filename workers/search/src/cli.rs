@@ -1,45 +1,21 @@
-//! The `search` command line: `run` (default), `provision`, `settings [--apply]`, `reindex`,
-//! `--print-config`. The shape of `cdc_runtime::cli::main`, plus the settings subcommand and this
-//! family's [`Settings`].
+//! The `search` command line: the runtime's (`run`, `provision`, `--print-config`) with this
+//! family's [`Settings`] and two subcommands of its own, `settings [--apply]` and `reindex`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cdc_runtime::cli::{FamilySettings, cancel_on_signal};
-use cdc_runtime::config::ConfigError;
+use cdc_runtime::cli::FamilyCommands;
 use cdc_runtime::{RuntimeError, WorkerConfig};
-use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
+use clap::{Subcommand, ValueEnum};
 
 use crate::meili::Meilisearch;
 use crate::reindex;
 use crate::settings::differences;
 use crate::{FAMILY, Index, Search, Settings};
 
-#[derive(Parser)]
-#[command(name = "search", about = "Bangumi search: Meilisearch documents of subjects, characters and persons", long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    /// Print the effective configuration (secrets masked) and exit.
-    #[arg(long, global = true)]
-    print_config: bool,
-    #[command(flatten)]
-    config: WorkerConfig,
-    #[command(flatten)]
-    settings: Settings,
-}
-
+/// The subcommands beside the runtime's `run` and `provision`.
 #[derive(Debug, Subcommand)]
-enum Command {
-    /// Consume the family's topics until SIGTERM/SIGINT (the default).
-    Run,
-    /// Create the family's topics and DLQ on the broker (idempotent), then exit.
-    Provision {
-        /// Replication factor for new topics.
-        #[arg(long, default_value_t = 1)]
-        replication: i32,
-    },
+pub enum Command {
     /// Show how the indexes' settings on the server differ from the declared ones; with
     /// `--apply`, make them equal (creating a missing index). Idempotent.
     Settings {
@@ -72,6 +48,31 @@ enum Command {
     },
 }
 
+impl FamilyCommands<Settings> for Command {
+    async fn run(self, config: WorkerConfig, settings: Settings) -> Result<ExitCode, RuntimeError> {
+        match self {
+            Command::Settings { index, apply } => {
+                index_settings(&settings, index.indexes(), apply).await
+            }
+            Command::Reindex {
+                index,
+                rate,
+                dry_run,
+                page_size,
+                record_every,
+            } => {
+                let options = reindex::Options {
+                    rate,
+                    dry_run,
+                    page_size,
+                    record_every,
+                };
+                reindex_indexes(&config, &settings, index.indexes(), &options).await
+            }
+        }
+    }
+}
+
 fn page_size(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (1..=100_000).contains(&n) => Ok(n),
@@ -79,8 +80,9 @@ fn page_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Which index a subcommand works on.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Which {
+pub enum Which {
     Subjects,
     Characters,
     Persons,
@@ -100,61 +102,7 @@ impl Which {
 
 /// Runs the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let log_format = cli.config.log_format.clone();
-    cdc_runtime::cli::run_to_exit(&log_format, run_cli(cli))
-}
-
-async fn run_cli(cli: Cli) -> Result<ExitCode, RuntimeError> {
-    let family = cdc_topics::by_name(FAMILY)?.ok_or_else(|| ConfigError::Invalid {
-        name: "family".into(),
-        reason: format!("no topics/families/{FAMILY}.toml"),
-    })?;
-    let config = cli.config.finish(&family)?;
-    cli.settings.validate()?;
-    let family = family.with_topic_prefix(&config.kafka_topic_prefix);
-    if cli.print_config {
-        println!("{}\n{}", config.redacted(&family), cli.settings.describe());
-        return Ok(ExitCode::SUCCESS);
-    }
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Provision { replication } => {
-            cdc_runtime::cli::provision_and_report(&config, &family, replication).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Settings { index, apply } => {
-            index_settings(&cli.settings, index.indexes(), apply).await
-        }
-        Command::Reindex {
-            index,
-            rate,
-            dry_run,
-            page_size,
-            record_every,
-        } => {
-            let options = reindex::Options {
-                rate,
-                dry_run,
-                page_size,
-                record_every,
-            };
-            reindex_indexes(&config, &cli.settings, index.indexes(), &options).await
-        }
-        Command::Run => {
-            tracing::info!(config = %config.redacted(&family).replace('\n', "; "), "configuration");
-            let handler = Search::connect(config.clone(), cli.settings)
-                .await
-                .map_err(|source| RuntimeError::Sink {
-                    what: "the search family's sinks",
-                    source,
-                })?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
-            cdc_runtime::run(&family, &config, handler, shutdown)
-                .await
-                .map(|()| ExitCode::SUCCESS)
-        }
-    }
+    cdc_runtime::cli::main_with_commands::<Settings, Command, _, _, _>(FAMILY, Search::connect)
 }
 
 /// `search settings`: one block per index with the differences, applied with `apply`.

@@ -1,6 +1,6 @@
 //! The subject-date family: a subject's release date in `chii_subject_fields` (`field_year`,
 //! `field_mon`, `field_date`) recomputed from its infobox whenever the subject or one of its
-//! revisions is written — server-private's `updateSubjectDate` (reference §1.3), with the
+//! revisions is written — server-private's `updateSubjectDate` (bangumi-behaviour §1.3), with the
 //! runtime's retries, dead letters and metrics around it.
 //!
 //! - `chii_subjects` `c`/`u` → the subject of the key's `subject_id`.

@@ -1,5 +1,5 @@
 //! The timeline family: Bangumi's timeline side effects, with server-private's behaviour
-//! (reference §2, §3.1, §6) and the ordering safety it lacks.
+//! (bangumi-behaviour §2, §3.1, §6) and the ordering safety it lacks.
 //!
 //! - `debezium.chii.bangumi.chii_timeline` → [`fanout`]: the item into the global inbox, the
 //!   author's timeline and the followers' inboxes (visit-key rules), `PUBLISH
@@ -14,16 +14,16 @@
 //!
 //! # Layout
 //! - [`Timeline`]: the [`Handler`]; routes a batch to the fan-out or the writer.
-//! - [`Settings`]: this family's own settings; [`cli`]: the binary's command line.
+//! - [`Settings`]: this family's own settings.
 //! - [`keys`]: Redis key formats.
 
-pub mod cli;
 pub mod fanout;
 pub mod keys;
 pub mod writer;
 
 use std::time::Duration;
 
+use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::redact_uri;
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig, sink};
 
@@ -68,9 +68,8 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// Checks the settings; errors name the variable.
-    pub fn validate(&self) -> Result<(), cdc_runtime::config::ConfigError> {
+impl FamilySettings for Settings {
+    fn validate(&self) -> Result<(), cdc_runtime::config::ConfigError> {
         let invalid = |name: &str, reason: &str| cdc_runtime::config::ConfigError::Invalid {
             name: name.into(),
             reason: reason.into(),
@@ -98,16 +97,12 @@ impl Settings {
         Ok(())
     }
 
-    /// `STATE_REDIS_URI` if it names another Redis than `redis_uri` (`REDIS_URI`).
-    pub fn separate_state_redis(&self, redis_uri: &str) -> Option<&str> {
-        self.state_redis_uri
+    fn describe(&self) -> String {
+        let state = match self
+            .state_redis_uri
             .as_deref()
-            .filter(|uri| !uri.is_empty() && *uri != redis_uri)
-    }
-
-    /// The printable form, for `--print-config`; `redis_uri` is `REDIS_URI`.
-    pub fn describe(&self, redis_uri: &str) -> String {
-        let state = match self.separate_state_redis(redis_uri) {
+            .filter(|uri| !uri.is_empty())
+        {
             Some(uri) => redact_uri(uri),
             None => "REDIS_URI (fences beside the cache)".to_owned(),
         };
@@ -116,6 +111,15 @@ impl Settings {
             humantime::format_duration(self.fence_ttl),
             self.inboxes_per_call,
         )
+    }
+}
+
+impl Settings {
+    /// `STATE_REDIS_URI` if it names another Redis than `redis_uri` (`REDIS_URI`).
+    pub fn separate_state_redis(&self, redis_uri: &str) -> Option<&str> {
+        self.state_redis_uri
+            .as_deref()
+            .filter(|uri| !uri.is_empty() && *uri != redis_uri)
     }
 }
 

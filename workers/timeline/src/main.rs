@@ -2,6 +2,16 @@
 
 use std::process::ExitCode;
 
+use cdc_runtime::WorkerConfig;
+use timeline::{FAMILY, Settings, Timeline};
+
 fn main() -> ExitCode {
-    timeline::cli::main()
+    cdc_runtime::cli::main_with(
+        FAMILY,
+        |config: WorkerConfig, settings: Settings| async move {
+            let family = cdc_topics::by_name(FAMILY)?
+                .ok_or_else(|| anyhow::anyhow!("no topics/families/{FAMILY}.toml"))?;
+            Timeline::connect(&config, &settings, &config.group_id(&family))
+        },
+    )
 }

@@ -1,4 +1,4 @@
-//! The user-events family: what bangumi/server's Go canal (`canal/on_user.go`, reference §4.3)
+//! The user-events family: what bangumi/server's Go canal (`canal/on_user.go`, bangumi-behaviour §4.3)
 //! does when a `chii_members` row is updated, with the runtime's retries, dead letters and
 //! metrics around it. Only op `u` has effects; `before` and `after` are compared:
 //!

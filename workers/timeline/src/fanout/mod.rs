@@ -1,13 +1,13 @@
 //! The `debezium.chii.bangumi.chii_timeline` fan-out: creates go to the global inbox, the
 //! author's timeline and the followers' inboxes; deletes leave them; updates drop the item
-//! cache; snapshot reads do nothing (server-private `event/timeline.ts`, reference §2).
+//! cache; snapshot reads do nothing (server-private `event/timeline.ts`, bangumi-behaviour §2).
 //!
-//! Unlike server-private, every create/delete is fenced by its `SourcePosition` (DESIGN §4,
-//! [`scripts`]), so a replayed create after its delete never resurrects the item. A batch is
-//! pipelined: one `MGET` of its authors' follower lists, then its script calls in as few round
-//! trips as the key budget allows, in record order. A big author's followers are split into
-//! calls of [`Fanout::inboxes_per_call`] inboxes, so no call and no pipeline grows with the
-//! follower count.
+//! Unlike server-private, every create/delete is fenced by its `SourcePosition`
+//! (docs/architecture.md, "Idempotency"; [`scripts`]), so a replayed create after its delete
+//! never resurrects the item. A batch is pipelined: one `MGET` of its authors' follower lists,
+//! then its script calls in as few round trips as the key budget allows, in record order. A big
+//! author's followers are split into calls of [`Fanout::inboxes_per_call`] inboxes, so no call
+//! and no pipeline grows with the follower count.
 //!
 //! # Where the fences live
 //! A fence must outlive every replay of its item's events, so it must not be evicted; the
@@ -310,7 +310,7 @@ fn common_keys(prefix: &str, item: &Item) -> Vec<String> {
 }
 
 /// The inboxes an item goes to: its author's followers, then the author, but only when the
-/// author has followers (server-private's quirk, reference §11.5).
+/// author has followers (server-private's quirk, docs/bangumi-behaviour.md §2).
 fn inboxes(item: &Item, followers: &HashMap<u64, Vec<u64>>) -> Vec<u64> {
     match followers.get(&item.uid) {
         Some(list) if !list.is_empty() => {

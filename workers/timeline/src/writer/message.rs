@@ -1,5 +1,5 @@
 //! The `timeline` service topic's messages, `{"op":…,"message":…}`, and what each op writes
-//! (server-private `lib/timeline/writer.ts`, reference §3.1): the row to insert, and how to
+//! (server-private `lib/timeline/writer.ts`, bangumi-behaviour §3.1): the row to insert, and how to
 //! find and merge into the previous row inside the 10-minute window.
 //!
 //! Pure: no I/O. The memo formats, key orders and type mappings are server-private's; every
