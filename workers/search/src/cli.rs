@@ -1,10 +1,15 @@
 //! The `search` command line: the runtime's (`run`, `provision`, `--print-config`) with this
 //! family's [`Settings`] and two subcommands of its own, `settings [--apply]` and `reindex`.
+//!
+//! Those two write Meilisearch directly, outside the worker's [`Effects`](cdc_runtime::shadow::Effects):
+//! with `RUN_MODE=shadow` (a shadow's configuration promises no writes) they refuse to write,
+//! naming the setting; `settings` without `--apply` and `reindex --dry-run` still run.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use cdc_runtime::cli::FamilyCommands;
+use cdc_runtime::config::ConfigError;
 use cdc_runtime::{RuntimeError, WorkerConfig};
 use clap::{Subcommand, ValueEnum};
 
@@ -52,6 +57,9 @@ impl FamilyCommands<Settings> for Command {
     async fn run(self, config: WorkerConfig, settings: Settings) -> Result<ExitCode, RuntimeError> {
         match self {
             Command::Settings { index, apply } => {
+                if apply {
+                    refuse_in_shadow_mode(&config, "settings --apply")?;
+                }
                 index_settings(&settings, index.indexes(), apply).await
             }
             Command::Reindex {
@@ -61,6 +69,9 @@ impl FamilyCommands<Settings> for Command {
                 page_size,
                 record_every,
             } => {
+                if !dry_run {
+                    refuse_in_shadow_mode(&config, "reindex")?;
+                }
                 let options = reindex::Options {
                     rate,
                     dry_run,
@@ -71,6 +82,20 @@ impl FamilyCommands<Settings> for Command {
             }
         }
     }
+}
+
+/// Refuses `command`, which writes Meilisearch, when `config` is a shadow's (`RUN_MODE=shadow`).
+fn refuse_in_shadow_mode(config: &WorkerConfig, command: &str) -> Result<(), ConfigError> {
+    if config.is_shadow() {
+        return Err(ConfigError::Invalid {
+            name: "RUN_MODE".into(),
+            reason: format!(
+                "shadow: `search {command}` would write Meilisearch; run it with RUN_MODE=live \
+                 (or preview it: `search settings` without --apply, `search reindex --dry-run`)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn page_size(text: &str) -> Result<usize, String> {

@@ -14,6 +14,10 @@
 //! enqueued ([`Search::UNCONFIRMED_BATCHES`]), and partitions run in parallel, so Meilisearch
 //! always has work queued.
 //!
+//! In shadow mode (`RUN_MODE=shadow`) a batch reads its rows and builds its documents as in live
+//! mode, enqueues nothing (no Meilisearch request at all) and plans each record's effect on its
+//! entity's document (`Search::plan`).
+//!
 //! # Layout
 //! - [`document`]: rows → documents, the Go indexer's rules (pure).
 //! - [`meili`]: the Meilisearch calls and their failure classes.
@@ -34,11 +38,12 @@ use std::time::Duration;
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::ConfigError;
 use cdc_runtime::mysql::transient;
+use cdc_runtime::shadow::{Effect, Effects, compare::Compared};
 use cdc_runtime::{
     Confirmation, Dependency, Event, Handler, HandlerError, Outcome, Record, Started, WorkerConfig,
 };
 use cdc_schemas::{ChangeEvent, Columns};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::{MySqlPool, QueryBuilder};
 
 use crate::document::{Built, CharacterRow, PersonRow, SubjectRow};
@@ -179,6 +184,7 @@ pub struct Search {
     mysql: Dependency,
     meilisearch: Meilisearch,
     index_prefix: String,
+    effects: Effects,
 }
 
 impl Search {
@@ -193,6 +199,8 @@ impl Search {
                 settings.meilisearch_timeout,
             )?,
             index_prefix: settings.meilisearch_index_prefix,
+            // Meilisearch effects: planned, not compared.
+            effects: Effects::open(&config, FAMILY, Compared::default()).await?,
         })
     }
 
@@ -249,6 +257,38 @@ impl Search {
             tasks.push(self.meilisearch.delete_documents(&name, &removed).await?);
         }
         Ok(tasks)
+    }
+
+    /// In shadow mode, instead of [`Search::enqueue`]: each record's planned effect on its
+    /// entity's document in the index live mode would write — `upsert_document` with the whole
+    /// document (its `id` included) the replace task would carry, or `delete_document` with the
+    /// id the delete task would carry. The tasks merge the batch (an entity changed by several
+    /// records is written once, as its rows are now); each of those records plans the same
+    /// effect, so every line names the record that caused it. A record whose rows cannot make
+    /// a document plans nothing here: the runtime plans its dead letter.
+    fn plan(
+        &self,
+        batch: &[Record],
+        targets: &[Target],
+        changes: &BTreeMap<Index, BTreeMap<u32, Change>>,
+    ) {
+        for (record, target) in batch.iter().zip(targets) {
+            let Target::Entity { index, id, .. } = target else {
+                continue;
+            };
+            let name = self.index_name(*index);
+            let effect = match changes.get(index).and_then(|c| c.get(id)) {
+                Some(Change::Replace(doc)) => {
+                    Effect::on("upsert_document", name).with_value(Value::Object(doc.clone()))
+                }
+                Some(Change::Remove(_)) => {
+                    Effect::on("delete_document", name).with_value(json!(id))
+                }
+                Some(Change::Unusable(_)) | None => continue,
+            };
+            self.effects
+                .plan(std::slice::from_ref(record), vec![effect]);
+        }
     }
 }
 
@@ -413,6 +453,8 @@ impl Handler for Search {
     /// several batches waiting keep it busy, as the Go worker's asynchronous writes do.
     const UNCONFIRMED_BATCHES: usize = 4;
 
+    const SHADOW: bool = true;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         let Started {
             outcomes,
@@ -424,7 +466,8 @@ impl Handler for Search {
         Ok(outcomes)
     }
 
-    /// Enqueues the batch's tasks; the confirmation waits for them to succeed.
+    /// Enqueues the batch's tasks; the confirmation waits for them to succeed. In shadow mode,
+    /// plans them instead (`Search::plan`): nothing to confirm.
     async fn start(&self, batch: &[Record]) -> Result<Started, HandlerError> {
         let targets: Vec<Target> = batch.iter().map(target).collect();
         let mut ids: BTreeMap<Index, BTreeSet<u32>> = BTreeMap::new();
@@ -442,8 +485,12 @@ impl Handler for Search {
             changes.insert(*index, of_index);
         }
         let mut tasks = Vec::new();
-        for (index, of_index) in &changes {
-            tasks.extend(self.enqueue(*index, of_index).await?);
+        if self.effects.is_shadow() {
+            self.plan(batch, &targets, &changes);
+        } else {
+            for (index, of_index) in &changes {
+                tasks.extend(self.enqueue(*index, of_index).await?);
+            }
         }
         let outcomes = targets
             .into_iter()
