@@ -5,8 +5,11 @@
 //!   returns them, with redirected, banned and deleted entities absent; searches by an alias find
 //!   their entity; the stream again changes nothing; the records reversed end the same;
 //! - a row that cannot make a document dead-letters its record alone, with the reason;
+//! - shadow mode (`RUN_MODE=shadow`), through the binary: every record's document planned (the
+//!   golden ones), none written; `reindex` and `settings --apply` refuse it;
 //! - `search settings` shows, then applies, the indexes' declared settings, idempotently.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cdc_runtime::dead_letter::header;
@@ -14,9 +17,11 @@ use cdc_topics::Family;
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::meili::{Meili, meili_key, meili_url, unique_index_prefix};
 use fleet_harness::mysql::TestDatabase;
-use fleet_harness::search::{Expected, TABLES, assert_documents};
+use fleet_harness::process::{KillOnDrop, free_port, signal, wait_exit, worker_command};
+use fleet_harness::search::{Expected, TABLES, assert_documents, numbers_as_floats};
 use fleet_harness::{
-    Out, produce_in_order, provisioned_family, read_all, unique, wait_drained, worker_config,
+    Out, http_get, metric_sums, produce_in_order, provisioned_family, read_all, redis_uri, unique,
+    wait_drained, worker_config,
 };
 use search::{FAMILY, Search, Settings};
 use serde_json::Value;
@@ -91,6 +96,39 @@ impl Lane {
         .expect("drained");
         shutdown.cancel();
         running.wait().await.expect("clean shutdown");
+    }
+
+    /// Runs the worker binary in shadow mode (`RUN_MODE=shadow`, plans in `plans`) in `group`
+    /// until `<group>.shadow` has committed everything; its `/metrics` then.
+    async fn drain_shadow(&self, group: &str, plans: &std::path::Path) -> String {
+        let port = free_port().expect("port");
+        let mut cmd = worker_command(FAMILY, &self.topic_prefix, group, &redis_uri(), "unused:")
+            .expect("the search binary");
+        cmd.env("MYSQL_DB", &self.db.name)
+            .env("MEILISEARCH_URL", meili_url())
+            .env("MEILISEARCH_KEY", meili_key())
+            .env("MEILISEARCH_INDEX_PREFIX", &self.index_prefix)
+            .env("RUN_MODE", "shadow")
+            .env("SHADOW_PLANS_DIR", plans)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"));
+        let mut child = KillOnDrop(cmd.spawn().expect("spawn search"));
+        wait_drained(
+            &format!("{group}.shadow"),
+            &self.family.topics,
+            self.family.partitions,
+            DRAINED_WITHIN,
+        )
+        .await
+        .expect("drained");
+        let metrics = http_get(&format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .expect("metrics");
+        signal(&child, "TERM").expect("term");
+        wait_exit(&mut child, Duration::from_secs(20))
+            .await
+            .expect("wait")
+            .expect("exited within 20 s of SIGTERM");
+        metrics
     }
 
     /// Every expected entity as Meilisearch returns it; panics naming the first difference.
@@ -220,6 +258,132 @@ async fn an_unreadable_row_dead_letters_its_record_alone() {
         "the other subjects are indexed"
     );
     lane.clean_up().await;
+}
+
+/// A document effect planned in shadow mode, as the tests compare them.
+#[derive(Debug, PartialEq)]
+enum Planned {
+    /// `upsert_document`, with the document (its numbers as floats).
+    Upsert(Value),
+    /// `delete_document`.
+    Delete,
+}
+
+/// In shadow mode the golden stream's documents are built from MariaDB as in live mode and
+/// planned, none sent: each record plans its entity's `upsert_document` (the document the golden
+/// run leaves in Meilisearch) or `delete_document` (a deleted, redirected or banned entity); no
+/// index is created, nothing is dead-lettered, the metric counts the plans, and the shadow group
+/// commits every record.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_plans_the_golden_documents_and_writes_none() {
+    let expected = Expected::load();
+    let lane = Lane::new("search-shadow").await;
+    lane.produce(&lane.records(Encoding::Json)).await;
+    let plans = std::env::temp_dir().join(unique("search-shadow-plans"));
+    let metrics = lane.drain_shadow(&unique("search-shadow"), &plans).await;
+
+    let indexes = lane.meili.index_uids().await.expect("indexes");
+    assert!(
+        indexes
+            .iter()
+            .all(|uid| !uid.starts_with(&lane.index_prefix)),
+        "no index written: {indexes:?}"
+    );
+    assert!(
+        read_all(&lane.family.dlq, lane.family.partitions)
+            .expect("dlq")
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+    let text = std::fs::read_to_string(plans.join(format!("{FAMILY}.plans.jsonl"))).expect("plans");
+    let mut planned: BTreeMap<(String, u64), Planned> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, f64> = BTreeMap::new();
+    for line in text.lines() {
+        let line: Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(
+            line.get("last_offset").is_none(),
+            "one line per record: {line}"
+        );
+        for effect in line["effects"].as_array().expect("effects") {
+            let kind = effect["kind"].as_str().expect("kind");
+            *kinds.entry(kind.to_owned()).or_default() += 1.0;
+            let index = effect["key"]
+                .as_str()
+                .and_then(|uid| uid.strip_prefix(&lane.index_prefix))
+                .expect("an index of the lane")
+                .to_owned();
+            let (id, effect) = match kind {
+                "upsert_document" => (
+                    effect["value"]["id"].as_u64(),
+                    Planned::Upsert(numbers_as_floats(&effect["value"])),
+                ),
+                "delete_document" => (effect["value"].as_u64(), Planned::Delete),
+                _ => panic!("unexpected effect {effect}"),
+            };
+            let entity = (index, id.expect("the document's id"));
+            // The rows are read as they are now: every record of an entity plans the same.
+            if let Some(earlier) = planned.insert(entity.clone(), effect) {
+                assert_eq!(Some(&earlier), planned.get(&entity), "{entity:?}");
+            }
+        }
+    }
+    let want: BTreeMap<(String, u64), Planned> = expected
+        .by_index()
+        .into_iter()
+        .flat_map(|(index, entities)| {
+            entities.iter().map(move |entity| {
+                let effect = match &entity.document {
+                    Some(document) => Planned::Upsert(numbers_as_floats(document)),
+                    None => Planned::Delete,
+                };
+                ((index.to_owned(), u64::from(entity.id)), effect)
+            })
+        })
+        .collect();
+    assert_eq!(planned, want, "each entity's planned document");
+    assert_eq!(
+        metric_sums(&metrics, "cdc_shadow_planned_effects_total", "kind"),
+        kinds,
+        "the metric counts the plans by kind"
+    );
+    let _ = std::fs::remove_dir_all(&plans);
+    lane.clean_up().await;
+}
+
+/// `search reindex` and `search settings --apply` write Meilisearch outside the worker: with
+/// `RUN_MODE=shadow` they refuse, naming the setting, and create nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn writing_subcommands_refuse_shadow_mode() {
+    let index_prefix = unique_index_prefix("search-shadow-refusal");
+    let meili = Meili::local().expect("client");
+    meili.require().await.expect("Meilisearch (make up)");
+    for args in [
+        &["reindex", "--index", "subjects"][..],
+        &["settings", "--apply"][..],
+    ] {
+        let output = std::process::Command::new(
+            fleet_harness::process::worker_binary("search").expect("search binary"),
+        )
+        .args(args)
+        .env("RUN_MODE", "shadow")
+        .env("MEILISEARCH_URL", meili_url())
+        .env("MEILISEARCH_KEY", meili_key())
+        .env("MEILISEARCH_INDEX_PREFIX", &index_prefix)
+        .env("LOG_FORMAT", "text")
+        .output()
+        .expect("run search");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("RUN_MODE"),
+            "search {args:?} with RUN_MODE=shadow: {:?} {stderr}",
+            output.status
+        );
+    }
+    let indexes = meili.index_uids().await.expect("indexes");
+    assert!(
+        indexes.iter().all(|uid| !uid.starts_with(&index_prefix)),
+        "nothing created: {indexes:?}"
+    );
 }
 
 /// `search settings` shows what it would change and changes nothing; `--apply` creates the

@@ -58,7 +58,7 @@ impl FamilyCommands<Settings> for Command {
         match self {
             Command::Settings { index, apply } => {
                 if apply {
-                    refuse_in_shadow_mode(&config, "settings --apply")?;
+                    refuse_in_shadow_mode(&config, "settings --apply", "without --apply")?;
                 }
                 index_settings(&settings, index.indexes(), apply).await
             }
@@ -70,7 +70,7 @@ impl FamilyCommands<Settings> for Command {
                 record_every,
             } => {
                 if !dry_run {
-                    refuse_in_shadow_mode(&config, "reindex")?;
+                    refuse_in_shadow_mode(&config, "reindex", "with --dry-run")?;
                 }
                 let options = reindex::Options {
                     rate,
@@ -84,14 +84,19 @@ impl FamilyCommands<Settings> for Command {
     }
 }
 
-/// Refuses `command`, which writes Meilisearch, when `config` is a shadow's (`RUN_MODE=shadow`).
-fn refuse_in_shadow_mode(config: &WorkerConfig, command: &str) -> Result<(), ConfigError> {
+/// Refuses `command`, which writes Meilisearch, when `config` is a shadow's (`RUN_MODE=shadow`);
+/// `preview` says how the command runs without writing.
+fn refuse_in_shadow_mode(
+    config: &WorkerConfig,
+    command: &str,
+    preview: &str,
+) -> Result<(), ConfigError> {
     if config.is_shadow() {
         return Err(ConfigError::Invalid {
             name: "RUN_MODE".into(),
             reason: format!(
-                "shadow: `search {command}` would write Meilisearch; run it with RUN_MODE=live \
-                 (or preview it: `search settings` without --apply, `search reindex --dry-run`)"
+                "shadow: `search {command}` writes Meilisearch; run it with RUN_MODE=live, or \
+                 {preview} to write nothing"
             ),
         });
     }
