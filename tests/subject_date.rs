@@ -162,7 +162,15 @@ async fn shadow_plans_the_golden_dates_and_writes_none() {
     let group = unique("sd-shadow");
     let plans = std::env::temp_dir().join(unique("sd-shadow-plans"));
     let plans_arg = plans.to_string_lossy().into_owned();
-    let shadow = ["--run-mode", "shadow", "--shadow-plans-dir", &plans_arg];
+    // SHADOW_COMPARE on, as the chart sets it: subject-date has nothing to compare, and plans.
+    let shadow = [
+        "--run-mode",
+        "shadow",
+        "--shadow-plans-dir",
+        &plans_arg,
+        "--shadow-compare",
+        "on",
+    ];
     let (shutdown, running) = start(&family, &db, &group, Duration::ZERO, &shadow).await;
     let shadow_group = format!("{group}.shadow");
     wait_drained(

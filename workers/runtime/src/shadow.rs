@@ -144,7 +144,8 @@ impl Effects {
 
     /// The effects of `family` per `config`: live, or shadow with its plans file and, with
     /// `SHADOW_COMPARE=on`, the comparison of `compared` with the legacy worker's effects
-    /// (connects to Redis and checks its keyspace notifications first).
+    /// (connects to Redis and checks its keyspace notifications first; none if `compared` is
+    /// empty).
     pub async fn open(
         config: &WorkerConfig,
         family: &str,
@@ -157,10 +158,18 @@ impl Effects {
         if let Some(existing) = lock(registry()).get(&id) {
             return Ok(existing.clone());
         }
-        let compare = if config.shadow_compare == "on" {
-            Some(compare::start(config, family, compared).await?)
-        } else {
+        let compare = if config.shadow_compare != "on" {
             None
+        } else if compared.is_empty() {
+            // SHADOW_COMPARE is on by default in the chart: a family with nothing to compare
+            // plans only, and says so, rather than fail to start.
+            tracing::info!(
+                family,
+                "SHADOW_COMPARE=on: nothing of this family is compared (its effects have no key format the comparison watches); its plans are reported only"
+            );
+            None
+        } else {
+            Some(compare::start(config, family, compared).await?)
         };
         let effects = Self::shadow(config, family, compare)?;
         lock(registry()).insert(id, effects.clone());

@@ -34,6 +34,14 @@ pub struct Compared {
     pub channels: &'static [&'static str],
 }
 
+impl Compared {
+    /// Whether nothing of the family can be compared (its effects are rows, documents or keys
+    /// without a format the comparison watches).
+    pub fn is_empty(&self) -> bool {
+        self.key_formats.is_empty() && self.channels.is_empty()
+    }
+}
+
 /// Keyspace events watched, as the effect kinds they are.
 const EVENTS: &[&str] = &["del", "zadd", "zrem"];
 
