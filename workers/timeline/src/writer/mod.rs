@@ -7,6 +7,21 @@
 //! written and its identity recorded, in the same transaction. The table is a migration
 //! (`timeline migrate`): this module runs no DDL.
 //!
+//! # Shadow mode
+//! With shadow [`Effects`] the batch's transaction runs exactly as live (ledger lookups, locking
+//! reads, `INSERT`s, `UPDATE`s, the ledger's records) and is rolled back instead of committed;
+//! each applied message is planned as the row it wrote: `insert` of `chii_timeline` (the new
+//! row's columns) or, when the merge window merged it into an existing row, `update` of
+//! `chii_timeline` (`tml_id`, the new `tml_memo`, `tml_source`, and `tml_batch` when it
+//! becomes a batch). The ledger's pruning is skipped. Divergences this implies: the rolled-back
+//! ledger remembers nothing, so a redelivery (a restart, a rebalance) is planned again — a
+//! duplicate plan, not a divergence; and the rows read are the live table's, which the legacy
+//! writer fills meanwhile, so a message is decided against the rows the legacy writer wrote
+//! (usually including this same message's own row, written just before): a merge may be
+//! planned into a row the legacy writer inserted — even the row of this message, where live it
+//! would have been an insert — so compare a plan with the legacy writer's rows by their
+//! resulting memo and window, not by insert/update kind.
+//!
 //! # Layout
 //! - [`message`]: parsing and per-op rules (pure).
 //! - [`merge`]: previous row + new detail → the update (pure).
@@ -18,6 +33,7 @@ pub mod message;
 use std::time::Duration;
 
 use cdc_runtime::applied::Ledger;
+use cdc_runtime::shadow::{Effect, Effects};
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
 use sqlx::{MySql, MySqlPool, Transaction};
 
@@ -29,6 +45,8 @@ use message::{Merge, Write};
 pub struct Writer {
     mysql: MySqlPool,
     applied: Ledger,
+    /// Live, or shadow: each batch's transaction rolled back, its rows planned.
+    effects: Effects,
 }
 
 impl Writer {
@@ -43,7 +61,14 @@ impl Writer {
         Self {
             mysql,
             applied: Ledger::new(group, topics, retention, "timeline migrate"),
+            effects: Effects::live(),
         }
+    }
+
+    /// The same writer with `effects` (shadow: see the module's "Shadow mode").
+    pub fn with_effects(mut self, effects: Effects) -> Self {
+        self.effects = effects;
+        self
     }
 
     /// Applies service records of one partition, in order.
@@ -51,13 +76,17 @@ impl Writer {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.applied.prune(&self.mysql).await?;
+        let shadow = self.effects.is_shadow();
+        if !shadow {
+            self.applied.prune(&self.mysql).await?;
+        }
         let mut tx = self
             .mysql
             .begin()
             .await
             .map_err(|e| classify("starting a transaction", e))?;
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut planned = Vec::new();
         for record in records {
             let write = match parse(record) {
                 Ok(write) => write,
@@ -71,13 +100,29 @@ impl Writer {
                 outcomes.push(Outcome::Stale);
                 continue;
             }
-            let outcome = write_one(&mut tx, &write).await?;
-            if outcome == Outcome::Applied {
-                self.applied.record(&mut tx, &[id]).await?;
-            }
+            let outcome = match write_one(&mut tx, &write).await? {
+                Ok(written) => {
+                    self.applied.record(&mut tx, &[id]).await?;
+                    if shadow {
+                        planned.push((record, written.planned(&write)));
+                    }
+                    Outcome::Applied
+                }
+                Err(outcome) => outcome,
+            };
             outcomes.push(outcome);
         }
-        tx.commit().await.map_err(|e| classify("committing", e))?;
+        if shadow {
+            tx.rollback()
+                .await
+                .map_err(|e| classify("rolling back", e))?;
+            for (record, effect) in planned {
+                self.effects
+                    .plan(std::slice::from_ref(record), vec![effect]);
+            }
+        } else {
+            tx.commit().await.map_err(|e| classify("committing", e))?;
+        }
         Ok(outcomes)
     }
 }
@@ -94,10 +139,57 @@ fn parse(record: &Record) -> Result<Write, Outcome> {
     }
 }
 
+/// What a message wrote.
+enum Written {
+    /// Its row, inserted.
+    Inserted,
+    /// Merged into an existing row.
+    Merged(Update),
+}
+
+impl Written {
+    /// The planned effect (shadow mode): the row inserted, or the columns the merge updated.
+    fn planned(self, write: &Write) -> Effect {
+        let row = &write.row;
+        match self {
+            Written::Inserted => {
+                Effect::on("insert", "chii_timeline").with_value(serde_json::json!({
+                    "tml_uid": row.uid,
+                    "tml_cat": row.cat,
+                    "tml_type": row.kind,
+                    "tml_related": row.related,
+                    "tml_memo": row.memo,
+                    "tml_img": "",
+                    "tml_batch": 0,
+                    "tml_source": row.source,
+                    "tml_replies": 0,
+                    "tml_dateline": row.created_at,
+                }))
+            }
+            Written::Merged(Update {
+                tml_id,
+                memo,
+                batch,
+            }) => {
+                let mut value = serde_json::json!({
+                    "tml_id": tml_id,
+                    "tml_memo": memo,
+                    "tml_source": row.source,
+                });
+                if batch {
+                    value["tml_batch"] = 1.into();
+                }
+                Effect::on("update", "chii_timeline").with_value(value)
+            }
+        }
+    }
+}
+
+/// Writes `write` in `tx`: what it wrote, or its outcome if it writes nothing.
 async fn write_one(
     tx: &mut Transaction<'_, MySql>,
     write: &Write,
-) -> Result<Outcome, HandlerError> {
+) -> Result<Result<Written, Outcome>, HandlerError> {
     let row = &write.row;
     let previous = match &write.merge {
         Merge::Never => None,
@@ -107,28 +199,25 @@ async fn write_one(
     let update = match previous {
         Some(previous) => match merge::decide(write, &previous) {
             Ok(update) => update,
-            Err(message) => return Ok(Outcome::Rejected(message)),
+            Err(message) => return Ok(Err(Outcome::Rejected(message))),
         },
         None => None,
     };
     match update {
-        Some(Update {
-            tml_id,
-            memo,
-            batch,
-        }) => {
-            let sql = if batch {
+        Some(update) => {
+            let sql = if update.batch {
                 "UPDATE chii_timeline SET tml_batch = 1, tml_memo = ?, tml_source = ? WHERE tml_id = ? LIMIT 1"
             } else {
                 "UPDATE chii_timeline SET tml_memo = ?, tml_source = ? WHERE tml_id = ? LIMIT 1"
             };
             sqlx::query(sql)
-                .bind(memo)
+                .bind(&update.memo)
                 .bind(row.source)
-                .bind(tml_id)
+                .bind(update.tml_id)
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| classify(write.op, e))?;
+            Ok(Ok(Written::Merged(update)))
         }
         None => {
             sqlx::query(
@@ -144,9 +233,9 @@ async fn write_one(
             .execute(&mut **tx)
             .await
             .map_err(|e| classify(write.op, e))?;
+            Ok(Ok(Written::Inserted))
         }
     }
-    Ok(Outcome::Applied)
 }
 
 /// The latest row of `uid` in `cat` (and of `kind`, if set), locked until the transaction ends.
