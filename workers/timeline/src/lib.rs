@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::redact_uri;
+use cdc_runtime::shadow::{Effects, compare::Compared};
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig, sink};
 
 use crate::fanout::{Dependencies, Fanout};
@@ -172,9 +173,35 @@ impl Timeline {
             writer: Writer::new(mysql, group, service_topics, settings.fence_ttl),
         })
     }
+
+    /// [`Timeline::connect`], with the effects of `config`'s `RUN_MODE`: live, or shadow (the
+    /// fan-out's Redis commands and the writer's rows planned, none applied; the fan-out's
+    /// compared with the legacy worker's under `SHADOW_COMPARE=on`).
+    pub async fn open(
+        config: &WorkerConfig,
+        settings: &Settings,
+        group: &str,
+    ) -> anyhow::Result<Self> {
+        let Self { fanout, writer } = Self::connect(config, settings, group)?;
+        let effects = Effects::open(
+            config,
+            FAMILY,
+            Compared {
+                key_formats: keys::COMPARED,
+                channels: &[keys::CREATE_CHANNEL],
+            },
+        )
+        .await?;
+        Ok(Self {
+            fanout: fanout.with_effects(effects.clone()),
+            writer: writer.with_effects(effects),
+        })
+    }
 }
 
 impl Handler for Timeline {
+    const SHADOW: bool = true;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         // A batch is one topic-partition: all service records or all Debezium changes.
         match batch.first().map(|r| &r.event) {
