@@ -10,17 +10,21 @@
 //! # Shadow mode
 //! With shadow [`Effects`] the batch's transaction runs exactly as live (ledger lookups, locking
 //! reads, `INSERT`s, `UPDATE`s, the ledger's records) and is rolled back instead of committed;
-//! each applied message is planned as the row it wrote: `insert` of `chii_timeline` (the new
-//! row's columns) or, when the merge window merged it into an existing row, `update` of
-//! `chii_timeline` (`tml_id`, the new `tml_memo`, `tml_source`, and `tml_batch` when it
-//! becomes a batch). The ledger's pruning is skipped. Divergences this implies: the rolled-back
-//! ledger remembers nothing, so a redelivery (a restart, a rebalance) is planned again — a
-//! duplicate plan, not a divergence; and the rows read are the live table's, which the legacy
-//! writer fills meanwhile, so a message is decided against the rows the legacy writer wrote
-//! (usually including this same message's own row, written just before): a merge may be
-//! planned into a row the legacy writer inserted — even the row of this message, where live it
-//! would have been an insert — so compare a plan with the legacy writer's rows by their
-//! resulting memo and window, not by insert/update kind.
+//! each applied message is planned as the row it wrote: `insert` of `chii_timeline` (the row's
+//! columns; its `tml_id` is the one the rolled-back insert got, for the batch's later merges to
+//! name) or, when the merge window merged it into an existing row, `update` of `chii_timeline`
+//! (`tml_id`, the new `tml_memo`, `tml_source`, and `tml_batch: 1` when it becomes a batch).
+//! The ledger's pruning is skipped.
+//!
+//! Divergences this implies. The rolled-back ledger remembers nothing, so a redelivery (a
+//! restart, a rebalance) is planned again: a duplicate plan, not a divergence. Nothing of an
+//! earlier batch is kept either: a message merges only into a row of its own batch or of the
+//! live table. The live table is the legacy writer's meanwhile, so a message is decided against
+//! the rows it wrote: a merge may be planned into a row the legacy writer inserted (often the
+//! row the legacy writer made of this very message or of its batch's predecessors, where live
+//! the fleet would have inserted or merged into its own row), and the memo planned then holds
+//! the legacy row's details too. Compare a plan with the legacy writer's rows by the resulting
+//! row (uid, cat, type, memo's details, window), not by `insert`/`update` or `tml_id`.
 //!
 //! # Layout
 //! - [`message`]: parsing and per-op rules (pure).
@@ -141,8 +145,8 @@ fn parse(record: &Record) -> Result<Write, Outcome> {
 
 /// What a message wrote.
 enum Written {
-    /// Its row, inserted.
-    Inserted,
+    /// Its row, inserted, with this `tml_id`.
+    Inserted(u64),
     /// Merged into an existing row.
     Merged(Update),
 }
@@ -152,8 +156,9 @@ impl Written {
     fn planned(self, write: &Write) -> Effect {
         let row = &write.row;
         match self {
-            Written::Inserted => {
+            Written::Inserted(tml_id) => {
                 Effect::on("insert", "chii_timeline").with_value(serde_json::json!({
+                    "tml_id": tml_id,
                     "tml_uid": row.uid,
                     "tml_cat": row.cat,
                     "tml_type": row.kind,
@@ -220,7 +225,7 @@ async fn write_one(
             Ok(Ok(Written::Merged(update)))
         }
         None => {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO chii_timeline (tml_uid, tml_cat, tml_type, tml_related, tml_memo, tml_img, tml_batch, tml_source, tml_replies, tml_dateline) VALUES (?, ?, ?, ?, ?, '', 0, ?, 0, ?)",
             )
             .bind(row.uid)
@@ -233,7 +238,7 @@ async fn write_one(
             .execute(&mut **tx)
             .await
             .map_err(|e| classify(write.op, e))?;
-            Ok(Ok(Written::Inserted))
+            Ok(Ok(Written::Inserted(inserted.last_insert_id())))
         }
     }
 }
