@@ -6,7 +6,8 @@
 //! in a state Redis of their own (`STATE_REDIS_URI`: a `PrivateRedis`), where an evicted cache
 //! does not let an old create back and a claim left pending by a crash is applied on
 //! redelivery; and an author with 100 000 followers. In shadow mode (`RUN_MODE=shadow`) the
-//! golden scenario's effects are planned (they give the golden state) and none is applied.
+//! golden scenario's effects are planned (they give the golden state) and none is applied;
+//! fences (in either Redis) are read, never written: a stale event plans nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -604,6 +605,121 @@ async fn reorderings_and_replays(state: Option<&str>) {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_shadow_mode_fences_are_read_not_written() {
+    shadow_reads_fences(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_state_redis_in_shadow_mode_fences_are_read_not_written() {
+    let state = PrivateRedis::start().await.expect("state redis");
+    shadow_reads_fences(Some(&state.uri())).await;
+}
+
+/// Item 12 created and deleted live; then, in shadow mode over the same keys: its create again
+/// is stale against the fence (no plan); with the fence gone, a batch of its delete and its
+/// create plans the delete's effects and finds the create stale behind the delete's planned
+/// fence, as live would. Nothing is written: the keys (and the fence, in `state` if given) are
+/// as the live run left them.
+async fn shadow_reads_fences(state: Option<&str>) {
+    let (create, delete) = create_and_delete_of_12();
+    let prefix = format!("{}:", unique("it.tml.shadow.fence"));
+    seed_visits_and_followers(&prefix).await;
+    let live = handler_with_state(&prefix, state);
+    live.apply(&[record(&create, 0), record(&delete, 1)])
+        .await
+        .expect("apply");
+    let fences = redis_at(state.unwrap_or(&redis_uri()))
+        .await
+        .expect("fence redis");
+    let fence = format!("{prefix}tml:fence:12");
+
+    let plans = std::env::temp_dir().join(unique("timeline-shadow-fence-plans"));
+    let family = cdc_topics::by_name(FAMILY)
+        .expect("topics")
+        .expect("family");
+    let plans_dir = plans.to_string_lossy().into_owned();
+    let config = worker_config(
+        &family,
+        "",
+        &prefix,
+        "g",
+        &["--run-mode", "shadow", "--shadow-plans-dir", &plans_dir],
+    )
+    .expect("config");
+    let settings = Settings {
+        state_redis_uri: state.map(str::to_owned),
+        ..Settings::default()
+    };
+    let shadow = Timeline::open(&config, &settings, "g").await.expect("open");
+    let keys = keys_under(&prefix).await.expect("keys");
+
+    let outcomes = shadow.apply(&[record(&create, 2)]).await.expect("apply");
+    assert_eq!(outcomes, [Outcome::Stale], "the create, behind the fence");
+    assert_eq!(
+        keys_under(&prefix).await.expect("keys"),
+        keys,
+        "nothing written"
+    );
+
+    let _: () = fences.clone().del(&fence).await.expect("del fence");
+    let keys = keys_under(&prefix).await.expect("keys");
+    let outcomes = shadow
+        .apply(&[record(&delete, 3), record(&create, 4)])
+        .await
+        .expect("apply");
+    assert_eq!(outcomes, [Outcome::Applied, Outcome::Stale]);
+    let exists: bool = fences.clone().exists(&fence).await.expect("exists");
+    assert!(!exists, "no fence written");
+    let keys_after = keys_under(&prefix).await.expect("keys");
+    assert_eq!(keys_after, keys, "nothing written");
+
+    let text = std::fs::read_to_string(plans.join("timeline.plans.jsonl")).expect("plans");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "the delete's line alone: {text}");
+    assert_eq!(lines[0]["offset"], 3);
+    let effects: Vec<String> = lines[0]["effects"]
+        .as_array()
+        .expect("effects")
+        .iter()
+        .map(|e| {
+            let args: Vec<&str> = e["args"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "{} {} {}",
+                e["kind"].as_str().unwrap_or_default(),
+                e["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .strip_prefix(&prefix)
+                    .unwrap_or("unprefixed"),
+                args.join(" ")
+            )
+            .trim_end()
+            .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        effects,
+        [
+            format!("set tml:fence:12 {}#1 EX 2592000", position_of(&delete)),
+            "zrem tml:v3:inbox:0 12".to_owned(),
+            "zrem tml:v3:user:1 12".to_owned(),
+            "zrem tml:v3:inbox:2 12".to_owned(),
+            "zrem tml:v3:inbox:3 12".to_owned(),
+            "zrem tml:v3:inbox:4 12".to_owned(),
+            "zrem tml:v3:inbox:1 12".to_owned(),
+            "del tml:v4:item:12".to_owned(),
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&plans);
 }
 
 /// Where item 12 is, of the sets its create reaches.
