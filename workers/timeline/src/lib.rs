@@ -132,12 +132,21 @@ pub struct Timeline {
 
 impl Timeline {
     /// Connects (lazily: Redis and MySQL may be down at start) with `config` and `settings`;
-    /// `group` is recorded with the writer's offsets.
+    /// `group` is recorded with the writer's offsets. Live effects: refuses a `config` in shadow
+    /// mode (use [`Timeline::open`]).
     pub fn connect(
         config: &WorkerConfig,
         settings: &Settings,
         group: &str,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.is_shadow(),
+            "RUN_MODE=shadow: the timeline's shadow effects need Timeline::open"
+        );
+        Self::build(config, settings, group)
+    }
+
+    fn build(config: &WorkerConfig, settings: &Settings, group: &str) -> anyhow::Result<Self> {
         let redis = sink::redis(&config.redis_uri)?;
         let state = match settings.separate_state_redis(&config.redis_uri) {
             Some(uri) => Some(
@@ -182,7 +191,7 @@ impl Timeline {
         settings: &Settings,
         group: &str,
     ) -> anyhow::Result<Self> {
-        let Self { fanout, writer } = Self::connect(config, settings, group)?;
+        let Self { fanout, writer } = Self::build(config, settings, group)?;
         let effects = Effects::open(
             config,
             FAMILY,

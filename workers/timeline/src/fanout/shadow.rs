@@ -166,7 +166,9 @@ impl Fanout {
                 .into_iter()
                 .zip(values.into_iter().flatten())
                 .filter_map(|(key, value)| {
-                    Some((key.to_owned(), value?.trim().parse::<f64>().ok()?))
+                    // Lua's `tonumber`: no `inf` or `nan` (hex aside, never written).
+                    let expiry = value?.trim().parse::<f64>().ok()?;
+                    expiry.is_finite().then(|| (key.to_owned(), expiry))
                 })
                 .collect(),
             fences: HashMap::new(),
