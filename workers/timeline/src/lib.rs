@@ -8,6 +8,9 @@
 //! - `timeline` (service topic) → [`writer`]: messages become `chii_timeline` rows, merged in
 //!   10-minute windows, exactly once in effect (Kafka offsets stored in the same transaction).
 //!
+//! Both have a shadow mode (`RUN_MODE=shadow`, effects planned, none applied; see
+//! [`Timeline::open`] and each module's "Shadow mode").
+//!
 //! The periodic cache trims are the `scheduler`'s (`workers/scheduler`).
 //!
 //! Not here: consumption, retries, dead letters (the runtime's).
