@@ -4,8 +4,10 @@
 //!   writes its planned `DEL`s and the dead letter of an unreadable record as JSON lines, and its comparison with the legacy worker's `DEL`s
 //!   (keyspace events) reports every effect as made by both, none by one side only;
 //! - a deliberate divergence of the legacy stand-in (`--diverge KEY`) is reported, alone, with
-//!   its key;
-//! - a family without a shadow mode refuses `RUN_MODE=shadow` rather than apply its effects.
+//!   its key.
+//!
+//! That a family without a shadow mode refuses `RUN_MODE=shadow` rather than apply its effects
+//! is the runtime's unit test (`worker::tests`, with a handler of its own), not a family's.
 //!
 //! The `chii_friends` records are left out: there the fleet deliberately differs (README, "Where
 //! we deliberately differ from server-private"), which the golden tests cover.
@@ -300,21 +302,5 @@ async fn a_deliberate_divergence_of_the_legacy_worker_is_reported_with_its_key()
             && line.contains("legacy_only")
             && line.contains("sbj:v3:slim:{id}"),
         "{line}"
-    );
-}
-
-#[test]
-fn a_family_without_a_shadow_mode_refuses_to_start_in_one() {
-    let output = worker_command("timeline", "it.shadow.refused.", "g", &redis_uri(), "")
-        .expect("worker")
-        .env("RUN_MODE", "shadow")
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .expect("run timeline");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("invalid setting RUN_MODE: family timeline has no shadow mode"),
-        "{stderr}"
     );
 }

@@ -5,7 +5,9 @@
 //! the same with the fences
 //! in a state Redis of their own (`STATE_REDIS_URI`: a `PrivateRedis`), where an evicted cache
 //! does not let an old create back and a claim left pending by a crash is applied on
-//! redelivery; and an author with 100 000 followers.
+//! redelivery; and an author with 100 000 followers. In shadow mode (`RUN_MODE=shadow`) the
+//! golden scenario's effects are planned (they give the golden state) and none is applied;
+//! fences (in either Redis) are read, never written: a stale event plans nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +16,7 @@ use cdc_runtime::{Coordinates, Event, Handler, Outcome, Record};
 use cdc_schemas::{ChangeEvent, Format, RawRecord, SchemaSet};
 use fleet_harness::fixtures::{self, Encoding, Fixture};
 use fleet_harness::mysql::TestDatabase;
-use fleet_harness::process::PrivateRedis;
+use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_command};
 use fleet_harness::{
     Out, delete_prefix_at, end_offsets, keys_under, produce, producer, provisioned_family, redis,
     redis_at, redis_uri, unique, wait_drained, worker_config,
@@ -139,6 +141,11 @@ async fn assert_golden_state(prefix: &str, seeded_at: i64) {
 
     // Exactly these keys exist: inboxes 3 (past expiry), 4 (never visited) and 5 (no
     // followers: no own inbox) were not created; items 1, 3, 10 and 12 were invalidated.
+    assert_eq!(keys_under(prefix).await.expect("keys"), golden_keys());
+}
+
+/// The keys the golden scenario leaves, sorted.
+fn golden_keys() -> Vec<String> {
     let mut want: Vec<String> = [
         "tml:fence:1",
         "tml:fence:10",
@@ -167,7 +174,7 @@ async fn assert_golden_state(prefix: &str, seeded_at: i64) {
     .map(|s| s.to_string())
     .collect();
     want.sort();
-    assert_eq!(keys_under(prefix).await.expect("keys"), want);
+    want
 }
 
 async fn golden(encoding: Encoding) {
@@ -276,6 +283,153 @@ async fn golden(encoding: Encoding) {
         vec![0; family.partitions as usize],
         "nothing dead-lettered"
     );
+    db.drop_now().await.expect("drop database");
+}
+
+/// The golden scenario in shadow mode (the binary, `RUN_MODE=shadow`): nothing written (the
+/// seeded keys alone, no fence, set or follower cache), and the plans, applied in order to the
+/// seeded keys, give the golden state (follower caches aside) and its publications.
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_fanout_in_shadow_mode_plans_the_golden_state_and_writes_nothing() {
+    let topic_prefix = format!("{}.", unique("it.tml.shadow"));
+    let key_prefix = format!("{}:", unique("it.tml.shadow"));
+    let group = unique("it.tml.shadow.group");
+    let db = TestDatabase::create().await.expect("database");
+    db.add_followers(1, &[2, 3, 4]).await.expect("friends");
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    seed_visits(&key_prefix).await;
+    let seeded = keys_under(&key_prefix).await.expect("keys");
+    let records: Vec<Out> = timeline_fixtures(Encoding::Json)
+        .into_iter()
+        .map(|f| f.record)
+        .collect();
+    let topic = format!("{topic_prefix}{TIMELINE_TOPIC}");
+    produce(&producer().expect("producer"), &topic, &records)
+        .await
+        .expect("produce");
+
+    let plans = std::env::temp_dir().join(unique("timeline-fanout-shadow-plans"));
+    let mut cmd = worker_command("timeline", &topic_prefix, &group, &redis_uri(), &key_prefix)
+        .expect("the timeline binary");
+    cmd.env("MYSQL_DB", &db.name)
+        .env("RUN_MODE", "shadow")
+        .env("SHADOW_PLANS_DIR", &plans);
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn timeline"));
+    wait_drained(
+        &format!("{group}.shadow"),
+        std::slice::from_ref(&topic),
+        family.partitions,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("drained");
+    signal(&child, "TERM").expect("term");
+    wait_exit(&mut child, Duration::from_secs(20))
+        .await
+        .expect("wait")
+        .expect("exited within 20 s of SIGTERM");
+
+    assert_eq!(
+        keys_under(&key_prefix).await.expect("keys"),
+        seeded,
+        "nothing written"
+    );
+    assert_eq!(
+        end_offsets(&family.dlq, family.partitions).expect("dlq"),
+        vec![0; family.partitions as usize],
+        "nothing dead-lettered"
+    );
+
+    // The plans, applied to a model of the seeded keyspace.
+    let text = std::fs::read_to_string(plans.join("timeline.plans.jsonl")).expect("plans");
+    let mut keys: BTreeMap<String, Vec<u64>> =
+        seeded.iter().map(|k| (k.clone(), Vec::new())).collect();
+    let mut published = Vec::new();
+    let mut expired = Vec::new();
+    for line in text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        for effect in line["effects"].as_array().expect("effects") {
+            let key = effect["key"].as_str().expect("key");
+            let key = key.strip_prefix(&key_prefix).expect("a prefixed key");
+            let args: Vec<&str> = effect["args"]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_str().expect("arg")).collect())
+                .unwrap_or_default();
+            match effect["kind"].as_str().expect("kind") {
+                "zadd" => {
+                    assert_eq!(args[0], args[1], "score = member = tml_id: {effect}");
+                    let set = keys.entry(key.to_owned()).or_default();
+                    set.push(args[1].parse().expect("member"));
+                    set.sort();
+                    set.dedup();
+                }
+                "zrem" => {
+                    if let Some(set) = keys.get_mut(key) {
+                        set.retain(|m| m.to_string() != args[0]);
+                        if set.is_empty() {
+                            keys.remove(key);
+                        }
+                    }
+                }
+                "del" => {
+                    keys.remove(key);
+                }
+                "set" => {
+                    assert!(key.starts_with("tml:fence:"), "{effect}");
+                    assert_eq!(args[1..], ["EX", "2592000"], "{effect}");
+                    keys.insert(key.to_owned(), Vec::new());
+                }
+                "expire" => expired.push(key.to_owned()),
+                "publish" => {
+                    assert_eq!(key, "events:tml:create", "{effect}");
+                    published.push(args[0].to_owned());
+                }
+                _ => panic!("unexpected effect {effect}"),
+            }
+        }
+    }
+    let want: Vec<String> = golden_keys()
+        .into_iter()
+        .filter(|k| !k.starts_with("user:followers:"))
+        .collect();
+    assert_eq!(keys.keys().cloned().collect::<Vec<_>>(), want, "the keys");
+    let zsets: BTreeMap<&str, &[u64]> = [
+        ("tml:v3:inbox:0", &[3, 4, 10, 11][..]),
+        ("tml:v3:user:1", &[4, 10]),
+        ("tml:v3:user:5", &[11]),
+        ("tml:v3:inbox:1", &[4, 10]),
+        ("tml:v3:inbox:2", &[4, 10]),
+    ]
+    .into();
+    for (key, members) in zsets {
+        assert_eq!(keys[key], members, "{key}");
+    }
+    // Every set but the global inbox expires with its visit key.
+    expired.sort();
+    expired.dedup();
+    assert_eq!(
+        expired,
+        [
+            "tml:v3:inbox:1",
+            "tml:v3:inbox:2",
+            "tml:v3:user:1",
+            "tml:v3:user:5"
+        ]
+    );
+    published.sort();
+    assert_eq!(
+        published,
+        [
+            r#"{"tml_id":10,"cat":1,"uid":1}"#,
+            r#"{"tml_id":11,"cat":5,"uid":5}"#,
+            r#"{"tml_id":12,"cat":3,"uid":1}"#,
+            r#"{"tml_id":3,"cat":5,"uid":2}"#,
+            r#"{"tml_id":4,"cat":2,"uid":1}"#,
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&plans);
     db.drop_now().await.expect("drop database");
 }
 
@@ -451,6 +605,121 @@ async fn reorderings_and_replays(state: Option<&str>) {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_shadow_mode_fences_are_read_not_written() {
+    shadow_reads_fences(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_state_redis_in_shadow_mode_fences_are_read_not_written() {
+    let state = PrivateRedis::start().await.expect("state redis");
+    shadow_reads_fences(Some(&state.uri())).await;
+}
+
+/// Item 12 created and deleted live; then, in shadow mode over the same keys: its create again
+/// is stale against the fence (no plan); with the fence gone, a batch of its delete and its
+/// create plans the delete's effects and finds the create stale behind the delete's planned
+/// fence, as live would. Nothing is written: the keys (and the fence, in `state` if given) are
+/// as the live run left them.
+async fn shadow_reads_fences(state: Option<&str>) {
+    let (create, delete) = create_and_delete_of_12();
+    let prefix = format!("{}:", unique("it.tml.shadow.fence"));
+    seed_visits_and_followers(&prefix).await;
+    let live = handler_with_state(&prefix, state);
+    live.apply(&[record(&create, 0), record(&delete, 1)])
+        .await
+        .expect("apply");
+    let fences = redis_at(state.unwrap_or(&redis_uri()))
+        .await
+        .expect("fence redis");
+    let fence = format!("{prefix}tml:fence:12");
+
+    let plans = std::env::temp_dir().join(unique("timeline-shadow-fence-plans"));
+    let family = cdc_topics::by_name(FAMILY)
+        .expect("topics")
+        .expect("family");
+    let plans_dir = plans.to_string_lossy().into_owned();
+    let config = worker_config(
+        &family,
+        "",
+        &prefix,
+        "g",
+        &["--run-mode", "shadow", "--shadow-plans-dir", &plans_dir],
+    )
+    .expect("config");
+    let settings = Settings {
+        state_redis_uri: state.map(str::to_owned),
+        ..Settings::default()
+    };
+    let shadow = Timeline::open(&config, &settings, "g").await.expect("open");
+    let keys = keys_under(&prefix).await.expect("keys");
+
+    let outcomes = shadow.apply(&[record(&create, 2)]).await.expect("apply");
+    assert_eq!(outcomes, [Outcome::Stale], "the create, behind the fence");
+    assert_eq!(
+        keys_under(&prefix).await.expect("keys"),
+        keys,
+        "nothing written"
+    );
+
+    let _: () = fences.clone().del(&fence).await.expect("del fence");
+    let keys = keys_under(&prefix).await.expect("keys");
+    let outcomes = shadow
+        .apply(&[record(&delete, 3), record(&create, 4)])
+        .await
+        .expect("apply");
+    assert_eq!(outcomes, [Outcome::Applied, Outcome::Stale]);
+    let exists: bool = fences.clone().exists(&fence).await.expect("exists");
+    assert!(!exists, "no fence written");
+    let keys_after = keys_under(&prefix).await.expect("keys");
+    assert_eq!(keys_after, keys, "nothing written");
+
+    let text = std::fs::read_to_string(plans.join("timeline.plans.jsonl")).expect("plans");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "the delete's line alone: {text}");
+    assert_eq!(lines[0]["offset"], 3);
+    let effects: Vec<String> = lines[0]["effects"]
+        .as_array()
+        .expect("effects")
+        .iter()
+        .map(|e| {
+            let args: Vec<&str> = e["args"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            format!(
+                "{} {} {}",
+                e["kind"].as_str().unwrap_or_default(),
+                e["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .strip_prefix(&prefix)
+                    .unwrap_or("unprefixed"),
+                args.join(" ")
+            )
+            .trim_end()
+            .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        effects,
+        [
+            format!("set tml:fence:12 {}#1 EX 2592000", position_of(&delete)),
+            "zrem tml:v3:inbox:0 12".to_owned(),
+            "zrem tml:v3:user:1 12".to_owned(),
+            "zrem tml:v3:inbox:2 12".to_owned(),
+            "zrem tml:v3:inbox:3 12".to_owned(),
+            "zrem tml:v3:inbox:4 12".to_owned(),
+            "zrem tml:v3:inbox:1 12".to_owned(),
+            "del tml:v4:item:12".to_owned(),
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&plans);
 }
 
 /// Where item 12 is, of the sets its create reaches.

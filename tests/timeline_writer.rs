@@ -6,14 +6,15 @@
 //! (strict mode, errors by server number); a recreated topic's messages at reused offsets are
 //! applied (identity = coordinates + timestamp); two writers merging into one row lose no
 //! update (row locks); the writer's table comes from `timeline migrate`, which adopts the table
-//! earlier workers created.
+//! earlier workers created. In shadow mode (`RUN_MODE=shadow`) the same messages are planned,
+//! the rows and merges the live run writes, and nothing is written.
 
 use std::time::Duration;
 
 use cdc_runtime::dead_letter::header;
 use cdc_runtime::{Coordinates, Event, HandlerError, Outcome, Record};
 use fleet_harness::mysql::TestDatabase;
-use fleet_harness::process::worker_command;
+use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_command};
 use fleet_harness::{
     Out, client_config, committed, create_topic, end_offsets, produce, producer,
     provisioned_family, read_all, unique, wait_drained, worker_config,
@@ -365,6 +366,162 @@ async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_n
     // Every message again: a new group starts from the earliest offset.
     run_until_drained(&family, &topic_prefix, &db, &unique("it.tml.writer.b")).await;
     assert_eq!(rows(&db).await, want, "after a second delivery");
+    db.drop_now().await.expect("drop database");
+}
+
+/// Shadow mode (`RUN_MODE=shadow`, the binary): the live test's messages in one batch (so its
+/// merges are within the batch, as live), each batch's transaction rolled back. Nothing is
+/// written (no row, no applied identity, no dead letter), and the plans, applied in order to the
+/// seeded row, give the live test's table: each message's `insert` or merge `update`, and the
+/// two bad messages' dead letters.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_plans_every_row_and_merge_and_writes_none() {
+    let topic_prefix = format!("{}.", unique("it.tml.writer.shadow"));
+    let db = TestDatabase::create().await.expect("database");
+    sqlx::query("INSERT INTO chii_timeline (tml_uid, tml_cat, tml_type, tml_related, tml_memo, tml_img, tml_batch, tml_source, tml_replies, tml_dateline) VALUES (2, 1, 2, '5', ?, '', 1, 5, 0, ?)")
+        .bind(r#"a:1:{i:5;a:1:{s:3:"uid";i:5;}}"#)
+        .bind(T)
+        .execute(&db.pool)
+        .await
+        .expect("seed");
+    let before = rows(&db).await;
+    let family = provisioned_family(FAMILY, &topic_prefix)
+        .await
+        .expect("provision");
+    let topic = format!("{topic_prefix}timeline");
+    produce(&producer().expect("producer"), &topic, &messages())
+        .await
+        .expect("produce");
+
+    let plans = std::env::temp_dir().join(unique("timeline-writer-shadow-plans"));
+    let group = unique("it.tml.writer.shadow");
+    let mut cmd = worker_command(
+        "timeline",
+        &topic_prefix,
+        &group,
+        &fleet_harness::redis_uri(),
+        &format!("{}:", unique("it.tml.writer.shadow")),
+    )
+    .expect("the timeline binary");
+    // One batch of every message: a batch ends at its size, else at its wait (never reached).
+    cmd.env("MYSQL_DB", &db.name)
+        .env("RUN_MODE", "shadow")
+        .env("SHADOW_PLANS_DIR", &plans)
+        .env("BATCH_MAX_MESSAGES", messages().len().to_string())
+        .env("BATCH_MAX_WAIT", "10m");
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn timeline"));
+    wait_drained(
+        &format!("{group}.shadow"),
+        &family.service_topics,
+        family.partitions,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("drained");
+    signal(&child, "TERM").expect("term");
+    wait_exit(&mut child, Duration::from_secs(20))
+        .await
+        .expect("wait")
+        .expect("exited within 20 s of SIGTERM");
+
+    assert_eq!(rows(&db).await, before, "no row written");
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cdc_applied_messages")
+        .fetch_one(&db.pool)
+        .await
+        .expect("applied identities");
+    assert_eq!(stored, 0, "no applied identity recorded");
+    assert_eq!(
+        end_offsets(&family.dlq, family.partitions).expect("dlq"),
+        vec![0; family.partitions as usize],
+        "nothing dead-lettered"
+    );
+
+    let text = std::fs::read_to_string(plans.join("timeline.plans.jsonl")).expect("plans");
+    let mut table: std::collections::BTreeMap<u64, Row> =
+        before.into_iter().map(|r| (r.0, r)).collect();
+    let mut kinds = Vec::new();
+    for line in text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(
+            line["last_offset"].is_null(),
+            "one line per message: {line}"
+        );
+        let offset = line["offset"].as_i64().expect("offset");
+        for effect in line["effects"].as_array().expect("effects") {
+            let kind = effect["kind"].as_str().expect("kind").to_owned();
+            let v = &effect["value"];
+            let n = |name: &str| {
+                v[name]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{name}: {effect}"))
+            };
+            let text = |name: &str| v[name].as_str().expect(name).to_owned();
+            match (kind.as_str(), effect["key"].as_str()) {
+                (_, Some(key)) => assert_eq!(key, "chii_timeline", "{effect}"),
+                ("dead_letter", None) => {}
+                _ => panic!("unexpected effect {effect}"),
+            }
+            match kind.as_str() {
+                "insert" => {
+                    let row = (
+                        n("tml_id"),
+                        n("tml_uid"),
+                        n("tml_cat"),
+                        n("tml_type"),
+                        text("tml_related"),
+                        text("tml_memo"),
+                        text("tml_img"),
+                        n("tml_batch"),
+                        n("tml_source"),
+                        n("tml_replies"),
+                        v["tml_dateline"].as_i64().expect("tml_dateline"),
+                    );
+                    assert!(table.insert(row.0, row).is_none(), "a new tml_id: {effect}");
+                }
+                "update" => {
+                    let row = table.get_mut(&n("tml_id")).expect("an earlier row");
+                    row.5 = text("tml_memo");
+                    row.8 = n("tml_source");
+                    if !v["tml_batch"].is_null() {
+                        row.7 = n("tml_batch");
+                    }
+                }
+                "dead_letter" => {}
+                _ => panic!("unexpected effect {effect}"),
+            }
+            kinds.push((offset, kind));
+        }
+    }
+    // By row, in id order: a retried batch's rolled-back inserts would use other ids.
+    let unnumbered = |rows: Vec<Row>| -> Vec<Row> {
+        rows.into_iter()
+            .map(|mut row| {
+                row.0 = 0;
+                row
+            })
+            .collect()
+    };
+    let mut want = expected();
+    want[0].5 = r#"{"5":{"uid":5},"9":{"uid":9}}"#.into();
+    assert_eq!(
+        unnumbered(table.into_values().collect()),
+        unnumbered(want),
+        "the plans give the live run's table"
+    );
+    let updates: Vec<i64> = kinds
+        .iter()
+        .filter(|(_, kind)| kind == "update")
+        .map(|(offset, _)| *offset)
+        .collect();
+    assert_eq!(updates, [1, 5, 7, 13, 16], "the merges, planned as updates");
+    let dead: Vec<i64> = kinds
+        .iter()
+        .filter(|(_, kind)| kind == "dead_letter")
+        .map(|(offset, _)| *offset)
+        .collect();
+    assert_eq!(dead, [14, 15], "the bad messages' dead letters");
+    assert_eq!(kinds.len(), messages().len(), "one effect per message");
+    let _ = std::fs::remove_dir_all(&plans);
     db.drop_now().await.expect("drop database");
 }
 

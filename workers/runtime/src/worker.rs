@@ -172,3 +172,42 @@ fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HandlerError, Outcome, Record};
+
+    /// A handler without a shadow mode ([`Handler::SHADOW`] left false).
+    struct Unshadowed;
+
+    impl Handler for Unshadowed {
+        async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
+            Ok(vec![Outcome::Applied; batch.len()])
+        }
+    }
+
+    #[test]
+    fn a_family_without_a_shadow_mode_refuses_to_start_in_one() {
+        let family = cdc_topics::by_name("cache-invalidation")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("family missing"));
+        let config = |mode: &str| {
+            WorkerConfig::from_args(["--run-mode", mode])
+                .unwrap_or_else(|e| panic!("{e}"))
+                .finish(&family)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(check_run_mode::<Unshadowed>(&config("live"), &family).is_ok());
+        let refused = check_run_mode::<Unshadowed>(&config("shadow"), &family)
+            .err()
+            .unwrap_or_else(|| panic!("must refuse"));
+        assert!(
+            refused
+                .to_string()
+                .contains("invalid setting RUN_MODE: family cache-invalidation has no shadow mode"),
+            "{refused}"
+        );
+    }
+}

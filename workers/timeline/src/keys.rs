@@ -8,6 +8,14 @@
 /// Channel of `PUBLISH` after a create (server-private `TIMELINE_EVENT_CHANNEL`).
 pub const CREATE_CHANNEL: &str = "events:tml:create";
 
+/// The key formats the fan-out writes (inboxes, timelines, item caches), without the prefix:
+/// what a shadow's comparison matches the legacy worker's keyspace events against.
+pub const COMPARED: &[&str] = &[
+    "tml:v3:inbox:{uid}",
+    "tml:v3:user:{uid}",
+    "tml:v4:item:{id}",
+];
+
 /// Seconds the follower list stays cached (server-private `fetchFollowers`).
 pub const FOLLOWERS_TTL_SECONDS: u64 = 3600;
 
@@ -90,5 +98,15 @@ mod tests {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
         assert_eq!(inbox_pattern("p*:"), "p\\*:tml:v3:inbox:*");
         assert_eq!(user_timeline_pattern(""), "tml:v3:user:*");
+        // The compared formats are those of `inbox`, `user_timeline` and `item`.
+        let written: Vec<String> = [inbox("", 0), user_timeline("", 0), item("", 0)]
+            .iter()
+            .map(|key| key.replace(":0", ":{}"))
+            .collect();
+        let compared: Vec<String> = COMPARED
+            .iter()
+            .map(|f| format!("{}{{}}", f.split('{').next().unwrap_or_default()))
+            .collect();
+        assert_eq!(written, compared);
     }
 }

@@ -8,6 +8,9 @@
 //! - `timeline` (service topic) → [`writer`]: messages become `chii_timeline` rows, merged in
 //!   10-minute windows, exactly once in effect (Kafka offsets stored in the same transaction).
 //!
+//! Both have a shadow mode (`RUN_MODE=shadow`, effects planned, none applied; see
+//! [`Timeline::open`] and each module's "Shadow mode").
+//!
 //! The periodic cache trims are the `scheduler`'s (`workers/scheduler`).
 //!
 //! Not here: consumption, retries, dead letters (the runtime's).
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::redact_uri;
+use cdc_runtime::shadow::{Effects, compare::Compared};
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig, sink};
 
 use crate::fanout::{Dependencies, Fanout};
@@ -131,12 +135,21 @@ pub struct Timeline {
 
 impl Timeline {
     /// Connects (lazily: Redis and MySQL may be down at start) with `config` and `settings`;
-    /// `group` is recorded with the writer's offsets.
+    /// `group` is recorded with the writer's offsets. Live effects: refuses a `config` in shadow
+    /// mode (use [`Timeline::open`]).
     pub fn connect(
         config: &WorkerConfig,
         settings: &Settings,
         group: &str,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.is_shadow(),
+            "RUN_MODE=shadow: the timeline's shadow effects need Timeline::open"
+        );
+        Self::build(config, settings, group)
+    }
+
+    fn build(config: &WorkerConfig, settings: &Settings, group: &str) -> anyhow::Result<Self> {
         let redis = sink::redis(&config.redis_uri)?;
         let state = match settings.separate_state_redis(&config.redis_uri) {
             Some(uri) => Some(
@@ -172,9 +185,35 @@ impl Timeline {
             writer: Writer::new(mysql, group, service_topics, settings.fence_ttl),
         })
     }
+
+    /// [`Timeline::connect`], with the effects of `config`'s `RUN_MODE`: live, or shadow (the
+    /// fan-out's Redis commands and the writer's rows planned, none applied; the fan-out's
+    /// compared with the legacy worker's under `SHADOW_COMPARE=on`).
+    pub async fn open(
+        config: &WorkerConfig,
+        settings: &Settings,
+        group: &str,
+    ) -> anyhow::Result<Self> {
+        let Self { fanout, writer } = Self::build(config, settings, group)?;
+        let effects = Effects::open(
+            config,
+            FAMILY,
+            Compared {
+                key_formats: keys::COMPARED,
+                channels: &[keys::CREATE_CHANNEL],
+            },
+        )
+        .await?;
+        Ok(Self {
+            fanout: fanout.with_effects(effects.clone()),
+            writer: writer.with_effects(effects),
+        })
+    }
 }
 
 impl Handler for Timeline {
+    const SHADOW: bool = true;
+
     async fn apply(&self, batch: &[Record]) -> Result<Vec<Outcome>, HandlerError> {
         // A batch is one topic-partition: all service records or all Debezium changes.
         match batch.first().map(|r| &r.event) {

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         |config: WorkerConfig, settings: Settings| async move {
             let family = cdc_topics::by_name(FAMILY)?
                 .ok_or_else(|| anyhow::anyhow!("no topics/families/{FAMILY}.toml"))?;
-            Timeline::connect(&config, &settings, &config.group_id(&family))
+            Timeline::open(&config, &settings, &config.group_id(&family)).await
         },
     )
 }

@@ -19,13 +19,15 @@ use cdc_runtime::mysql::transient;
 /// Authors per `IN (…)` query.
 const AUTHORS_PER_QUERY: usize = 500;
 
-/// The followers of each of `uids` (distinct, non-zero), in `chii_friends` order.
+/// The followers of each of `uids` (distinct, non-zero), in `chii_friends` order; the lists
+/// read from `chii_friends` are cached if `fill` (not in shadow mode: it writes nothing).
 pub async fn lookup(
     redis: &mut ConnectionManager,
     mysql: &MySqlPool,
     at: &Dependencies,
     prefix: &str,
     uids: &[u64],
+    fill: bool,
 ) -> Result<HashMap<u64, Vec<u64>>, HandlerError> {
     let mut found = HashMap::with_capacity(uids.len());
     if uids.is_empty() {
@@ -76,6 +78,9 @@ pub async fn lookup(
         for (fid, follower) in rows {
             found.entry(fid).or_default().push(follower);
         }
+    }
+    if !fill {
+        return Ok(found);
     }
     let mut pipe = redis::pipe();
     for uid in &missing {

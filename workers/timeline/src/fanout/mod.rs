@@ -44,6 +44,11 @@
 //!   inside that window; the old owner's done then finds the fence moved on and logs a warning
 //!   naming the fence. With one Redis this cannot happen (claim and apply are one script).
 //!
+//! # Shadow mode
+//! With shadow [`Effects`] the fan-out runs no script and writes nothing (no fence, no set, no
+//! follower cache): [`shadow`] decides the same calls read-only and plans what the scripts would
+//! do.
+//!
 //! Switching between the modes starts from the other Redis's fences (none at first): do it
 //! with the topic drained, not mid-replay.
 //!
@@ -52,16 +57,19 @@
 //! - [`followers`]: follower lists (cache, then `chii_friends`).
 //! - [`scripts`]: the Lua scripts (fenced, effects only, claim and done).
 //! - `round_trips`: queues the calls and sends them in either mode.
+//! - `shadow`: decides the calls read-only and plans their effects (`RUN_MODE=shadow`).
 //! - [`Fanout`]: applies a batch.
 
 pub mod followers;
 pub mod plan;
 mod round_trips;
 pub mod scripts;
+mod shadow;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use cdc_runtime::shadow::Effects;
 use cdc_runtime::sink::redis_error;
 use cdc_runtime::{Dependency, Event, HandlerError, Outcome, Record};
 use cdc_schemas::ChangeEvent;
@@ -70,7 +78,7 @@ use sqlx::MySqlPool;
 
 use crate::keys;
 use plan::{Item, Plan};
-use round_trips::{Call, Entry, Op, RoundTrips};
+use round_trips::{Call, Entry, Op, Queue, RoundTrips};
 use scripts::Scripts;
 
 /// Where the fan-out's connections point, named in their failures (logs, `/readyz`).
@@ -110,6 +118,8 @@ pub struct Fanout {
     pub at: Dependencies,
     scripts: Scripts,
     scripts_loaded: AtomicBool,
+    /// Live, or shadow: nothing run, the scripts' effects planned ([`shadow`]).
+    effects: Effects,
 }
 
 impl Fanout {
@@ -134,7 +144,14 @@ impl Fanout {
             at,
             scripts: Scripts::default(),
             scripts_loaded: AtomicBool::new(false),
+            effects: Effects::live(),
         }
+    }
+
+    /// The same fan-out with `effects` (shadow: see the module's "Shadow mode").
+    pub fn with_effects(mut self, effects: Effects) -> Self {
+        self.effects = effects;
+        self
     }
 
     /// Applies `records` (Debezium changes of one partition, in order).
@@ -161,23 +178,24 @@ impl Fanout {
         if plans.is_empty() {
             return Ok(outcomes);
         }
+        if self.effects.is_shadow() {
+            self.shadow(records, &plans, &mut outcomes).await?;
+            return Ok(outcomes);
+        }
         let mut redis = self.redis.clone();
         if !self.scripts_loaded.load(Ordering::Relaxed) {
             self.load_scripts().await?;
             self.scripts_loaded.store(true, Ordering::Relaxed);
         }
-        let authors: Vec<u64> = plans
-            .iter()
-            .filter_map(|(_, p)| match p {
-                Plan::Create(item) | Plan::Delete { item, .. } => Some(item.uid),
-                _ => None,
-            })
-            .filter(|uid| *uid != 0)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let followers =
-            followers::lookup(&mut redis, &self.mysql, &self.at, &self.prefix, &authors).await?;
+        let followers = followers::lookup(
+            &mut redis,
+            &self.mysql,
+            &self.at,
+            &self.prefix,
+            &authors(&plans),
+            true,
+        )
+        .await?;
         let mut round_trips = RoundTrips::new(&self.scripts, redis, self.state.clone(), &self.at);
         for (index, plan) in &plans {
             self.push(&mut round_trips, *index, plan, &followers)
@@ -216,9 +234,10 @@ impl Fanout {
         }
     }
 
+    /// Queues the entries of the record at `index` of its batch, planned `plan`, into `out`.
     async fn push(
         &self,
-        out: &mut RoundTrips<'_>,
+        out: &mut impl Queue,
         index: usize,
         plan: &Plan,
         followers: &HashMap<u64, Vec<u64>>,
@@ -298,6 +317,20 @@ impl Fanout {
             Plan::Skip(_) => Ok(()),
         }
     }
+}
+
+/// The distinct non-zero authors of `plans`' creates and deletes.
+fn authors(plans: &[(usize, Plan)]) -> Vec<u64> {
+    plans
+        .iter()
+        .filter_map(|(_, p)| match p {
+            Plan::Create(item) | Plan::Delete { item, .. } => Some(item.uid),
+            _ => None,
+        })
+        .filter(|uid| *uid != 0)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Fence, global inbox, author's timeline: the first keys of both scripts.

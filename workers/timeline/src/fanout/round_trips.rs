@@ -23,6 +23,26 @@ use super::scripts::{self, Scripts, evalsha};
 /// Keys sent per pipeline round trip before it is flushed.
 const KEYS_PER_ROUND_TRIP: usize = 50_000;
 
+/// Where the fan-out queues a record's entries: the [`RoundTrips`] (live), or a `Vec` the
+/// shadow decides on (`super::shadow`).
+pub trait Queue {
+    /// Queues `entry`.
+    async fn push(&mut self, entry: Entry) -> Result<(), HandlerError>;
+}
+
+impl Queue for Vec<Entry> {
+    async fn push(&mut self, entry: Entry) -> Result<(), HandlerError> {
+        Vec::push(self, entry);
+        Ok(())
+    }
+}
+
+impl Queue for RoundTrips<'_> {
+    async fn push(&mut self, entry: Entry) -> Result<(), HandlerError> {
+        RoundTrips::push(self, entry).await
+    }
+}
+
 /// One queued command.
 pub enum Entry {
     /// An unfenced command (an update's `DEL` of the item cache).
@@ -50,7 +70,8 @@ pub struct Call {
 }
 
 impl Call {
-    fn fence(&self) -> &str {
+    /// The fence's key.
+    pub fn fence(&self) -> &str {
         &self.keys[0]
     }
 

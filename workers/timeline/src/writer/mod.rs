@@ -7,6 +7,25 @@
 //! written and its identity recorded, in the same transaction. The table is a migration
 //! (`timeline migrate`): this module runs no DDL.
 //!
+//! # Shadow mode
+//! With shadow [`Effects`] the batch's transaction runs exactly as live (ledger lookups, locking
+//! reads, `INSERT`s, `UPDATE`s, the ledger's records) and is rolled back instead of committed;
+//! each applied message is planned as the row it wrote: `insert` of `chii_timeline` (the row's
+//! columns; its `tml_id` is the one the rolled-back insert got, for the batch's later merges to
+//! name) or, when the merge window merged it into an existing row, `update` of `chii_timeline`
+//! (`tml_id`, the new `tml_memo`, `tml_source`, and `tml_batch: 1` when it becomes a batch).
+//! The ledger's pruning is skipped.
+//!
+//! Divergences this implies. The rolled-back ledger remembers nothing, so a redelivery (a
+//! restart, a rebalance) is planned again: a duplicate plan, not a divergence. Nothing of an
+//! earlier batch is kept either: a message merges only into a row of its own batch or of the
+//! live table. The live table is the legacy writer's meanwhile, so a message is decided against
+//! the rows it wrote: a merge may be planned into a row the legacy writer inserted (often the
+//! row the legacy writer made of this very message or of its batch's predecessors, where live
+//! the fleet would have inserted or merged into its own row), and the memo planned then holds
+//! the legacy row's details too. Compare a plan with the legacy writer's rows by the resulting
+//! row (uid, cat, type, memo's details, window), not by `insert`/`update` or `tml_id`.
+//!
 //! # Layout
 //! - [`message`]: parsing and per-op rules (pure).
 //! - [`merge`]: previous row + new detail → the update (pure).
@@ -18,6 +37,7 @@ pub mod message;
 use std::time::Duration;
 
 use cdc_runtime::applied::Ledger;
+use cdc_runtime::shadow::{Effect, Effects};
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
 use sqlx::{MySql, MySqlPool, Transaction};
 
@@ -29,6 +49,8 @@ use message::{Merge, Write};
 pub struct Writer {
     mysql: MySqlPool,
     applied: Ledger,
+    /// Live, or shadow: each batch's transaction rolled back, its rows planned.
+    effects: Effects,
 }
 
 impl Writer {
@@ -43,7 +65,14 @@ impl Writer {
         Self {
             mysql,
             applied: Ledger::new(group, topics, retention, "timeline migrate"),
+            effects: Effects::live(),
         }
+    }
+
+    /// The same writer with `effects` (shadow: see the module's "Shadow mode").
+    pub fn with_effects(mut self, effects: Effects) -> Self {
+        self.effects = effects;
+        self
     }
 
     /// Applies service records of one partition, in order.
@@ -51,13 +80,17 @@ impl Writer {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.applied.prune(&self.mysql).await?;
+        let shadow = self.effects.is_shadow();
+        if !shadow {
+            self.applied.prune(&self.mysql).await?;
+        }
         let mut tx = self
             .mysql
             .begin()
             .await
             .map_err(|e| classify("starting a transaction", e))?;
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut planned = Vec::new();
         for record in records {
             let write = match parse(record) {
                 Ok(write) => write,
@@ -71,13 +104,29 @@ impl Writer {
                 outcomes.push(Outcome::Stale);
                 continue;
             }
-            let outcome = write_one(&mut tx, &write).await?;
-            if outcome == Outcome::Applied {
-                self.applied.record(&mut tx, &[id]).await?;
-            }
+            let outcome = match write_one(&mut tx, &write).await? {
+                Ok(written) => {
+                    self.applied.record(&mut tx, &[id]).await?;
+                    if shadow {
+                        planned.push((record, written.planned(&write)));
+                    }
+                    Outcome::Applied
+                }
+                Err(outcome) => outcome,
+            };
             outcomes.push(outcome);
         }
-        tx.commit().await.map_err(|e| classify("committing", e))?;
+        if shadow {
+            tx.rollback()
+                .await
+                .map_err(|e| classify("rolling back", e))?;
+            for (record, effect) in planned {
+                self.effects
+                    .plan(std::slice::from_ref(record), vec![effect]);
+            }
+        } else {
+            tx.commit().await.map_err(|e| classify("committing", e))?;
+        }
         Ok(outcomes)
     }
 }
@@ -94,10 +143,58 @@ fn parse(record: &Record) -> Result<Write, Outcome> {
     }
 }
 
+/// What a message wrote.
+enum Written {
+    /// Its row, inserted, with this `tml_id`.
+    Inserted(u64),
+    /// Merged into an existing row.
+    Merged(Update),
+}
+
+impl Written {
+    /// The planned effect (shadow mode): the row inserted, or the columns the merge updated.
+    fn planned(self, write: &Write) -> Effect {
+        let row = &write.row;
+        match self {
+            Written::Inserted(tml_id) => {
+                Effect::on("insert", "chii_timeline").with_value(serde_json::json!({
+                    "tml_id": tml_id,
+                    "tml_uid": row.uid,
+                    "tml_cat": row.cat,
+                    "tml_type": row.kind,
+                    "tml_related": row.related,
+                    "tml_memo": row.memo,
+                    "tml_img": "",
+                    "tml_batch": 0,
+                    "tml_source": row.source,
+                    "tml_replies": 0,
+                    "tml_dateline": row.created_at,
+                }))
+            }
+            Written::Merged(Update {
+                tml_id,
+                memo,
+                batch,
+            }) => {
+                let mut value = serde_json::json!({
+                    "tml_id": tml_id,
+                    "tml_memo": memo,
+                    "tml_source": row.source,
+                });
+                if batch {
+                    value["tml_batch"] = 1.into();
+                }
+                Effect::on("update", "chii_timeline").with_value(value)
+            }
+        }
+    }
+}
+
+/// Writes `write` in `tx`: what it wrote, or its outcome if it writes nothing.
 async fn write_one(
     tx: &mut Transaction<'_, MySql>,
     write: &Write,
-) -> Result<Outcome, HandlerError> {
+) -> Result<Result<Written, Outcome>, HandlerError> {
     let row = &write.row;
     let previous = match &write.merge {
         Merge::Never => None,
@@ -107,31 +204,28 @@ async fn write_one(
     let update = match previous {
         Some(previous) => match merge::decide(write, &previous) {
             Ok(update) => update,
-            Err(message) => return Ok(Outcome::Rejected(message)),
+            Err(message) => return Ok(Err(Outcome::Rejected(message))),
         },
         None => None,
     };
     match update {
-        Some(Update {
-            tml_id,
-            memo,
-            batch,
-        }) => {
-            let sql = if batch {
+        Some(update) => {
+            let sql = if update.batch {
                 "UPDATE chii_timeline SET tml_batch = 1, tml_memo = ?, tml_source = ? WHERE tml_id = ? LIMIT 1"
             } else {
                 "UPDATE chii_timeline SET tml_memo = ?, tml_source = ? WHERE tml_id = ? LIMIT 1"
             };
             sqlx::query(sql)
-                .bind(memo)
+                .bind(&update.memo)
                 .bind(row.source)
-                .bind(tml_id)
+                .bind(update.tml_id)
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| classify(write.op, e))?;
+            Ok(Ok(Written::Merged(update)))
         }
         None => {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO chii_timeline (tml_uid, tml_cat, tml_type, tml_related, tml_memo, tml_img, tml_batch, tml_source, tml_replies, tml_dateline) VALUES (?, ?, ?, ?, ?, '', 0, ?, 0, ?)",
             )
             .bind(row.uid)
@@ -144,9 +238,9 @@ async fn write_one(
             .execute(&mut **tx)
             .await
             .map_err(|e| classify(write.op, e))?;
+            Ok(Ok(Written::Inserted(inserted.last_insert_id())))
         }
     }
-    Ok(Outcome::Applied)
 }
 
 /// The latest row of `uid` in `cat` (and of `kind`, if set), locked until the transaction ends.
