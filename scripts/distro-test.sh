@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tries scripts/install.sh and `scripts/infra.sh up` on a plain Debian release, in a chroot:
+# Tries scripts/install.sh and `scripts/infra.sh up` on a plain Debian or Ubuntu release, in a
+# chroot:
 #   1. a minimal root filesystem of RELEASE (`mmdebstrap --variant=minbase`: no Redis, MariaDB,
 #      Java, Node.js, Python or compiler) in $STATE_DIR/distro-test/RELEASE;
 #   2. the working tree's files copied into it (/src), with a policy-rc.d so that packages do not
@@ -16,12 +17,16 @@
 # which HTTPS to PyPI and npm may need here), with the variables pointing pip and npm at the
 # system's bundle.
 #
-# Usage: scripts/distro-test.sh bookworm|trixie    (root; needs mmdebstrap; KEEP=1 keeps the tree)
+# Ubuntu's archive key comes from its own archive over HTTPS, as the ubuntu-keyring package
+# (Debian 12 ships none), checked against UBUNTU_KEYRING_SHA256.
+#
+# Usage: scripts/distro-test.sh bookworm|trixie|jammy|noble
+#        (root; needs mmdebstrap; KEEP=1 keeps the tree)
 # Not part of `make test`: it downloads a few hundred MB of packages.
 source "$(dirname "$0")/lib.sh"
 
 release=${1:-}
-[[ -n $release ]] || die "usage: $0 RELEASE (a Debian release: bookworm, trixie)"
+[[ -n $release ]] || die "usage: $0 RELEASE (Debian: bookworm, trixie; Ubuntu: jammy, noble)"
 ((EUID == 0)) || die "run as root: mmdebstrap, chroot and unshare need it"
 command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is needed (Debian: apt-get install mmdebstrap)"
 meili=$(meilisearch_bin) || die "$MEILISEARCH_MISSING"
@@ -42,9 +47,36 @@ bind() { # bind SOURCE TARGET [ro]
     [[ ${3:-} != ro ]] || mount -o remount,bind,ro "$2"
 }
 
+# The archive as a plain Ubuntu machine has it (http: apt checks the signatures; the minbase
+# tree has no CA certificates for https until install.sh installs them).
+UBUNTU_ARCHIVE=http://archive.ubuntu.com/ubuntu
+UBUNTU_KEYRING_DEB=ubuntu-keyring_2023.11.28.1_all.deb
+UBUNTU_KEYRING_SHA256=36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8
+
+# ubuntu_keyring: the path of Ubuntu's archive keyring, fetched and checked once.
+ubuntu_keyring() {
+    local dir=$STATE_DIR/distro-test/ubuntu-keyring
+    if [[ ! -s $dir/usr/share/keyrings/ubuntu-archive-keyring.gpg ]]; then
+        mkdir -p "$dir"
+        curl -fsSL -o "$dir/$UBUNTU_KEYRING_DEB" "${UBUNTU_ARCHIVE/http:/https:}/pool/main/u/ubuntu-keyring/$UBUNTU_KEYRING_DEB" \
+            || die "fetching $UBUNTU_KEYRING_DEB from $UBUNTU_ARCHIVE failed"
+        echo "$UBUNTU_KEYRING_SHA256  $dir/$UBUNTU_KEYRING_DEB" | sha256sum --check --quiet \
+            || die "$UBUNTU_KEYRING_DEB: sha256 is not UBUNTU_KEYRING_SHA256"
+        dpkg-deb -x "$dir/$UBUNTU_KEYRING_DEB" "$dir"
+    fi
+    echo "$dir/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+}
+
 say "$release: mmdebstrap minbase"
 rm -rf "$root"; mkdir -p "$(dirname "$root")"
-mmdebstrap --quiet --variant=minbase "$release" "$root" || die "mmdebstrap $release failed"
+case $release in
+    jammy | noble)
+        # apt is "important", not "required", in Ubuntu's archive: minbase leaves it out, and
+        # every Ubuntu machine has it.
+        mmdebstrap --quiet --variant=minbase --components=main,universe --include=apt \
+            --keyring="$(ubuntu_keyring)" "$release" "$root" "$UBUNTU_ARCHIVE" ;;
+    *) mmdebstrap --quiet --variant=minbase "$release" "$root" ;;
+esac || die "mmdebstrap $release failed"
 say "$release: $(sed -n 's/^PRETTY_NAME="\(.*\)"/\1/p' "$root/etc/os-release"); $(chroot "$root" dpkg -l | grep -c '^ii') packages"
 
 mkdir -p "$root/src" "$root/shared/bin" "$root/usr/local/bin"

@@ -191,15 +191,6 @@ install_reference_clients() {
         || die "pip install confluent-kafka==$CONFLUENT_KAFKA_VERSION redis==$REDIS_PY_VERSION failed (is pip configured?)"
 }
 
-# The Kafka and Redis clients of scripts/legacy_reference.py (prebuilt wheels from PyPI).
-install_reference_clients() {
-    python3 -c 'import confluent_kafka, redis' >/dev/null 2>&1 && return
-    say "installing confluent-kafka==$CONFLUENT_KAFKA_VERSION and redis==$REDIS_PY_VERSION from PyPI (scripts/legacy_reference.py)"
-    python3 -m pip install -q --disable-pip-version-check --only-binary=confluent-kafka \
-        "confluent-kafka==$CONFLUENT_KAFKA_VERSION" "redis==$REDIS_PY_VERSION" \
-        || die "pip install confluent-kafka==$CONFLUENT_KAFKA_VERSION redis==$REDIS_PY_VERSION failed (is pip configured?)"
-}
-
 install_debs
 install_java
 check_versions

@@ -20,7 +20,7 @@ use std::time::Duration;
 use fleet_harness::notify::{
     Expected, Input, Message, State, add_memberfields, add_members, state,
 };
-use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_command};
+use fleet_harness::process::{KillOnDrop, worker_command};
 use fleet_harness::scenario::Lane;
 use fleet_harness::{Out, redis_uri, unique, wait_drained};
 
@@ -60,11 +60,7 @@ async fn run(lane: &Lane, group: &str, shadow_plans: Option<&std::path::Path>) {
     )
     .await
     .expect("drained");
-    signal(&child, "TERM").expect("term");
-    wait_exit(&mut child, Duration::from_secs(20))
-        .await
-        .expect("wait")
-        .expect("exited within 20 s of SIGTERM");
+    child.terminate().await.expect("stopped");
 }
 
 /// The original offsets of the lane's dead letters (partition 0 of the topic), sorted.

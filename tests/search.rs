@@ -17,7 +17,7 @@ use cdc_topics::Family;
 use fleet_harness::fixtures::{self, Encoding};
 use fleet_harness::meili::{Meili, meili_key, meili_url, unique_index_prefix};
 use fleet_harness::mysql::TestDatabase;
-use fleet_harness::process::{KillOnDrop, free_port, signal, wait_exit, worker_command};
+use fleet_harness::process::{KillOnDrop, free_port, worker_command};
 use fleet_harness::search::{Expected, TABLES, assert_documents, numbers_as_floats};
 use fleet_harness::{
     Out, http_get, metric_sums, produce_in_order, provisioned_family, read_all, redis_uri, unique,
@@ -123,11 +123,7 @@ impl Lane {
         let metrics = http_get(&format!("http://127.0.0.1:{port}/metrics"))
             .await
             .expect("metrics");
-        signal(&child, "TERM").expect("term");
-        wait_exit(&mut child, Duration::from_secs(20))
-            .await
-            .expect("wait")
-            .expect("exited within 20 s of SIGTERM");
+        child.terminate().await.expect("stopped");
         metrics
     }
 

@@ -16,7 +16,7 @@ use cdc_runtime::{Coordinates, Event, Handler, Outcome, Record};
 use cdc_schemas::{ChangeEvent, Format, RawRecord, SchemaSet};
 use fleet_harness::fixtures::{self, Encoding, Fixture};
 use fleet_harness::mysql::TestDatabase;
-use fleet_harness::process::{KillOnDrop, PrivateRedis, signal, wait_exit, worker_command};
+use fleet_harness::process::{KillOnDrop, PrivateRedis, worker_command};
 use fleet_harness::{
     Out, delete_prefix_at, end_offsets, keys_under, produce, producer, provisioned_family, redis,
     redis_at, redis_uri, unique, wait_drained, worker_config,
@@ -325,11 +325,7 @@ async fn golden_fanout_in_shadow_mode_plans_the_golden_state_and_writes_nothing(
     )
     .await
     .expect("drained");
-    signal(&child, "TERM").expect("term");
-    wait_exit(&mut child, Duration::from_secs(20))
-        .await
-        .expect("wait")
-        .expect("exited within 20 s of SIGTERM");
+    child.terminate().await.expect("stopped");
 
     assert_eq!(
         keys_under(&key_prefix).await.expect("keys"),

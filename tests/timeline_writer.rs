@@ -418,11 +418,7 @@ async fn shadow_plans_every_row_and_merge_and_writes_none() {
     )
     .await
     .expect("drained");
-    signal(&child, "TERM").expect("term");
-    wait_exit(&mut child, Duration::from_secs(20))
-        .await
-        .expect("wait")
-        .expect("exited within 20 s of SIGTERM");
+    child.terminate().await.expect("stopped");
 
     assert_eq!(rows(&db).await, before, "no row written");
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cdc_applied_messages")

@@ -362,6 +362,16 @@ impl std::ops::DerefMut for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// Stops the process as its orchestrator would: SIGTERM, then its exit within 20 s.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        signal(&self.0, "TERM")?;
+        wait_exit(&mut self.0, Duration::from_secs(20))
+            .await?
+            .context("not exited within 20 s of SIGTERM")
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();

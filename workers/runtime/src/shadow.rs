@@ -72,6 +72,14 @@ impl Effect {
     }
 }
 
+/// `kind key args…` (`-` for no key), as the unit tests compare effects.
+impl std::fmt::Display for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.key.as_deref().unwrap_or("-"))?;
+        self.args.iter().try_for_each(|arg| write!(f, " {arg}"))
+    }
+}
+
 /// Redis commands whose every argument is a key: one effect per key.
 const ALL_KEYS_COMMANDS: &[&str] = &["del", "unlink"];
 
@@ -402,20 +410,10 @@ mod tests {
         pipe.zadd("z:1", "m", 5).ignore();
         pipe.publish("chan", "hello").ignore();
         let effects = redis_effects(&pipe);
-        let shown: Vec<_> = effects
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {} {}",
-                    e.kind,
-                    e.key.as_deref().unwrap_or("-"),
-                    e.args.join(" ")
-                )
-            })
-            .collect();
+        let shown: Vec<_> = effects.iter().map(Effect::to_string).collect();
         assert_eq!(
             shown,
-            ["del a:1 ", "del b:2 ", "zadd z:1 5 m", "publish chan hello"]
+            ["del a:1", "del b:2", "zadd z:1 5 m", "publish chan hello"]
         );
     }
 

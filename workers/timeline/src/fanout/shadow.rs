@@ -340,17 +340,7 @@ mod tests {
         assert!(reads.claim(&call));
         let mut effects = Vec::new();
         reads.effects(&call, &mut effects);
-        let shown: Vec<String> = effects
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {} {}",
-                    e.kind,
-                    e.key.as_deref().unwrap_or("-"),
-                    e.args.join(" ")
-                )
-            })
-            .collect();
+        let shown: Vec<String> = effects.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             [
