@@ -14,7 +14,7 @@ use std::time::Duration;
 use cdc_runtime::dead_letter::header;
 use cdc_runtime::{Coordinates, Event, HandlerError, Outcome, Record};
 use fleet_harness::mysql::TestDatabase;
-use fleet_harness::process::{KillOnDrop, signal, wait_exit, worker_command};
+use fleet_harness::process::{KillOnDrop, worker_command};
 use fleet_harness::{
     Out, client_config, committed, create_topic, end_offsets, produce, producer,
     provisioned_family, read_all, unique, wait_drained, worker_config,
