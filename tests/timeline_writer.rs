@@ -319,17 +319,21 @@ async fn run_until_drained(
     running.wait().await.expect("clean shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_nothing() {
-    let topic_prefix = format!("{}.", unique("it.tml.writer"));
-    let db = TestDatabase::create().await.expect("database");
-    // A batch row from the PHP site, for uid 2.
+/// Seeds a batch row from the PHP site, for uid 2, which the test messages merge into.
+async fn seed_php_batch_row(db: &TestDatabase) {
     sqlx::query("INSERT INTO chii_timeline (tml_uid, tml_cat, tml_type, tml_related, tml_memo, tml_img, tml_batch, tml_source, tml_replies, tml_dateline) VALUES (2, 1, 2, '5', ?, '', 1, 5, 0, ?)")
         .bind(r#"a:1:{i:5;a:1:{s:3:"uid";i:5;}}"#)
         .bind(T)
         .execute(&db.pool)
         .await
         .expect("seed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_nothing() {
+    let topic_prefix = format!("{}.", unique("it.tml.writer"));
+    let db = TestDatabase::create().await.expect("database");
+    seed_php_batch_row(&db).await;
     let family = provisioned_family(FAMILY, &topic_prefix)
         .await
         .expect("provision");
@@ -378,12 +382,7 @@ async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_n
 async fn shadow_plans_every_row_and_merge_and_writes_none() {
     let topic_prefix = format!("{}.", unique("it.tml.writer.shadow"));
     let db = TestDatabase::create().await.expect("database");
-    sqlx::query("INSERT INTO chii_timeline (tml_uid, tml_cat, tml_type, tml_related, tml_memo, tml_img, tml_batch, tml_source, tml_replies, tml_dateline) VALUES (2, 1, 2, '5', ?, '', 1, 5, 0, ?)")
-        .bind(r#"a:1:{i:5;a:1:{s:3:"uid";i:5;}}"#)
-        .bind(T)
-        .execute(&db.pool)
-        .await
-        .expect("seed");
+    seed_php_batch_row(&db).await;
     let before = rows(&db).await;
     let family = provisioned_family(FAMILY, &topic_prefix)
         .await
