@@ -1094,10 +1094,13 @@ struct TimelineRun {
     redis_top_commands: BTreeMap<String, u64>,
 }
 
+/// One fan-out drain of `events` creates, `tml_id`s from `first_tml_id` (runs sharing a key
+/// prefix take ids of their own: a create of an item another run applied is stale at its fence).
 async fn timeline_run(
     label: &str,
     g: &FollowerGraph,
     key_prefix: &str,
+    first_tml_id: u64,
     events: u64,
     big_every: Option<u64>,
 ) -> anyhow::Result<TimelineRun> {
@@ -1127,7 +1130,7 @@ async fn timeline_run(
     let (c, a, t) = (creates.clone(), authors.clone(), topic.clone());
     tokio::task::spawn_blocking(move || {
         fill(&t, 1, events, &|i| {
-            c.event(10_000_000 + i, a[i as usize], 300_000 + i)
+            c.event(first_tml_id + i, a[i as usize], 300_000 + i)
         })
     })
     .await??;
@@ -3104,6 +3107,7 @@ async fn main() -> anyhow::Result<()> {
             ),
             &g,
             &key_prefix,
+            10_000_000,
             o.timeline_events,
             None,
         )
@@ -3117,6 +3121,7 @@ async fn main() -> anyhow::Result<()> {
                     ),
                     &g,
                     &key_prefix,
+                    20_000_000,
                     o.timeline_events / 2,
                     Some(500),
                 )
