@@ -319,21 +319,18 @@ async fn run_until_drained(
     running.wait().await.expect("clean shutdown");
 }
 
-/// Seeds a batch row from the PHP site, for uid 2, which the test messages merge into.
-async fn seed_php_batch_row(db: &TestDatabase) {
+/// The writer tests' lane: a database with a batch row from the PHP site (uid 2, which the test
+/// messages merge into) and the family's topics under a prefix from `name`, the test messages
+/// produced to its `timeline` topic. Returns the prefix, the database, the family and the topic.
+async fn seeded_lane(name: &str) -> (String, TestDatabase, cdc_topics::Family, String) {
+    let topic_prefix = format!("{}.", unique(name));
+    let db = TestDatabase::create().await.expect("database");
     sqlx::query("INSERT INTO chii_timeline (tml_uid, tml_cat, tml_type, tml_related, tml_memo, tml_img, tml_batch, tml_source, tml_replies, tml_dateline) VALUES (2, 1, 2, '5', ?, '', 1, 5, 0, ?)")
         .bind(r#"a:1:{i:5;a:1:{s:3:"uid";i:5;}}"#)
         .bind(T)
         .execute(&db.pool)
         .await
         .expect("seed");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_nothing() {
-    let topic_prefix = format!("{}.", unique("it.tml.writer"));
-    let db = TestDatabase::create().await.expect("database");
-    seed_php_batch_row(&db).await;
     let family = provisioned_family(FAMILY, &topic_prefix)
         .await
         .expect("provision");
@@ -341,6 +338,12 @@ async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_n
     produce(&producer().expect("producer"), &topic, &messages())
         .await
         .expect("produce");
+    (topic_prefix, db, family, topic)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_nothing() {
+    let (topic_prefix, db, family, topic) = seeded_lane("it.tml.writer").await;
 
     run_until_drained(&family, &topic_prefix, &db, &unique("it.tml.writer.a")).await;
     let mut want = expected();
@@ -380,17 +383,8 @@ async fn every_op_writes_its_row_merges_in_the_window_and_a_redelivery_changes_n
 /// two bad messages' dead letters.
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_plans_every_row_and_merge_and_writes_none() {
-    let topic_prefix = format!("{}.", unique("it.tml.writer.shadow"));
-    let db = TestDatabase::create().await.expect("database");
-    seed_php_batch_row(&db).await;
+    let (topic_prefix, db, family, _) = seeded_lane("it.tml.writer.shadow").await;
     let before = rows(&db).await;
-    let family = provisioned_family(FAMILY, &topic_prefix)
-        .await
-        .expect("provision");
-    let topic = format!("{topic_prefix}timeline");
-    produce(&producer().expect("producer"), &topic, &messages())
-        .await
-        .expect("produce");
 
     let plans = std::env::temp_dir().join(unique("timeline-writer-shadow-plans"));
     let group = unique("it.tml.writer.shadow");

@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cdc_runtime::applied::Ledger;
 use cdc_runtime::cli::FamilySettings;
 use cdc_runtime::config::ConfigError;
-use cdc_runtime::mysql::classify;
+use cdc_runtime::mysql::{classify, end_transaction};
 use cdc_runtime::shadow::{Effect, Effects, compare::Compared};
 use cdc_runtime::{Dependency, Event, Handler, HandlerError, Outcome, Record, WorkerConfig};
 use sqlx::MySqlPool;
@@ -178,8 +178,7 @@ impl Notify {
             }
         }
         if !pending.is_empty() {
-            let shadow = self.effects.is_shadow();
-            if !shadow {
+            if !self.effects.is_shadow() {
                 self.applied.prune(&self.pool).await?;
             }
             let mut tx = self
@@ -191,16 +190,12 @@ impl Notify {
             let written = self
                 .decide_and_write(&mut tx, pending, &mut outcomes)
                 .await?;
-            if shadow {
-                tx.rollback()
-                    .await
-                    .map_err(|e| classify("rolling back", e))?;
+            end_transaction(tx, &self.effects).await?;
+            if self.effects.is_shadow() {
                 for (index, row) in written {
                     self.effects
                         .plan(std::slice::from_ref(&batch[index]), planned(&row));
                 }
-            } else {
-                tx.commit().await.map_err(|e| classify("committing", e))?;
             }
         }
         Ok(outcomes

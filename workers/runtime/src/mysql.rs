@@ -13,13 +13,15 @@
 //! # Layout
 //! - [`pool`]: the pool; every session is strict (`STRICT_ALL_TABLES`).
 //! - [`classify`], [`transient`]: an error of a named step as a [`HandlerError`].
+//! - [`end_transaction`]: a batch's transaction committed, or rolled back in shadow mode.
 //! - [`server_error`]: the server's error number of an error, if it has one.
 
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
-use sqlx::{Executor, MySqlPool};
+use sqlx::{Executor, MySql, MySqlPool, Transaction};
 
+use crate::shadow::Effects;
 use crate::{HandlerError, WorkerConfig};
 
 /// Added to the server's `sql_mode` on every connection: a value a column cannot hold is an
@@ -58,6 +60,19 @@ pub fn pool(config: &WorkerConfig) -> MySqlPool {
 /// Any error of `what` as transient (reads whose failure can only be the server's).
 pub fn transient(what: &str, error: sqlx::Error) -> HandlerError {
     HandlerError::Transient(anyhow::anyhow!("{what}: {error}"))
+}
+
+/// Ends `tx`: committed (live), or rolled back when `effects` are a shadow's, whose statements
+/// ran only to be checked and planned; failures classified as [`classify`] does.
+pub async fn end_transaction(
+    tx: Transaction<'_, MySql>,
+    effects: &Effects,
+) -> Result<(), HandlerError> {
+    if effects.is_shadow() {
+        tx.rollback().await.map_err(|e| classify("rolling back", e))
+    } else {
+        tx.commit().await.map_err(|e| classify("committing", e))
+    }
 }
 
 /// Server error numbers that say a record's values cannot be stored as they are.

@@ -41,7 +41,7 @@ use cdc_runtime::shadow::{Effect, Effects};
 use cdc_runtime::{Event, HandlerError, Outcome, Record};
 use sqlx::{MySql, MySqlPool, Transaction};
 
-use cdc_runtime::mysql::classify;
+use cdc_runtime::mysql::{classify, end_transaction};
 use merge::{Previous, Update};
 use message::{Merge, Write};
 
@@ -116,16 +116,10 @@ impl Writer {
             };
             outcomes.push(outcome);
         }
-        if shadow {
-            tx.rollback()
-                .await
-                .map_err(|e| classify("rolling back", e))?;
-            for (record, effect) in planned {
-                self.effects
-                    .plan(std::slice::from_ref(record), vec![effect]);
-            }
-        } else {
-            tx.commit().await.map_err(|e| classify("committing", e))?;
+        end_transaction(tx, &self.effects).await?;
+        for (record, effect) in planned {
+            self.effects
+                .plan(std::slice::from_ref(record), vec![effect]);
         }
         Ok(outcomes)
     }
